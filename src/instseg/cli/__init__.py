@@ -1,0 +1,1 @@
+"""`instseg <command>`: thin entry points (parse, build, call)."""

@@ -1,0 +1,1 @@
+"""Data: formats (one file each), synthetic generators, transforms, loaders."""
