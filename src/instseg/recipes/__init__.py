@@ -1,0 +1,1 @@
+"""Recipes: glue that builds model, data and trainer from a config, one file per task."""

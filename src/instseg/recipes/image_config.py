@@ -1,0 +1,79 @@
+"""Config dataclasses for image instance segmentation (train / eval / demo).
+
+YAML files under ``configs/`` set any subset of these fields; ``key.sub=value`` overrides on the
+command line are type-checked (see :mod:`instseg.config`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ModelConfig:
+    name: str = "effl0_fcos_maskrcnn"  # key of instseg.models.zoo.MODELS
+    pretrained: bool = True  # ImageNet backbone weights (EfficientNet-Lite0 ships offline)
+    backbone_weights: str | None = None  # user-given backbone weight file (e.g. ResNet-50)
+    random_init: bool = False  # allow a backbone without weights (must be said explicitly)
+    class_aware_masks: bool = False  # one mask per class (True) or class-agnostic (False)
+    weights: str | None = None  # full-model weights to start from (fine-tuning)
+
+
+@dataclass
+class SyntheticConfig:
+    num_train: int = 1200  # images in the generated training split
+    num_test: int = 200  # images in the held-out split
+    seed_train: int = 0  # generator seed of the training split
+    seed_test: int = 1000  # generator seed of the held-out split (different scenes)
+    image_size: int = 256  # square image side in pixels
+    occlusion: float = 0.5  # 0 = objects rarely overlap, 1 = heavy occlusion
+    min_objects: int = 2
+    max_objects: int = 6
+    cutouts: bool = True  # paste real object cutouts from ../shared/data when present
+
+
+@dataclass
+class DataConfig:
+    # COCO JSON + image folder; leave train_json empty to use the built-in synthetic scenes
+    train_json: str = ""
+    train_root: str = ""
+    test_json: str = ""
+    test_root: str = ""
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    cache_dir: str = ""  # where synthetic data is generated ("" = <out_dir>/data)
+    min_size: list[int] = field(default_factory=lambda: [224, 256, 288])  # train short sides
+    max_size: int = 512  # longest side cap (train and test)
+    test_min_size: int = 256  # test short side
+    flip: float = 0.5  # horizontal flip probability (train)
+    batch_size: int = 8
+    num_workers: int = 0  # DataLoader workers per process
+    filter_empty: bool = True  # drop training images without annotations
+    skip_bad_images: bool = True  # skip (and count) unreadable training images instead of failing
+
+
+@dataclass
+class SolverConfig:
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # SGD only
+    schedule: str = "cosine"  # cosine | step | constant
+    steps: list[int] = field(default_factory=list)  # step schedule milestones (iterations)
+    max_iters: int = 1500
+    warmup_iters: int = 100
+    grad_clip: float | None = 10.0  # max gradient norm (None = off)
+    amp: str = "bf16"  # none | bf16 | fp16 (fp16 only on CUDA)
+
+
+@dataclass
+class ImageTrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    seed: int = 0
+    out_dir: str = "runs/image"  # checkpoints, logs, metrics
+    device: str = "auto"  # auto | cpu | cuda
+    eval_period: int = 0  # evaluate every N iterations (0 = only at the end)
+    checkpoint_period: int = 500  # write a resumable checkpoint every N iterations
+    log_period: int = 20
+    threads: int = 0  # torch CPU threads (0 = leave torch's default)
