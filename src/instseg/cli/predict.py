@@ -1,0 +1,106 @@
+"""``instseg predict --weights W --source PATH --out DIR``: run a trained image model.
+
+PATH is an image, a folder, a glob or a video file. ``DIR/results.json`` receives COCO results
+(image ids from ``--gt`` by file name when given, else from numeric file stems, else the index);
+``--save-vis`` writes overlay images (``DIR/vis/<name>.jpg``) or ``DIR/vis.mp4`` for a video.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", default=None, help="model.pt (default: the shipped demo model)")
+    p.add_argument("--source", required=True, help="image, folder, glob or video file")
+    p.add_argument("--out", default="outputs/predict", help="output folder")
+    p.add_argument("--gt", default=None, help="COCO annotations to take image ids from (by file name)")
+    p.add_argument("--save-vis", action="store_true", help="write overlay images / MP4")
+    p.add_argument("--score-thresh", type=float, default=0.05, help="drop detections below")
+    p.add_argument("--vis-thresh", type=float, default=0.3, help="draw detections above")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", default="bf16", choices=["bf16", "none"])
+    p.add_argument("--explain", action="store_true",
+                   help="also save per-RoI head maps (occluder/occludee, boundary) for bilayer heads")
+
+
+def image_id_map(gt: str | None) -> dict[str, int]:
+    """file name (and stem) -> image id from a COCO annotation file."""
+    if not gt:
+        return {}
+    from instseg.utils.io import read_json
+
+    data = read_json(gt)
+    if "images" not in data:
+        raise ValueError(f"{gt}: not a COCO annotation file (no 'images')")
+    out: dict[str, int] = {}
+    for im in data["images"]:
+        name = str(im["file_name"])
+        out[name] = int(im["id"])
+        out[Path(name).name] = int(im["id"])
+        out[Path(name).stem] = int(im["id"])
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import cv2
+    from tqdm import tqdm
+
+    from instseg.evaluation.coco import instances_to_coco_results
+    from instseg.inference.predictor import ImagePredictor
+    from instseg.inference.visualize import draw_instances
+    from instseg.utils.io import atomic_write_json
+    from instseg.utils.sources import is_video, iter_source, video_fps
+    from instseg.utils.video_writer import write_video
+
+    weights = args.weights or default_weights()
+    predictor = ImagePredictor(weights, device=args.device, amp=args.amp, score_thresh=args.score_thresh)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ids = image_id_map(args.gt)
+    video = is_video(args.source)
+    results, frames, missing = [], [], 0
+    for index, (name, image) in enumerate(tqdm(iter_source(args.source), desc="predict", unit="img")):
+        inst = predictor(image, return_head_outputs=args.explain) if args.explain else predictor(image)
+        if name in ids:
+            image_id = ids[name]
+        elif ids:
+            missing += 1
+            continue
+        else:
+            image_id = int(name) if name.isdigit() else index
+        cat_ids = predictor.category_ids or list(range(1, len(predictor.class_names) + 1))
+        results += instances_to_coco_results(inst, image_id=image_id, category_ids=cat_ids)
+        if args.save_vis:
+            vis = draw_instances(image, inst, class_names=predictor.class_names, score_thresh=args.vis_thresh)
+            if video:
+                frames.append(vis)
+            else:
+                (out / "vis").mkdir(exist_ok=True)
+                cv2.imwrite(str(out / "vis" / f"{name}.jpg"), vis[..., ::-1])
+        if args.explain:
+            from instseg.inference.explain import save_explanations
+
+            save_explanations(out / "explain", name, image, inst)
+    if missing:
+        log.warning("%d images of %s are not in %s and were skipped", missing, args.source, args.gt)
+    atomic_write_json(out / "results.json", results)
+    if video and frames:
+        write_video(out / "vis.mp4", frames, fps=video_fps(args.source))
+    print(f"wrote {len(results)} detections to {out / 'results.json'}")
+    return 0
+
+
+def default_weights() -> Path:
+    """The shipped default image model (trained by `instseg demo`, see its model card)."""
+    p = Path(__file__).resolve().parents[1] / "weights" / "demo_image.pt"
+    if not p.is_file():
+        raise SystemExit(
+            "no --weights given and no shipped default model found; run `./run demo` and pass "
+            "--weights runs/demo/model.pt"
+        )
+    return p

@@ -1,0 +1,52 @@
+"""Rebuild a trained model from a weights file (``model.pt``) written by train/demo.
+
+The file holds ``{"model": state_dict, "meta": {...}}`` and is read with
+``torch.load(weights_only=True)`` only; ``meta`` says which zoo model to build.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["load_trained_model", "read_weights_file"]
+
+
+def read_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """-> (state_dict, meta). Refuses files that need unpickling of arbitrary objects."""
+    from instseg.engine.checkpoint import safe_torch_load
+
+    obj = safe_torch_load(path)
+    if not isinstance(obj, dict) or "model" not in obj:
+        raise ValueError(f"{path}: not an instseg weights file (expected keys 'model' and 'meta')")
+    meta = obj.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: 'meta' must be a dict")
+    return obj["model"], meta
+
+
+def load_trained_model(
+    path: str | Path, *, device: torch.device | str = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Build the zoo model named in the file's meta, load weights (fp16 files are cast back to
+    fp32), put it in eval mode on ``device``."""
+    from instseg.recipes.image import build_model_from_config
+    from instseg.recipes.image_config import ModelConfig
+    from instseg.config import from_dict
+
+    state, meta = read_weights_file(path)
+    if meta.get("task", "image") != "image":
+        raise ValueError(f"{path}: weights are for task '{meta.get('task')}', not image segmentation")
+    mcfg = from_dict(ModelConfig, meta.get("model", {}), where=str(path))
+    model = build_model_from_config(mcfg, num_classes=int(meta["num_classes"]))
+    ref = model.state_dict()
+    state = {k: (v.to(ref[k].dtype) if k in ref and v.is_floating_point() else v) for k, v in state.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: weights do not match model '{mcfg.name}': "
+            f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}"
+        )
+    return model.to(device).eval(), meta

@@ -1,0 +1,97 @@
+"""``ImagePredictor``: weights file -> callable on RGB images returning :class:`Instances`.
+
+    predictor = ImagePredictor("runs/demo/model.pt")
+    inst = predictor(rgb_uint8_hw3)          # Instances at the image's own size
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from instseg.data.batch import Batch, collate_images
+from instseg.structures import Instances
+from instseg.structures.ops import resize_instances
+
+__all__ = ["ImagePredictor"]
+
+
+class ImagePredictor:
+    """Holds a model in eval mode plus its preprocessing settings (state lives here).
+
+    Args:
+        weights: ``model.pt`` written by ``instseg train``/``demo``.
+        device: "cpu", "cuda" or "auto".
+        min_size / max_size: test-time resize (defaults from the weights' meta).
+        amp: "bf16" (CPU/CUDA autocast) or "none".
+        score_thresh: drop detections below this score.
+    """
+
+    def __init__(
+        self,
+        weights: str | Path,
+        *,
+        device: str = "auto",
+        min_size: int | None = None,
+        max_size: int | None = None,
+        amp: str = "bf16",
+        score_thresh: float = 0.0,
+    ) -> None:
+        from instseg.inference.loading import load_trained_model
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.model, self.meta = load_trained_model(weights, device=self.device)
+        if self.device.type == "cpu":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.min_size = int(min_size or self.meta.get("test_min_size", 256))
+        self.max_size = int(max_size or self.meta.get("max_size", 512))
+        self.amp = amp
+        self.score_thresh = score_thresh
+        self.class_names: list[str] = list(self.meta.get("class_names", []))
+        self.category_ids: list[int] = list(self.meta.get("category_ids", []))
+
+    def _resize(self, image: np.ndarray) -> torch.Tensor:
+        h, w = image.shape[:2]
+        scale = min(self.min_size / min(h, w), self.max_size / max(h, w))
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+        if (nh, nw) != (h, w):
+            t = torch.nn.functional.interpolate(t[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
+        return t
+
+    def _autocast(self) -> Any:
+        if self.amp == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    @torch.no_grad()
+    def predict_batch(self, images: list[np.ndarray], **kw: Any) -> list[Instances]:
+        """RGB uint8 (H, W, 3) images -> Instances at each image's original size (CPU tensors)."""
+        tensors = [self._resize(im) for im in images]
+        padded, sizes = collate_images(tensors)
+        batch = Batch(
+            images=padded.to(self.device),
+            image_sizes=sizes,
+            orig_sizes=[im.shape[:2] for im in images],
+        )
+        if self.device.type == "cpu":
+            batch.images = batch.images.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            outs = self.model.predict(batch, **kw)
+        results = []
+        for inst, im in zip(outs, images):
+            inst = inst.to("cpu")
+            inst = inst.replace(boxes=inst.boxes.float(), scores=inst.scores.float() if inst.scores is not None else None)
+            if inst.scores is not None and self.score_thresh > 0:
+                inst = inst[inst.scores >= self.score_thresh]
+            results.append(resize_instances(inst, im.shape[:2]))
+        return results
+
+    def __call__(self, image: np.ndarray, **kw: Any) -> Instances:
+        return self.predict_batch([image], **kw)[0]
