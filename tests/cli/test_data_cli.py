@@ -1,0 +1,76 @@
+"""``instseg data``: the synth and coco-occ subcommands, run in-process."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import cv2
+import pytest
+
+from instseg.cli.main import main
+
+
+def test_synth_writes_images_and_annotations(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "synth"
+    rc = main(["data", "synth", "--out", str(out), "--num", "3", "--seed", "1000",
+               "--size", "48x80", "--occlusion", "0.7", "--min-objects", "2", "--max-objects", "3",
+               "--cutouts", "none"])
+    assert rc == 0
+    assert "wrote 3 images" in capsys.readouterr().out
+    data = json.loads((out / "annotations.json").read_text())
+    assert [im["file_name"] for im in data["images"]] == [f"images/{i:06d}.png" for i in (1, 2, 3)]
+    assert all((im["height"], im["width"]) == (48, 80) for im in data["images"])
+    assert cv2.imread(str(out / "images/000002.png")).shape == (48, 80, 3)
+    assert data["info"]["seed"] == 1000 and data["info"]["config"]["occlusion"] == 0.7
+    assert all(c["kind"] == "shape" for c in data["categories"])
+    anns = data["annotations"]
+    per_image = [sum(a["image_id"] == im["id"] for a in anns) for im in data["images"]]
+    assert max(per_image) <= 3
+
+
+def test_synth_square_size_and_jpg(tmp_path: Path) -> None:
+    rc = main(["data", "synth", "--out", str(tmp_path), "--num", "1", "--size", "40",
+               "--format", "jpg", "--cutouts", "none"])
+    assert rc == 0
+    assert cv2.imread(str(tmp_path / "images/000001.jpg")).shape == (40, 40, 3)
+
+
+def test_synth_bad_input_exits_with_message(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    missing = tmp_path / "no-such-folder"
+    argv = ["data", "synth", "--out", str(tmp_path), "--num", "1", "--cutouts", str(missing)]
+    assert main(argv) == 2
+    assert "no-such-folder" in capsys.readouterr().err
+    assert main(["data", "synth", "--out", str(tmp_path), "--num", "1", "--occlusion", "2",
+                 "--cutouts", "none"]) == 2
+    assert "occlusion" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["data", "synth", "--out", str(tmp_path), "--num", "1", "--size", "0x5"])
+    assert not (tmp_path / "annotations.json").exists()
+
+
+def test_coco_occ_calls_extractor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture) -> None:
+    calls = []
+
+    def fake_extract(gt_json: Path, out_json: Path, *, min_overlap: float) -> dict:
+        calls.append((gt_json, out_json, min_overlap))
+        return {"images": 7, "annotations": 11}
+
+    module = types.ModuleType("instseg.data.occlusion")
+    module.extract_coco_occ = fake_extract  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "instseg.data.occlusion", module)
+    gt, out = tmp_path / "gt.json", tmp_path / "occ.json"
+    argv = ["data", "coco-occ", "--gt", str(gt), "--out", str(out), "--min-overlap", "0.3"]
+    assert main(argv) == 0
+    assert calls == [(gt, out, 0.3)]
+    assert json.loads(capsys.readouterr().out) == {"images": 7, "annotations": 11}
+
+
+def test_unknown_subcommand_fails() -> None:
+    with pytest.raises(SystemExit):
+        main(["data", "nope"])
