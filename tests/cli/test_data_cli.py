@@ -71,6 +71,21 @@ def test_coco_occ_calls_extractor(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert json.loads(capsys.readouterr().out) == {"images": 7, "annotations": 11}
 
 
+def test_coco_occ_on_synthetic_scenes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("instseg.data.occlusion")
+    synth = tmp_path / "synth"
+    assert main(["data", "synth", "--out", str(synth), "--num", "6", "--size", "64",
+                 "--occlusion", "1", "--cutouts", "none"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "occ.json"
+    argv = ["data", "coco-occ", "--gt", str(synth / "annotations.json"), "--out", str(out)]
+    assert main(argv) == 0
+    stats = json.loads(capsys.readouterr().out)
+    kept = json.loads(out.read_text())
+    assert stats["num_images_in"] == 6 and stats["num_images_out"] == len(kept["images"]) > 0
+    assert kept["categories"] == json.loads((synth / "annotations.json").read_text())["categories"]
+
+
 def test_unknown_subcommand_fails() -> None:
     with pytest.raises(SystemExit):
         main(["data", "nope"])
