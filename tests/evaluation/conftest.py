@@ -13,15 +13,24 @@ import pycocotools.mask as mask_util
 import pytest
 
 DAVIS_COCO = (
-    Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "davis2016-train-subset"
-    / "annotations_json" / "davis2016_train_subset_coco.json"
-)  # fmt: skip
+    Path(__file__).resolve().parents[2]
+    / ".."
+    / "shared"
+    / "data"
+    / "davis2016-train-subset"
+    / "annotations_json"
+    / "davis2016_train_subset_coco.json"
+)
 
 # 3 VOC classes (person, car, dog), 3 non-VOC (zebra, giraffe, pizza) with COCO ids
 SMALL_CATEGORIES = [
-    {"id": 1, "name": "person"}, {"id": 3, "name": "car"}, {"id": 18, "name": "dog"},
-    {"id": 24, "name": "zebra"}, {"id": 25, "name": "giraffe"}, {"id": 59, "name": "pizza"},
-]  # fmt: skip
+    {"id": 1, "name": "person"},
+    {"id": 3, "name": "car"},
+    {"id": 18, "name": "dog"},
+    {"id": 24, "name": "zebra"},
+    {"id": 25, "name": "giraffe"},
+    {"id": 59, "name": "pizza"},
+]
 
 
 def encode(mask: np.ndarray) -> dict:
@@ -68,7 +77,6 @@ def results_from_gt(gt: dict, seed: int, *, fp_per_image: float = 0.5) -> list[d
     """Detections made from the GT: ~15% missing, the rest perturbed, random scores, some
     duplicates with other labels, and false positives; seeded."""
     rng = np.random.default_rng(seed)
-    imgs = {im["id"]: im for im in gt["images"]}
     cat_ids = [c["id"] for c in gt["categories"]]
     out = []
     for a in gt["annotations"]:
@@ -89,8 +97,13 @@ def results_from_gt(gt: dict, seed: int, *, fp_per_image: float = 0.5) -> list[d
 def _det(image_id: int, cat: int, m: np.ndarray, rng: np.random.Generator) -> dict:
     box = box_of(m)
     box = [box[0] + rng.uniform(-1, 1), box[1] + rng.uniform(-1, 1), box[2], box[3]]
-    return {"image_id": int(image_id), "category_id": int(cat), "score": float(rng.random()),
-            "bbox": box, "segmentation": encode(m)}  # fmt: skip
+    return {
+        "image_id": int(image_id),
+        "category_id": int(cat),
+        "score": float(rng.random()),
+        "bbox": box,
+        "segmentation": encode(m),
+    }
 
 
 def make_small_gt(seed: int = 0, n_images: int = 8, h: int = 150, w: int = 200) -> dict:
@@ -100,12 +113,17 @@ def make_small_gt(seed: int = 0, n_images: int = 8, h: int = 150, w: int = 200) 
         images.append({"id": i, "file_name": f"{i:04d}.jpg", "height": h, "width": w})
         for _ in range(int(rng.integers(2, 6))):
             m = _shape(rng, h, w)
-            anns.append({
-                "id": len(anns) + 1, "image_id": i,
-                "category_id": int(rng.choice([c["id"] for c in SMALL_CATEGORIES])),
-                "segmentation": encode(m), "area": float(m.sum()), "bbox": box_of(m),
-                "iscrowd": int(rng.random() < 0.05),
-            })  # fmt: skip
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": int(rng.choice([c["id"] for c in SMALL_CATEGORIES])),
+                    "segmentation": encode(m),
+                    "area": float(m.sum()),
+                    "bbox": box_of(m),
+                    "iscrowd": int(rng.random() < 0.05),
+                }
+            )
     return {"images": images, "annotations": anns, "categories": SMALL_CATEGORIES}
 
 

@@ -203,8 +203,13 @@ def test_instances_to_coco_results_roundtrip():
     masks = torch.zeros(3, 20, 30, dtype=torch.bool)
     masks[0, 2:5, 3:9] = True
     masks[1, 10:20, 0:30] = True  # masks[2] empty
-    inst = Instances(image_size=(20, 30), boxes=masks_to_boxes(masks), labels=torch.tensor([1, 0, 1]),
-                     scores=torch.tensor([0.9, 0.5, 0.1]), masks=masks)  # fmt: skip
+    inst = Instances(
+        image_size=(20, 30),
+        boxes=masks_to_boxes(masks),
+        labels=torch.tensor([1, 0, 1]),
+        scores=torch.tensor([0.9, 0.5, 0.1]),
+        masks=masks,
+    )
     res = instances_to_coco_results(inst, image_id=7, category_ids=[5, 9], scale=(2.0, 0.5))
     assert [r["category_id"] for r in res] == [9, 5, 9]
     assert [r["image_id"] for r in res] == [7, 7, 7]
@@ -235,12 +240,24 @@ def _gt_batches(gt: dict, *, half: bool) -> tuple[list[Batch], list[list[Instanc
                 m = m[:, ::2, ::2]
             size = (m.shape[1], m.shape[2])
             labels = torch.tensor([cat_ids.index(a["category_id"]) for a in anns])
-            preds.append(Instances(image_size=size, boxes=masks_to_boxes(m), labels=labels,
-                                   scores=torch.linspace(1, 0.5, len(anns)), masks=m))  # fmt: skip
+            preds.append(
+                Instances(
+                    image_size=size,
+                    boxes=masks_to_boxes(m),
+                    labels=labels,
+                    scores=torch.linspace(1, 0.5, len(anns)),
+                    masks=m,
+                )
+            )
             sizes.append(size)
-        batches.append(Batch(images=torch.zeros(len(part), 3, 80, 80), image_sizes=sizes,
-                             image_ids=[im["id"] for im in part],
-                             orig_sizes=[(im["height"], im["width"]) for im in part]))  # fmt: skip
+        batches.append(
+            Batch(
+                images=torch.zeros(len(part), 3, 80, 80),
+                image_sizes=sizes,
+                image_ids=[im["id"] for im in part],
+                orig_sizes=[(im["height"], im["width"]) for im in part],
+            )
+        )
         outputs.append(preds)
     return batches, outputs
 
@@ -256,18 +273,30 @@ def _block_gt() -> dict:
             y, x = 2 * rng.integers(0, 20), 2 * rng.integers(0, 30)
             m[y : y + 2 * rng.integers(2, 10), x : x + 2 * rng.integers(2, 10)] = 1
             box = [float(v) for v in mask_util.toBbox(mask_util.encode(np.asfortranarray(m)))]
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(rng.choice([1, 3])),
-                         "segmentation": encode(m), "area": float(m.sum()), "bbox": box,
-                         "iscrowd": 0})  # fmt: skip
-    return {"images": images, "annotations": anns,
-            "categories": [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}]}  # fmt: skip
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": int(rng.choice([1, 3])),
+                    "segmentation": encode(m),
+                    "area": float(m.sum()),
+                    "bbox": box,
+                    "iscrowd": 0,
+                }
+            )
+    return {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}],
+    }
 
 
 @pytest.mark.parametrize("half", [False, True])
 def test_evaluator_rescales_and_scores_perfect_predictions(tmp_path, half):
     gt = _block_gt()
-    ev = COCOEvaluator(gt, iou_types=("segm", "bbox"), category_ids=[1, 3], class_split="voc",
-                       out_dir=tmp_path)  # fmt: skip
+    ev = COCOEvaluator(
+        gt, iou_types=("segm", "bbox"), category_ids=[1, 3], class_split="voc", out_dir=tmp_path
+    )
     batches, outputs = _gt_batches(gt, half=half)
     ev.reset()
     for b, o in zip(batches, outputs, strict=True):
@@ -348,8 +377,10 @@ def test_inference_on_dataset(amp):
 
 
 def test_format_metrics_table(small_gt, small_results):
-    m = {t: evaluate_coco(small_gt, small_results, iou_type=t, class_split="voc")
-         for t in ("segm", "bbox")}  # fmt: skip
+    m = {
+        t: evaluate_coco(small_gt, small_results, iou_type=t, class_split="voc")
+        for t in ("segm", "bbox")
+    }
     m["segm"]["APs"] = float("nan")
     table = format_metrics_table(m)
     lines = table.splitlines()

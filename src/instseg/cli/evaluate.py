@@ -22,13 +22,25 @@ __all__ = ["SUBCOMMANDS", "add_arguments", "run"]
 def _coco_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gt", required=True, type=Path, help="COCO-format ground-truth JSON")
     p.add_argument("--results", required=True, type=Path, help="COCO results JSON (a list)")
-    p.add_argument("--iou-type", choices=("segm", "bbox", "both"), default="segm",
-                   help="mask AP, box AP or both (default: segm)")  # fmt: skip
-    p.add_argument("--class-split", default="none", metavar="voc|none|SPLIT.json",
-                   help="also report AP on VOC / non-VOC classes, or on the splits of a JSON "
-                   "object name -> list of category ids or names (default: none)")  # fmt: skip
-    p.add_argument("--backend", choices=("pycocotools", "faster"), default="pycocotools",
-                   help="pycocotools (reference) or faster-coco-eval (same numbers)")  # fmt: skip
+    p.add_argument(
+        "--iou-type",
+        choices=("segm", "bbox", "both"),
+        default="segm",
+        help="mask AP, box AP or both (default: segm)",
+    )
+    p.add_argument(
+        "--class-split",
+        default="none",
+        metavar="voc|none|SPLIT.json",
+        help="also report AP on VOC / non-VOC classes, or on the splits of a JSON "
+        "object name -> list of category ids or names (default: none)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("pycocotools", "faster"),
+        default="pycocotools",
+        help="pycocotools (reference) or faster-coco-eval (same numbers)",
+    )
     p.add_argument("--out", type=Path, help="write the metrics here as JSON (NaN -> null)")
 
 
@@ -45,8 +57,9 @@ def _coco_run(args: argparse.Namespace) -> int:
     gt = load_coco_gt(args.gt, iou_types=iou_types)
     per_type = {}
     for t in iou_types:
-        per_type[t] = evaluate_coco(gt, args.results, iou_type=t, class_split=split,
-                                    backend=args.backend)  # fmt: skip
+        per_type[t] = evaluate_coco(
+            gt, args.results, iou_type=t, class_split=split, backend=args.backend
+        )
     metrics = per_type if len(iou_types) > 1 else per_type[iou_types[0]]
     print(format_metrics_table(per_type))
     if args.out is not None:
@@ -56,10 +69,11 @@ def _coco_run(args: argparse.Namespace) -> int:
 
 
 # sub-command -> (add_arguments, run)
-SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
-                             Callable[[argparse.Namespace], int]]] = {
+SUBCOMMANDS: dict[
+    str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+] = {
     "coco": (_coco_add_arguments, _coco_run),
-}  # fmt: skip
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

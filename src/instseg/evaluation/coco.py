@@ -52,15 +52,44 @@ __all__ = [
     "resolve_class_split",
 ]
 
-METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl",
-               "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")  # fmt: skip
+METRIC_KEYS = (
+    "AP",
+    "AP50",
+    "AP75",
+    "APs",
+    "APm",
+    "APl",
+    "AR1",
+    "AR10",
+    "AR100",
+    "ARs",
+    "ARm",
+    "ARl",
+)
 
 #: the 20 PASCAL VOC classes under their COCO names
 VOC_CLASS_NAMES = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "boat", "bird", "cat",
-    "dog", "horse", "sheep", "cow", "bottle", "chair", "couch", "potted plant", "dining table",
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "boat",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "bottle",
+    "chair",
+    "couch",
+    "potted plant",
+    "dining table",
     "tv",
-)  # fmt: skip
+)
 
 IOU_TYPES = ("bbox", "segm")
 BACKENDS = ("pycocotools", "faster")
@@ -123,8 +152,10 @@ def _encode_masks(masks: torch.Tensor) -> list[dict[str, Any]]:
     m = m > 0.5 if m.is_floating_point() else m.bool()
     arr = np.asfortranarray(m.permute(1, 2, 0).numpy().astype(np.uint8))
     rles = mask_util.encode(arr)
-    return [{"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")}
-            for r in rles]  # fmt: skip
+    return [
+        {"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")}
+        for r in rles
+    ]
 
 
 def rescale_instances(inst: Instances, out_size: tuple[int, int]) -> Instances:
@@ -184,7 +215,9 @@ class COCOEvaluator(DatasetEvaluator):
         self._gt_name = _source_name(gt)
         missing = sorted(set(category_ids) - set(self.coco_gt.getCatIds()))
         if missing:
-            raise ValueError(f"{self._gt_name}: category_ids {missing} are not in the GT categories")
+            raise ValueError(
+                f"{self._gt_name}: category_ids {missing} are not in the GT categories"
+            )
         _check_choice("backend", backend, BACKENDS)
         self.iou_types = tuple(iou_types)
         self.category_ids = list(category_ids)
@@ -223,16 +256,23 @@ class COCOEvaluator(DatasetEvaluator):
         if results is None or image_ids is None:
             return {}  # not rank 0
         if not image_ids:
-            warnings.warn("COCOEvaluator: no images were processed; nothing to evaluate",
-                          stacklevel=2)  # fmt: skip
+            warnings.warn(
+                "COCOEvaluator: no images were processed; nothing to evaluate", stacklevel=2
+            )
             return {}
         if self.out_dir is not None:
             atomic_write_json(self.out_dir / "results.json", results)
         return {
-            t: evaluate_coco(self.coco_gt, results, iou_type=t, class_split=self.class_split,
-                             backend=self.backend, img_ids=sorted(set(image_ids)))
+            t: evaluate_coco(
+                self.coco_gt,
+                results,
+                iou_type=t,
+                class_split=self.class_split,
+                backend=self.backend,
+                img_ids=sorted(set(image_ids)),
+            )
             for t in self.iou_types
-        }  # fmt: skip
+        }
 
 
 def _gather(items: list[Any]) -> list[Any] | None:
@@ -267,7 +307,7 @@ def evaluate_coco(
     _check_choice("backend", backend, BACKENDS)
     coco_gt = load_coco_gt(gt, iou_types=(iou_type,))
     source = _source_name(results)
-    anns = read_json(results) if isinstance(results, (str, Path)) else results
+    anns = read_json(results) if isinstance(results, str | Path) else results
     anns = _prepare_results(anns, coco_gt, iou_type=iou_type, source=source)
     splits = resolve_class_split(class_split, coco_gt.dataset["categories"])
     ev = _run_cocoeval(coco_gt, anns, iou_type, img_ids, backend)
@@ -306,9 +346,11 @@ def _load_results(coco_gt: Any, anns: list[dict], coco_cls: type) -> Any:
         with contextlib.redirect_stdout(io.StringIO()):
             return coco_gt.loadRes(anns)
     res = coco_cls()
-    res.dataset = {"images": list(coco_gt.dataset["images"]),
-                   "categories": copy.deepcopy(coco_gt.dataset["categories"]),
-                   "annotations": []}  # fmt: skip
+    res.dataset = {
+        "images": list(coco_gt.dataset["images"]),
+        "categories": copy.deepcopy(coco_gt.dataset["categories"]),
+        "annotations": [],
+    }
     with contextlib.redirect_stdout(io.StringIO()):
         res.createIndex()
     return res
@@ -331,10 +373,20 @@ def _summarize(ev: Any, cat_index: list[int] | None) -> dict[str, float]:
         valid = s[s > -1]
         return float(np.mean(valid)) * 100.0 if valid.size else float("nan")
 
-    values = [mean(True), mean(True, iou=0.5), mean(True, iou=0.75),
-              mean(True, 1), mean(True, 2), mean(True, 3),
-              mean(False, max_det=0), mean(False, max_det=1), mean(False),
-              mean(False, 1), mean(False, 2), mean(False, 3)]  # fmt: skip
+    values = [
+        mean(True),
+        mean(True, iou=0.5),
+        mean(True, iou=0.75),
+        mean(True, 1),
+        mean(True, 2),
+        mean(True, 3),
+        mean(False, max_det=0),
+        mean(False, max_det=1),
+        mean(False),
+        mean(False, 1),
+        mean(False, 2),
+        mean(False, 3),
+    ]
     return dict(zip(METRIC_KEYS, values, strict=True))
 
 
@@ -345,7 +397,7 @@ def load_coco_gt(gt: str | Path | COCO | dict, *, iou_types: Sequence[str] = IOU
     if isinstance(gt, COCO):
         return gt
     name = _source_name(gt)
-    data = read_json(gt) if isinstance(gt, (str, Path)) else gt
+    data = read_json(gt) if isinstance(gt, str | Path) else gt
     _check_gt(data, name, iou_types)
     coco = COCO()
     coco.dataset = _shallow_dataset_copy(data)
@@ -387,8 +439,9 @@ def _prepare_results(
     """Validate results and return fresh dicts for pycocotools: segm -> RLE with str/bytes
     counts at the image's size and no bbox; bbox -> bbox (from the mask if absent)."""
     if not isinstance(anns, list):
-        raise ValueError(f"{source}: results must be a JSON list of objects, "
-                         f"got {type(anns).__name__}")  # fmt: skip
+        raise ValueError(
+            f"{source}: results must be a JSON list of objects, " f"got {type(anns).__name__}"
+        )
     imgs, cats = coco_gt.imgs, set(coco_gt.getCatIds())
     bad_imgs: set[Any] = set()
     out = []
@@ -399,14 +452,20 @@ def _prepare_results(
             if key not in a:
                 raise ValueError(f"{source}: result {i} has no '{key}'")
         score = a["score"]
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        if (
+            isinstance(score, bool)
+            or not isinstance(score, int | float)
+            or not math.isfinite(score)
+        ):
             raise ValueError(f"{source}: result {i} has a non-numeric score {score!r:.50}")
         if a["image_id"] not in imgs:
             bad_imgs.add(a["image_id"])
             continue
         if a["category_id"] not in cats:
-            raise ValueError(f"{source}: result {i} has category_id {a['category_id']!r} "
-                             f"not in the GT categories {sorted(cats)[:20]}")  # fmt: skip
+            raise ValueError(
+                f"{source}: result {i} has category_id {a['category_id']!r} "
+                f"not in the GT categories {sorted(cats)[:20]}"
+            )
         img = imgs[a["image_id"]]
         r = {"image_id": a["image_id"], "category_id": a["category_id"], "score": float(score)}
         segm = _result_rle(a, i, img, source, required=iou_type == "segm")
@@ -440,7 +499,7 @@ def _result_rle(a: dict, i: int, img: dict, source: str, *, required: bool) -> d
                 if sum(segm["counts"]) != h * w:
                     raise ValueError(f"RLE counts sum to {sum(segm['counts'])}, not {h * w}")
                 return mask_util.frPyObjects({"size": size, "counts": segm["counts"]}, h, w)
-            if isinstance(segm["counts"], (str, bytes)):
+            if isinstance(segm["counts"], str | bytes):
                 return {"size": size, "counts": segm["counts"]}
     except (TypeError, KeyError, IndexError, ValueError) as e:
         raise ValueError(f"{source}: result {i} has a malformed segmentation ({e})") from e
@@ -453,11 +512,13 @@ def _result_bbox(a: dict, i: int, rle: dict | None, source: str) -> list[float]:
         if rle is None:
             raise ValueError(f"{source}: result {i} has neither 'bbox' nor 'segmentation'")
         return [float(v) for v in mask_util.toBbox(rle)]
-    ok = isinstance(box, (list, tuple)) and len(box) == 4
-    ok = ok and all(isinstance(v, (int, float)) and math.isfinite(v) for v in box)
+    ok = isinstance(box, list | tuple) and len(box) == 4
+    ok = ok and all(isinstance(v, int | float) and math.isfinite(v) for v in box)
     if not ok or box[2] < 0 or box[3] < 0:
-        raise ValueError(f"{source}: result {i} has a malformed bbox {box!r:.100} "
-                         "(want [x, y, w, h] with w, h >= 0)")  # fmt: skip
+        raise ValueError(
+            f"{source}: result {i} has a malformed bbox {box!r:.100} "
+            "(want [x, y, w, h] with w, h >= 0)"
+        )
     return [float(v) for v in box]
 
 
@@ -477,8 +538,11 @@ def resolve_class_split(split: ClassSplit, categories: list[dict]) -> dict[str, 
     for name, members in split.items():
         if name in METRIC_KEYS:
             raise ValueError(f"class split name '{name}' clashes with a metric key")
-        ids = {by_name[m] if isinstance(m, str) else int(m) for m in members
-               if (m in by_name if isinstance(m, str) else int(m) in all_ids)}  # fmt: skip
+        ids = {
+            by_name[m] if isinstance(m, str) else int(m)
+            for m in members
+            if (m in by_name if isinstance(m, str) else int(m) in all_ids)
+        }
         out[name] = sorted(ids)
     return out
 
@@ -512,7 +576,7 @@ def _fmt(v: Any) -> str:
 
 
 def _source_name(x: Any) -> str:
-    if isinstance(x, (str, Path)):
+    if isinstance(x, str | Path):
         return str(x)
     return "<GT COCO object>" if isinstance(x, COCO) else f"<in-memory {type(x).__name__}>"
 

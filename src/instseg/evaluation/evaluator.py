@@ -95,8 +95,9 @@ def inference_on_dataset(
         if isinstance(model, nn.Module):
             model.train(was_training)
     elapsed = time.perf_counter() - start
-    logger.info("inference: %d images in %.1fs (%.3fs/image)", n_images, elapsed,
-                elapsed / max(n_images, 1))
+    logger.info(
+        "inference: %d images in %.1fs (%.3fs/image)", n_images, elapsed, elapsed / max(n_images, 1)
+    )
     return evaluator.evaluate()
 
 
