@@ -31,13 +31,13 @@ from typing import Any
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
-import torch.nn.functional as F
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from instseg.data.batch import Batch
 from instseg.evaluation.evaluator import DatasetEvaluator
 from instseg.structures import Instances
+from instseg.structures.ops import resize_instances
 from instseg.utils.io import atomic_write_json, read_json
 
 __all__ = [
@@ -158,33 +158,7 @@ def _encode_masks(masks: torch.Tensor) -> list[dict[str, Any]]:
     ]
 
 
-def rescale_instances(inst: Instances, out_size: tuple[int, int]) -> Instances:
-    """Map predictions from ``inst.image_size`` (h, w) to ``out_size`` (H, W): boxes are scaled
-    by (W/w, H/h); masks (and amodal/occluder masks) are resized with bilinear interpolation
-    of their 0/1 values and thresholded at 0.5."""
-    h, w = inst.image_size
-    oh, ow = int(out_size[0]), int(out_size[1])
-    if (h, w) == (oh, ow):
-        return inst
-    boxes = inst.boxes.float().clone()
-    boxes[:, 0::2] *= ow / w
-    boxes[:, 1::2] *= oh / h
-    changes: dict[str, Any] = {"image_size": (oh, ow), "boxes": boxes}
-    for name in ("masks", "amodal_masks", "occluder_masks"):
-        m = getattr(inst, name)
-        if m is not None:
-            changes[name] = _resize_masks(m[:, :h, :w], (oh, ow))
-    return inst.replace(**changes)
-
-
-def _resize_masks(masks: torch.Tensor, size: tuple[int, int], chunk: int = 32) -> torch.Tensor:
-    if masks.shape[0] == 0:
-        return torch.zeros((0, *size), dtype=torch.bool, device=masks.device)
-    out = []
-    for part in masks.split(chunk):
-        x = part.float()[:, None]
-        out.append(F.interpolate(x, size=size, mode="bilinear", align_corners=False)[:, 0] > 0.5)
-    return torch.cat(out)
+rescale_instances = resize_instances  # kept as the evaluator's public name
 
 
 # ----------------------------------------------------------------------------- evaluator

@@ -217,6 +217,7 @@ def evaluate(
     amp: str = "bf16",
     out_dir: Path | None = None,
     batch_size: int = 2,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """COCO bbox+segm metrics of ``model`` on ``dataset`` (distributed-aware)."""
     from instseg.data.build import build_test_loader
@@ -228,6 +229,6 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        return inference_on_dataset(model, loader, evaluator, amp=amp, device=device)
+        return inference_on_dataset(model, loader, evaluator, amp=amp == "bf16", progress=progress)
     finally:
         model.train(was_training)

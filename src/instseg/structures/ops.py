@@ -2,46 +2,43 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
 from instseg.structures.instances import Instances
 
-__all__ = ["resize_instances"]
+__all__ = ["resize_instances", "resize_masks"]
 
 
-def resize_instances(inst: Instances, size: tuple[int, int]) -> Instances:
-    """Map instances of an image of ``inst.image_size`` to an image of ``size`` = (H, W).
-
-    Boxes are scaled per axis; every mask field is resized with bilinear interpolation of
-    the binary mask thresholded at 0.5 (nearest for upscaling artefacts is avoided).
-    """
-    h0, w0 = inst.image_size
-    h1, w1 = int(size[0]), int(size[1])
-    if (h0, w0) == (h1, w1):
+def resize_instances(inst: Instances, out_size: tuple[int, int]) -> Instances:
+    """Map instances from ``inst.image_size`` (h, w) to ``out_size`` (H, W): boxes are scaled
+    by (W/w, H/h); masks (and amodal/occluder masks, cropped to (h, w) first, which drops any
+    batch padding) are resized with bilinear interpolation of their 0/1 values and
+    thresholded at 0.5."""
+    h, w = inst.image_size
+    oh, ow = int(out_size[0]), int(out_size[1])
+    if (h, w) == (oh, ow):
         return inst
-    sx, sy = w1 / w0, h1 / h0
-    boxes = inst.boxes * torch.tensor([sx, sy, sx, sy], dtype=inst.boxes.dtype, device=inst.boxes.device)
-    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w1)
-    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h1)
+    boxes = inst.boxes.float().clone()
+    boxes[:, 0::2] *= ow / w
+    boxes[:, 1::2] *= oh / h
+    changes: dict[str, Any] = {"image_size": (oh, ow), "boxes": boxes}
+    for name in ("masks", "amodal_masks", "occluder_masks"):
+        m = getattr(inst, name)
+        if m is not None:
+            changes[name] = resize_masks(m[:, :h, :w], (oh, ow))
+    return inst.replace(**changes)
 
-    def rm(m: torch.Tensor | None) -> torch.Tensor | None:
-        if m is None:
-            return None
-        if m.shape[0] == 0:
-            return m.new_zeros((0, h1, w1))
-        out = F.interpolate(m[:, None].float(), size=(h1, w1), mode="bilinear", align_corners=False)
-        return out[:, 0] >= 0.5
 
-    return Instances(
-        image_size=(h1, w1),
-        boxes=boxes,
-        labels=inst.labels,
-        scores=inst.scores,
-        masks=rm(inst.masks),
-        occluder_masks=rm(inst.occluder_masks),
-        amodal_masks=rm(inst.amodal_masks),
-        track_ids=inst.track_ids,
-        depth=inst.depth,
-        extra=dict(inst.extra),
-    )
+def resize_masks(masks: torch.Tensor, size: tuple[int, int], chunk: int = 32) -> torch.Tensor:
+    """(N, h, w) bool/float masks -> (N, H, W) bool (bilinear on 0/1 values, > 0.5), in chunks
+    to bound memory."""
+    if masks.shape[0] == 0:
+        return torch.zeros((0, *size), dtype=torch.bool, device=masks.device)
+    out = []
+    for part in masks.split(chunk):
+        x = part.float()[:, None]
+        out.append(F.interpolate(x, size=size, mode="bilinear", align_corners=False)[:, 0] > 0.5)
+    return torch.cat(out)
