@@ -409,7 +409,7 @@ class CocoInstanceDataset(Dataset):
             if amo is not None and occ is None:
                 occ = _derive_occluders(vis, amo)
         depth = self._depth(anns, vis, amo)
-        boxes = self._boxes(anns, vis, h, w)
+        boxes = self._boxes(anns, vis, h, w, rec.file_name)
         extra = {
             "iscrowd": torch.tensor([int(a.iscrowd) for a in anns], dtype=torch.long),
             "ids": torch.tensor([a.ann_id for a in anns], dtype=torch.long),
@@ -454,7 +454,9 @@ class CocoInstanceDataset(Dataset):
             return torch.from_numpy(_occlusion_layers(vis, amo))
         return None
 
-    def _boxes(self, anns: list[_Ann], vis: np.ndarray | None, h: int, w: int) -> Tensor:
+    def _boxes(
+        self, anns: list[_Ann], vis: np.ndarray | None, h: int, w: int, file_name: str
+    ) -> Tensor:
         boxes = torch.zeros(len(anns), 4)
         need = []
         for i, a in enumerate(anns):
@@ -468,7 +470,7 @@ class CocoInstanceDataset(Dataset):
         clipped[:, 1::2] = clipped[:, 1::2].clamp(0, h)
         if not torch.equal(clipped, boxes):
             changed = int((clipped != boxes).any(dim=1).sum())
-            self._runtime_problem("box partly outside the image clipped", "", changed)
+            self._runtime_problem("box partly outside the image clipped", file_name, changed)
         if need and vis is not None:
             clipped[need] = masks_to_boxes(torch.from_numpy(vis[need]))
         return clipped
