@@ -89,3 +89,13 @@ def test_coco_occ_on_synthetic_scenes(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_unknown_subcommand_fails() -> None:
     with pytest.raises(SystemExit):
         main(["data", "nope"])
+
+
+def test_synth_video_writes_frames_and_tracks(tmp_path: Path) -> None:
+    argv = ["data", "synth-video", "--out", str(tmp_path), "--num", "2", "--frames", "3",
+            "--size", "48", "--cutouts", "none"]
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "annotations.json").read_text())
+    assert [v["length"] for v in data["videos"]] == [3, 3]
+    assert all((tmp_path / f).is_file() for v in data["videos"] for f in v["file_names"])
+    assert all(len(a["segmentations"]) == 3 for a in data["annotations"])

@@ -4,6 +4,8 @@ Subcommands (one explicit table, :data:`SUBCOMMANDS`):
 
 - ``synth``: synthetic occlusion scenes with exact amodal COCO annotations
   (``instseg.data.synthetic``). Default seeds: 0 for training, 1000 for held-out data.
+- ``synth-video``: synthetic occlusion videos (``instseg.data.synthetic_video``), YouTube-VIS
+  style JSON with amodal masks and per-frame depth order.
 - ``coco-occ``: the COCO-OCC split of a COCO ground-truth file (images whose objects overlap),
   through ``instseg.data.occlusion.extract_coco_occ``.
 """
@@ -19,10 +21,10 @@ from pathlib import Path
 __all__ = ["SUBCOMMANDS", "add_arguments", "run"]
 
 
-def _add_synth(p: argparse.ArgumentParser) -> None:
+def _add_synth(p: argparse.ArgumentParser, *, unit: str = "images") -> None:
     p.add_argument("--out", type=Path, required=True,
-                   help="output folder (gets images/ and annotations.json)")
-    p.add_argument("--num", type=int, required=True, help="number of images")
+                   help=f"output folder (gets {unit}/ and annotations.json)")
+    p.add_argument("--num", type=int, required=True, help=f"number of {unit}")
     p.add_argument("--seed", type=int, default=0, help="0 for training sets, 1000 for held-out")
     p.add_argument("--size", type=_parse_size, default=(256, 256),
                    help="image size: N (square) or HxW (default 256)")
@@ -38,17 +40,10 @@ def _add_synth(p: argparse.ArgumentParser) -> None:
 
 def _run_synth(args: argparse.Namespace) -> int:
     from instseg.data.synthetic import SceneConfig, generate_scenes
-    from instseg.data.synthetic_cutouts import find_default_cutout_root
 
-    if args.cutouts == "none":
-        cutouts = None
-    elif args.cutouts == "auto":
-        cutouts = find_default_cutout_root()
-    else:
-        cutouts = Path(args.cutouts)
-        if not cutouts.is_dir():
-            print(f"instseg data synth: --cutouts {cutouts}: folder not found", file=sys.stderr)
-            return 2
+    cutouts = _cutout_root(args.cutouts)
+    if cutouts is False:
+        return 2
     try:
         cfg = SceneConfig(image_size=args.size, min_objects=args.min_objects,
                           max_objects=args.max_objects, occlusion=args.occlusion,
@@ -64,6 +59,36 @@ def _run_synth(args: argparse.Namespace) -> int:
     print(f"wrote {len(data['images'])} images, {len(anns)} objects "
           f"({len(data['categories'])} categories, mean occlusion {mean_occ:.3f}, "
           f"cutouts: {cutouts or 'none'}) -> {path}")
+    return 0
+
+
+def _add_synth_video(p: argparse.ArgumentParser) -> None:
+    _add_synth(p, unit="videos")
+    p.add_argument("--frames", type=int, default=16, help="frames per video")
+    p.add_argument("--max-speed", type=float, default=0.03,
+                   help="pixels per frame, as a fraction of the image's shorter side")
+
+
+def _run_synth_video(args: argparse.Namespace) -> int:
+    from instseg.data.synthetic import SceneConfig
+    from instseg.data.synthetic_video import VideoConfig, generate_videos
+
+    cutouts = _cutout_root(args.cutouts)
+    if cutouts is False:
+        return 2
+    try:
+        scene = SceneConfig(image_size=args.size, min_objects=args.min_objects,
+                            max_objects=args.max_objects, occlusion=args.occlusion,
+                            image_format=args.format)
+        cfg = VideoConfig(scene=scene, num_frames=args.frames, max_speed=args.max_speed)
+        path = generate_videos(args.out, num_videos=args.num, seed=args.seed,
+                               cutout_root=cutouts, config=cfg)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"instseg data synth-video: {e}", file=sys.stderr)
+        return 2
+    data = json.loads(path.read_text())
+    print(f"wrote {len(data['videos'])} videos of {args.frames} frames, "
+          f"{len(data['annotations'])} tracks (cutouts: {cutouts or 'none'}) -> {path}")
     return 0
 
 
@@ -90,6 +115,8 @@ def _run_coco_occ(args: argparse.Namespace) -> int:
 SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
                              Callable[[argparse.Namespace], int], str]] = {
     "synth": (_add_synth, _run_synth, "synthetic occlusion scenes with amodal COCO annotations"),
+    "synth-video": (_add_synth_video, _run_synth_video,
+                    "synthetic occlusion videos with amodal YouTube-VIS annotations"),
     "coco-occ": (_add_coco_occ, _run_coco_occ, "extract the COCO-OCC (occluded) subset"),
 }
 
@@ -104,6 +131,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     _, fn, _ = SUBCOMMANDS[args.sub]
     return fn(args)
+
+
+def _cutout_root(value: str) -> Path | None | bool:
+    """--cutouts value -> folder, None (procedural only), or False after printing an error."""
+    from instseg.data.synthetic_cutouts import find_default_cutout_root
+
+    if value == "none":
+        return None
+    if value == "auto":
+        return find_default_cutout_root()
+    root = Path(value)
+    if not root.is_dir():
+        print(f"instseg data: --cutouts {root}: folder not found", file=sys.stderr)
+        return False
+    return root
 
 
 def _parse_size(text: str) -> tuple[int, int]:

@@ -49,6 +49,8 @@ __all__ = [
     "scene_categories",
     "scene_annotations",
     "generate_scenes",
+    "draw_sprite",
+    "place_sprites",
     "paste_mask",
     "composite",
     "visible_masks",
@@ -124,8 +126,8 @@ def make_scene(
     h, w = cfg.image_size
     cat_ids = {c["name"]: c["id"] for c in scene_categories(cfg, bank)}
     n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
-    sprites = [_draw_sprite(rng, cfg, bank) for _ in range(n)]
-    positions = _place(rng, sprites, cfg)
+    sprites = [draw_sprite(rng, cfg, bank) for _ in range(n)]
+    positions = place_sprites(rng, sprites, cfg)
     near_first = rng.permutation(n)
     sprites = [sprites[i] for i in near_first]
     positions = [positions[i] for i in near_first]
@@ -219,7 +221,7 @@ def generate_scenes(
     return atomic_write_json(out_dir / "annotations.json", data)
 
 
-# ---- layering: shared with the video generator --------------------------------------------
+# ---- layering and placement: shared with the video generator----------------------------------
 
 def paste_mask(mask: np.ndarray, position: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
     """Place a sprite mask (h, w) with its top-left corner at ``position`` = (x, y) in an image
@@ -271,9 +273,10 @@ def occluder_masks(
     return out
 
 
-# ---- helpers --------------------------------------------------------------------------------
-
-def _draw_sprite(rng: np.random.Generator, cfg: SceneConfig, bank: CutoutBank | None) -> Sprite:
+def draw_sprite(rng: np.random.Generator, cfg: SceneConfig, bank: CutoutBank | None) -> Sprite:
+    """One object: a cutout of ``bank`` with probability ``cfg.cutout_prob`` (when given), else
+    a textured shape of a kind drawn from ``cfg.shape_kinds``; longer side drawn in
+    [min_size, max_size] x the image's shorter side."""
     short = min(cfg.image_size)
     size = max(6, int(round(rng.uniform(cfg.min_size, cfg.max_size) * short)))
     if bank is not None and rng.random() < cfg.cutout_prob:
@@ -282,7 +285,9 @@ def _draw_sprite(rng: np.random.Generator, cfg: SceneConfig, bank: CutoutBank | 
     return make_shape_sprite(rng, kind, size=size)
 
 
-def _place(rng: np.random.Generator, sprites: list[Sprite], cfg: SceneConfig) -> list:
+def place_sprites(
+    rng: np.random.Generator, sprites: list[Sprite], cfg: SceneConfig
+) -> list[tuple[int, int]]:
     """Top-left corners, sprites inside the image. With probability ``occlusion`` a sprite is
     put near an already placed one (closer the higher ``occlusion``); otherwise the least
     covered of a few random spots is taken (more tries the lower ``occlusion``)."""
@@ -308,6 +313,8 @@ def _place(rng: np.random.Generator, sprites: list[Sprite], cfg: SceneConfig) ->
         out.append(pos)
     return out
 
+
+# ---- helpers --------------------------------------------------------------------------------
 
 def _clamp(x: float, y: float, s: Sprite, h: int, w: int) -> tuple[int, int]:
     sh, sw = s.size

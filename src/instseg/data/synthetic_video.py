@@ -1,0 +1,223 @@
+"""Synthetic occlusion videos: the scene generator's sprites moving over a still background,
+with exact per-frame visible (modal) and amodal masks, identities and depth order, written as
+YouTube-VIS style JSON with amodal fields.
+
+Each object keeps one sprite and one depth for the whole clip and moves in a straight line:
+objects start where :func:`~instseg.data.synthetic.place_sprites` puts them (so
+``SceneConfig.occlusion`` sets how piled-up the first frame is), or, with probability
+``enter_prob``, just outside a border heading in; they may leave the frame. Occlusions arise and
+end as they pass each other. Default seeds: 0 for training, 1000 for held-out clips; clip ``v``
+is drawn from ``numpy.random.default_rng([seed, v])``.
+
+JSON layout (``file_names`` are relative to the output folder)::
+
+    videos[]:      id, name, width, height, length, file_names ["videos/000001/00000.png", ...]
+    annotations[]: one per object visible in some frame: id, video_id, category_id, iscrowd=0,
+                   width, height, and per frame (null where the entry does not apply):
+                   segmentations / bboxes / areas        visible mask (null below
+                                                         min_visible_area pixels)
+                   amodal_segmentations / amodal_bboxes / amodal_areas   full shape clipped to
+                                                         the frame (null when out of the frame)
+                   depth_orders   rank among the clip's listed objects that are in the
+                                  frame, 0 = nearest (null when out of the frame)
+    categories[]:  as in the scene generator (kind, split)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from instseg.data.synthetic import (
+    SceneConfig,
+    _rle_bbox,
+    _write_image,
+    composite,
+    draw_sprite,
+    paste_mask,
+    place_sprites,
+    scene_categories,
+    visible_masks,
+)
+from instseg.data.synthetic_cutouts import CutoutBank
+from instseg.data.synthetic_shapes import Sprite, make_background
+from instseg.structures.masks import mask_to_rle
+from instseg.utils.io import atomic_write_json
+
+__all__ = ["VideoConfig", "make_video", "video_annotations", "generate_videos"]
+
+
+@dataclass
+class VideoConfig:
+    scene: SceneConfig = field(default_factory=SceneConfig)  # sizes, classes, first-frame layout
+    num_frames: int = 16  # frames per clip
+    max_speed: float = 0.03  # pixels per frame, as a fraction of the image's shorter side
+    enter_prob: float = 0.25  # share of objects that start outside the frame and move in
+
+    def __post_init__(self) -> None:
+        if self.num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
+        if self.max_speed < 0 or not 0.0 <= self.enter_prob <= 1.0:
+            raise ValueError(f"need max_speed >= 0 and enter_prob in [0, 1], got "
+                             f"{self.max_speed}, {self.enter_prob}")
+
+
+@dataclass
+class _Track:
+    sprite: Sprite
+    start: np.ndarray  # (2,) float x, y of the sprite's top-left corner in frame 0
+    velocity: np.ndarray  # (2,) float pixels per frame
+
+    def position(self, t: int) -> tuple[int, int]:
+        x, y = np.round(self.start + t * self.velocity)
+        return int(x), int(y)
+
+
+def make_video(
+    rng: np.random.Generator, cfg: VideoConfig, *, bank: CutoutBank | None = None
+) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
+    """Draw one clip.
+
+    Returns ``frames``: T x (H, W, 3) uint8 RGB, and one dict per object, nearest first (the
+    depth is fixed for the clip): ``name``, ``category_id``, ``sprite``, ``positions`` (T x (x, y)
+    top-left corners), ``amodal`` and ``visible`` (T x (H, W) bool each, all False while out of
+    the frame), ``annotated`` (T bools: visible area >= ``min_visible_area``).
+    """
+    sc = cfg.scene
+    h, w = sc.image_size
+    cat_ids = {c["name"]: c["id"] for c in scene_categories(sc, bank)}
+    n = int(rng.integers(sc.min_objects, sc.max_objects + 1))
+    sprites = [draw_sprite(rng, sc, bank) for _ in range(n)]
+    starts = place_sprites(rng, sprites, sc)
+    speed = cfg.max_speed * min(h, w)
+    tracks = []
+    for s, p in zip(sprites, starts):
+        start, vel = np.array(p, float), rng.uniform(-speed, speed, size=2)
+        if rng.random() < cfg.enter_prob:
+            start, vel = _entering(rng, s, start, speed, h, w)
+        tracks.append(_Track(s, start, vel))
+    tracks = [tracks[i] for i in rng.permutation(n)]  # nearest first
+
+    background = None
+    if bank is not None and rng.random() < sc.real_background_prob:
+        background = bank.background(rng, h, w)
+    if background is None:
+        background = make_background(rng, h, w)
+    frames, amodal, visible = [], [], []
+    for t in range(cfg.num_frames):
+        pos = [tr.position(t) for tr in tracks]
+        frames.append(composite(background, [(tr.sprite, p) for tr, p in zip(tracks, pos)][::-1]))
+        amodal.append([paste_mask(tr.sprite.mask, p, (h, w)) for tr, p in zip(tracks, pos)])
+        visible.append(visible_masks(amodal[-1]))
+    objects = []
+    for i, tr in enumerate(tracks):
+        vis = [visible[t][i] for t in range(cfg.num_frames)]
+        objects.append({
+            "name": tr.sprite.name, "category_id": cat_ids[tr.sprite.name], "sprite": tr.sprite,
+            "positions": [tr.position(t) for t in range(cfg.num_frames)],
+            "amodal": [amodal[t][i] for t in range(cfg.num_frames)], "visible": vis,
+            "annotated": [int(v.sum()) >= sc.min_visible_area for v in vis],
+        })
+    return frames, objects
+
+
+def video_annotations(
+    objects: list[dict[str, Any]], *, video_id: int, first_id: int
+) -> list[dict[str, Any]]:
+    """YouTube-VIS annotation dicts (layout in the module docstring) for the objects of
+    :func:`make_video` that are annotated in at least one frame."""
+    kept = [o for o in objects if any(o["annotated"])]
+    if not kept:
+        return []
+    h, w = kept[0]["amodal"][0].shape
+    num_frames = len(kept[0]["amodal"])
+    in_frame = [[bool(a.any()) for a in o["amodal"]] for o in kept]
+    anns = []
+    for k, o in enumerate(kept):
+        ann: dict[str, Any] = {"id": first_id + k, "video_id": video_id,
+                               "category_id": o["category_id"], "iscrowd": 0,
+                               "width": w, "height": h}
+        vis = [_record(m) if ok else None for m, ok in zip(o["visible"], o["annotated"])]
+        amo = [_record(m) if ok else None for m, ok in zip(o["amodal"], in_frame[k])]
+        for key, recs in (("", vis), ("amodal_", amo)):
+            ann[key + "segmentations"] = [r and r[0] for r in recs]
+            ann[key + "bboxes"] = [r and r[1] for r in recs]
+            ann[key + "areas"] = [r and r[2] for r in recs]
+        ann["depth_orders"] = [
+            sum(in_frame[j][t] for j in range(k)) if in_frame[k][t] else None
+            for t in range(num_frames)
+        ]
+        anns.append(ann)
+    return anns
+
+
+def generate_videos(
+    out_dir: str | Path,
+    *,
+    num_videos: int,
+    num_frames: int | None = None,
+    seed: int,
+    image_size: tuple[int, int] | None = None,
+    cutout_root: str | Path | None = None,
+    config: VideoConfig | None = None,
+) -> Path:
+    """Write ``out_dir/videos/<NNNNNN>/<TTTTT>.png`` and ``out_dir/annotations.json`` (written
+    last, atomically). ``config`` (default :class:`VideoConfig`) gives every setting; keyword
+    arguments that are not None override it. Returns the JSON's path. Same arguments -> same
+    bytes."""
+    if num_videos < 0 or seed < 0:
+        raise ValueError(f"num_videos and seed must be >= 0, got {num_videos}, {seed}")
+    cfg = config or VideoConfig()
+    if image_size is not None:
+        cfg = dataclasses.replace(cfg, scene=dataclasses.replace(cfg.scene, image_size=image_size))
+    if num_frames is not None:
+        cfg = dataclasses.replace(cfg, num_frames=num_frames)
+    bank = CutoutBank.load(cutout_root) if cutout_root is not None else None
+    out_dir = Path(out_dir)
+    h, w = cfg.scene.image_size
+    videos, annotations = [], []
+    for v in range(num_videos):
+        frames, objects = make_video(np.random.default_rng([seed, v]), cfg, bank=bank)
+        name = f"{v + 1:06d}"
+        (out_dir / "videos" / name).mkdir(parents=True, exist_ok=True)
+        file_names = [f"videos/{name}/{t:05d}.{cfg.scene.image_format}" for t in range(len(frames))]
+        for fn, frame in zip(file_names, frames):
+            _write_image(out_dir / fn, frame)
+        videos.append({"id": v + 1, "name": name, "width": w, "height": h,
+                       "length": len(frames), "file_names": file_names})
+        annotations += video_annotations(objects, video_id=v + 1, first_id=len(annotations) + 1)
+    info = {"description": "instseg synthetic occlusion videos", "seed": seed,
+            "num_videos": num_videos, "cutout_root": str(cutout_root) if cutout_root else None,
+            "config": dataclasses.asdict(cfg)}
+    data = {"info": info, "videos": videos, "annotations": annotations,
+            "categories": scene_categories(cfg.scene, bank)}
+    return atomic_write_json(out_dir / "annotations.json", data)
+
+
+def _entering(
+    rng: np.random.Generator, s: Sprite, start: np.ndarray, speed: float, h: int, w: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Start just outside a random border, moving inwards at 50-100% of ``speed``."""
+    sh, sw = s.size
+    side = int(rng.integers(4))
+    v_in = rng.uniform(0.5, 1.0) * max(speed, 1.0)
+    vel = np.array([rng.uniform(-0.3, 0.3) * v_in, rng.uniform(-0.3, 0.3) * v_in])
+    x, y = start
+    if side == 0:
+        x, vel[0] = -sw, v_in
+    elif side == 1:
+        x, vel[0] = w, -v_in
+    elif side == 2:
+        y, vel[1] = -sh, v_in
+    else:
+        y, vel[1] = h, -v_in
+    return np.array([x, y], float), vel
+
+
+def _record(mask: np.ndarray) -> tuple[dict[str, Any], list[float], int]:
+    rle = mask_to_rle(mask)
+    return rle, _rle_bbox(rle), int(mask.sum())
