@@ -235,3 +235,22 @@ def test_real_davis_cutouts(tmp_path: Path) -> None:
     cutout_names = {c["name"] for c in data["categories"] if c["kind"] == "cutout"}
     assert {"person", "animal", "vehicle"} <= cutout_names
     assert data["annotations"]
+
+
+def test_project_coco_loader_reads_synthetic_fields(tmp_path: Path) -> None:
+    coco_mod = pytest.importorskip("instseg.data.coco")
+    path = generate_scenes(tmp_path, num_images=3, seed=1, config=SMALL, occlusion=0.9)
+    ds = coco_mod.CocoInstanceDataset(path, tmp_path)
+    anns = json.loads(path.read_text())["annotations"]
+    for i in range(len(ds)):
+        sample = ds[i]
+        inst = sample["instances"]
+        mine = [a for a in anns if a["image_id"] == sample["image_id"]]
+        assert len(inst) == len(mine)
+        for k, a in enumerate(mine):
+            np.testing.assert_array_equal(inst.masks[k].numpy(), rle_to_mask(a["segmentation"]))
+            np.testing.assert_array_equal(inst.amodal_masks[k].numpy(),
+                                          rle_to_mask(a["amodal_segm"]))
+            np.testing.assert_array_equal(inst.occluder_masks[k].numpy(),
+                                          rle_to_mask(a["occluder_segm"]))
+            assert int(inst.depth[k]) == a["depth_order"]
