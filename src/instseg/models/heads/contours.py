@@ -27,8 +27,8 @@ def mask_contours(
         masks: (R, M, M) (or (R, H, W)) bool or float; floats are thresholded at 0.5 (soft
             targets projected by RoIAlign).
         width: structuring-element radius (kernel ``2 * width + 1``); 0 gives an empty contour.
-        footprint: ``"square"`` (8-connected, max-pool k x k) or ``"cross"`` (4-connected,
-            max of a k x 1 and a 1 x k pool).
+        footprint: ``"square"`` (8-connected: one k x k max-pool, k = 2 * width + 1) or
+            ``"cross"`` (4-connected: ``width`` passes of the 3x3 cross, i.e. a diamond).
 
     Returns:
         (R, M, M) float32 in {0, 1}: 1 where the dilation and the erosion differ.
@@ -46,11 +46,12 @@ def mask_contours(
 
 
 def _max_filter(x: Tensor, r: int, footprint: str) -> Tensor:
-    k = 2 * r + 1
     if footprint == "square":
-        return F.max_pool2d(x, kernel_size=k, stride=1, padding=r)
-    if footprint == "cross":
-        rows = F.max_pool2d(x, kernel_size=(k, 1), stride=1, padding=(r, 0))
-        cols = F.max_pool2d(x, kernel_size=(1, k), stride=1, padding=(0, r))
-        return rows.maximum(cols)
+        return F.max_pool2d(x, kernel_size=2 * r + 1, stride=1, padding=r)
+    if footprint == "cross":  # r passes of the 3x3 cross: a diamond (L1 ball) of radius r
+        for _ in range(r):
+            rows = F.max_pool2d(x, kernel_size=(3, 1), stride=1, padding=(1, 0))
+            cols = F.max_pool2d(x, kernel_size=(1, 3), stride=1, padding=(0, 1))
+            x = rows.maximum(cols)
+        return x
     raise ValueError(f"footprint must be 'square' or 'cross', got {footprint!r}")

@@ -1,0 +1,229 @@
+"""BilayerMaskHead (BCNet), its ablation variants and bilayer_loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from instseg.models.heads import bilayer as B
+from instseg.models.heads.base import MaskTargets
+from instseg.models.heads.bilayer import BilayerLossWeights, BilayerMaskHead, bilayer_loss
+from instseg.models.heads.contours import mask_contours
+from instseg.models.layers.non_local import NonLocalBlock
+
+C = 16  # tiny heads: 16 channels, 7x7 RoIs -> 14x14 masks
+OCC = {"occluder_mask", "occluder_contour"}
+
+BUILDERS = {
+    B.bcnet_head: {"mask", "contour"} | OCC,
+    B.bcnet_paper_head: {"mask", "contour"} | OCC,
+    B.bcnet_no_occluder_targets_head: {"mask", "contour"},
+    B.bcnet_occluder_mask_head: {"mask", "contour", "occluder_mask"},
+    B.bcnet_occluder_contour_head: {"mask", "contour", "occluder_contour"},
+    B.bcnet_no_guidance_head: {"mask", "contour"} | OCC,
+    B.bcnet_fcn_head: {"mask", "contour"} | OCC,
+    B.single_gcn_head: {"mask", "contour"},
+    B.single_fcn_head: {"mask", "contour"},
+}
+
+
+def _targets(r: int = 3, m: int = 14, *, seed: int = 0, has_mask=None) -> MaskTargets:
+    g = torch.Generator().manual_seed(seed)
+    masks = torch.zeros(r, m, m)
+    occluder = torch.zeros(r, m, m)
+    for i in range(r):  # a box-shaped occludee and an occluder covering its right part
+        x0, y0 = (int(v) for v in torch.randint(0, m // 3, (2,), generator=g))
+        masks[i, y0 : y0 + m // 2, x0 : x0 + m // 2] = 1
+        occluder[i, :, x0 + m // 3 :] = 1
+        masks[i] *= 1 - occluder[i]
+    labels = torch.arange(r) % 2
+    return MaskTargets(masks=masks, labels=labels, occluder=occluder, has_mask=has_mask)
+
+
+@pytest.mark.parametrize("builder", list(BUILDERS), ids=lambda f: f.__name__)
+def test_every_variant_shapes_keys_backward(builder):
+    torch.manual_seed(0)
+    head = builder(in_channels=C, num_classes=3)
+    out = head(torch.randn(3, C, 7, 7))
+    assert set(out) == BUILDERS[builder]
+    for v in out.values():
+        assert v.shape == (3, 1, 14, 14) and torch.isfinite(v).all()
+    assert head.needs_occluder == bool(OCC & set(out))
+    losses = head.loss(out, _targets())
+    assert set(losses) == {f"loss_{k}" for k in out}
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in head.parameters())
+    probs = head.predict(out, torch.zeros(3, dtype=torch.long))
+    torch.testing.assert_close(probs, out["mask"][:, 0].sigmoid())
+
+
+def test_class_aware_head_and_loss_select_the_label_channel():
+    torch.manual_seed(0)
+    head = BilayerMaskHead(in_channels=C, num_classes=4, class_aware=True)
+    out = head(torch.randn(3, C, 7, 7))
+    assert out["mask"].shape == (3, 4, 14, 14) and out["contour"].shape == (3, 4, 14, 14)
+    assert out["occluder_mask"].shape == (3, 1, 14, 14)  # occluders stay class-agnostic
+    t = _targets()
+    loss = bilayer_loss(out, t)["loss_mask"]
+    picked = out["mask"][torch.arange(3), t.labels]
+    torch.testing.assert_close(loss, F.binary_cross_entropy_with_logits(picked, t.masks))
+    labels = torch.tensor([3, 0, 2])
+    expected = out["mask"][torch.arange(3), labels].sigmoid()
+    torch.testing.assert_close(head.predict(out, labels), expected)
+
+
+def test_gradients_reach_both_branches():
+    torch.manual_seed(0)
+    head = BilayerMaskHead(in_channels=C)
+    out = head(torch.randn(4, C, 7, 7))
+    sum(head.loss(out, _targets(4)).values()).backward()
+    for layer in (head.occluder, head.occludee):
+        for name, p in layer.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def _occluder_grads(head: BilayerMaskHead, key: str) -> list[torch.Tensor | None]:
+    out = head(torch.randn(2, C, 7, 7))
+    params = list(head.occluder.parameters())
+    return list(torch.autograd.grad(out[key].sum(), params, allow_unused=True))
+
+
+def test_guidance_off_disconnects_layer1_from_layer2():
+    torch.manual_seed(0)
+    off = BilayerMaskHead(in_channels=C, guidance=False)
+    assert all(g is None for g in _occluder_grads(off, "mask"))
+    assert all(g is None for g in _occluder_grads(off, "contour"))
+    x = torch.randn(2, C, 7, 7)
+    before = off(x)["mask"]
+    with torch.no_grad():  # layer 1 can change arbitrarily without moving the occludee output
+        for p in off.occluder.parameters():
+            p.add_(torch.randn_like(p))
+    assert torch.equal(off(x)["mask"], before)
+    on = BilayerMaskHead(in_channels=C, guidance=True)
+    grads = _occluder_grads(on, "mask")
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_no_targets_no_guidance_builds_no_dead_layer():
+    head = BilayerMaskHead(in_channels=C, occluder_targets="none", guidance=False)
+    assert head.occluder is None and not head.needs_occluder
+
+
+def _n(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_parameter_counts():
+    c = 256
+    conv3, deconv, pred = c * c * 9 + c, c * c * 4 + c, c + 1
+    nl = _n(NonLocalBlock(channels=c))
+    assert nl == 3 * c * c + 2 * c  # theta, phi, W_g (no bias) + layer norm
+    layer = 4 * conv3 + nl + deconv
+    assert _n(B.bcnet_head(in_channels=c)) == 2 * layer + 4 * pred == 5_640_708
+    assert _n(B.single_gcn_head(in_channels=c)) == layer + 2 * pred
+    assert (
+        _n(B.bcnet_head(in_channels=c)) - _n(B.single_gcn_head(in_channels=c)) == layer + 2 * pred
+    )
+    assert _n(B.bcnet_head(in_channels=c)) - _n(B.bcnet_fcn_head(in_channels=c)) == 2 * nl
+    assert _n(B.single_gcn_head(in_channels=c)) - _n(B.single_fcn_head(in_channels=c)) == nl
+    # Table 3.3 orders: single FCN < single GCN < bilayer FCN < bilayer GCN
+    sizes = [
+        _n(f(in_channels=c))
+        for f in (B.single_fcn_head, B.single_gcn_head, B.bcnet_fcn_head, B.bcnet_head)
+    ]
+    assert sizes == sorted(sizes)
+
+
+def test_loss_golden_values_and_independent_recomputation():
+    torch.manual_seed(0)
+    r, m = 3, 8
+    outputs = {
+        k: torch.randn(r, 1, m, m) for k in ("mask", "contour", "occluder_mask", "occluder_contour")
+    }
+    masks = (torch.rand(r, m, m) > 0.5).float()
+    occluder = (torch.rand(r, m, m) > 0.6).float()
+    keep = torch.tensor([True, False, True])
+    t = MaskTargets(
+        masks=masks, labels=torch.zeros(r, dtype=torch.long), occluder=occluder, has_mask=keep
+    )
+    losses = bilayer_loss(outputs, t)
+    golden = {
+        "loss_mask": 0.745491,
+        "loss_contour": 0.357596,
+        "loss_occluder_mask": 0.207054,
+        "loss_occluder_contour": 0.407315,
+    }
+    for k, v in golden.items():
+        assert losses[k].item() == pytest.approx(v, abs=1e-5), k
+
+    def bce(name, target, weight):
+        return weight * F.binary_cross_entropy_with_logits(outputs[name][keep, 0], target[keep])
+
+    torch.testing.assert_close(losses["loss_mask"], bce("mask", masks, 1.0))
+    torch.testing.assert_close(losses["loss_contour"], bce("contour", mask_contours(masks), 0.5))
+    torch.testing.assert_close(losses["loss_occluder_mask"], bce("occluder_mask", occluder, 0.25))
+    torch.testing.assert_close(
+        losses["loss_occluder_contour"], bce("occluder_contour", mask_contours(occluder), 0.5)
+    )
+    doubled = bilayer_loss(outputs, t, weights=BilayerLossWeights(2.0, 0.5, 1.0, 1.0))
+    for k in losses:
+        torch.testing.assert_close(doubled[k], 2 * losses[k])
+
+
+def test_loss_without_supervised_rois_is_zero_but_attached():
+    torch.manual_seed(0)
+    head = BilayerMaskHead(in_channels=C)
+    out = head(torch.randn(2, C, 7, 7))
+    t = _targets(2, has_mask=torch.tensor([False, False]))
+    losses = head.loss(out, t)
+    total = sum(losses.values())
+    assert total.item() == 0.0 and total.requires_grad
+    total.backward()
+
+
+def test_loss_errors():
+    head = BilayerMaskHead(in_channels=C)
+    out = head(torch.randn(2, C, 7, 7))
+    t = _targets(2)
+    with pytest.raises(ValueError, match="occluder is None"):
+        head.loss(out, MaskTargets(masks=t.masks, labels=t.labels))
+    with pytest.raises(ValueError, match="vs targets"):
+        head.loss(out, _targets(2, m=28))
+
+
+def test_bad_configuration_and_input():
+    with pytest.raises(ValueError, match="occluder_targets"):
+        BilayerMaskHead(in_channels=C, occluder_targets="amodal")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="block"):
+        BilayerMaskHead(in_channels=C, block="transformer")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="conv_dim"):
+        BilayerMaskHead(in_channels=C, conv_dim=8)
+    single = BilayerMaskHead(in_channels=C, conv_dim=8, bilayer=False)
+    assert single(torch.randn(1, C, 7, 7))["mask"].shape == (1, 1, 14, 14)
+    with pytest.raises(ValueError, match="RoI features"):
+        BilayerMaskHead(in_channels=C)(torch.randn(1, C + 1, 7, 7))
+
+
+def test_empty_rois():
+    head = BilayerMaskHead(in_channels=C)
+    out = head(torch.zeros(0, C, 7, 7))
+    assert all(v.shape == (0, 1, 14, 14) for v in out.values())
+    losses = head.loss(out, _targets(0))
+    assert all(v.item() == 0.0 for v in losses.values())
+
+
+def test_tiny_overfit_loss_falls():
+    torch.manual_seed(0)
+    head = BilayerMaskHead(in_channels=8, convs_before_gcn=1, convs_after_gcn=1)
+    x = torch.randn(4, 8, 7, 7)
+    t = _targets(4, seed=1)
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    history = []
+    for _ in range(80):
+        loss = sum(head.loss(head(x), t).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    assert history[-1] < 0.3 * history[0], history[::10]

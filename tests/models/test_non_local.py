@@ -1,0 +1,123 @@
+"""NonLocalBlock (survey Eqs. 3.1-3.3; CPMask Eq. 4.3 z-score variant)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from instseg.models.layers.non_local import LayerNorm2d, NonLocalBlock
+
+
+def _block(**kw) -> NonLocalBlock:
+    torch.manual_seed(0)
+    return NonLocalBlock(channels=8, **kw)
+
+
+def _reference(block: NonLocalBlock, x: torch.Tensor, *, zscore: bool = False) -> torch.Tensor:
+    """Eqs. 3.1-3.3 written out with einsum on the conv weights."""
+    b, c, h, w = x.shape
+    nodes = x.flatten(2).transpose(1, 2)  # (B, N, C)
+    q = nodes @ block.theta.weight[:, :, 0, 0].T
+    k = nodes @ block.phi.weight[:, :, 0, 0].T
+    if zscore:
+        q = (q - q.mean(-1, keepdim=True)) / (q.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+        k = (k - k.mean(-1, keepdim=True)) / (k.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+    a = torch.softmax(torch.einsum("bic,bjc->bij", q, k) * block.scale, dim=-1)
+    g = nodes @ block.w_g.weight[:, :, 0, 0].T
+    y = torch.einsum("bij,bjc->bic", a, g)
+    z = F.relu(F.layer_norm(y, (c,), block.norm.weight, block.norm.bias, block.norm.eps))
+    return z.transpose(1, 2).reshape(b, c, h, w) + x
+
+
+def test_shapes_and_affinity_rows_sum_to_one():
+    block = _block(inner_channels=4)
+    x = torch.randn(2, 8, 5, 6)
+    z, a = block.forward_with_affinity(x)
+    assert z.shape == x.shape
+    assert a.shape == (2, 30, 30)
+    torch.testing.assert_close(a.sum(-1), torch.ones(2, 30))
+    assert (a >= 0).all()
+    torch.testing.assert_close(block.affinity(x), a)
+    torch.testing.assert_close(block(x), z)
+
+
+def test_matches_equations_3_1_to_3_3():
+    block = _block()
+    with torch.no_grad():  # non-trivial norm affine so the check covers it
+        block.norm.weight.uniform_(0.5, 1.5)
+        block.norm.bias.uniform_(-0.2, 0.2)
+    x = torch.randn(2, 8, 4, 3)
+    torch.testing.assert_close(block(x), _reference(block, x), rtol=1e-4, atol=1e-5)
+    assert block.scale == pytest.approx(1 / math.sqrt(8))
+
+
+def test_unscaled_logits_are_plain_dot_products():
+    block = _block(scaled=False, inner_channels=3)
+    x = torch.randn(1, 8, 2, 2)
+    nodes = x.flatten(2).transpose(1, 2)
+    q = nodes @ block.theta.weight[:, :, 0, 0].T
+    k = nodes @ block.phi.weight[:, :, 0, 0].T
+    torch.testing.assert_close(block.affinity_logits(x), q @ k.transpose(1, 2))
+
+
+def test_residual_identity_when_w_g_is_zero():
+    block = _block()
+    with torch.no_grad():
+        block.w_g.weight.zero_()
+    x = torch.randn(3, 8, 4, 4)
+    assert torch.equal(block(x), x)
+    no_res = _block(residual=False)
+    with torch.no_grad():
+        no_res.w_g.weight.zero_()
+    assert torch.equal(no_res(x), torch.zeros_like(x))
+
+
+def test_gradient_reaches_every_parameter_and_the_input():
+    block = _block(inner_channels=4)
+    x = torch.randn(2, 8, 4, 4, requires_grad=True)
+    (block(x) * torch.randn(2, 8, 4, 4)).sum().backward()
+    for name, p in block.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_zscore_matches_reference_and_is_scale_invariant():
+    block = _block(zscore=True)
+    x = torch.randn(2, 8, 3, 3)
+    torch.testing.assert_close(block(x), _reference(block, x, zscore=True), rtol=1e-4, atol=1e-5)
+    a = block.affinity(x)
+    with torch.no_grad():  # z-scored embeddings ignore a positive rescaling of theta/phi
+        block.theta.weight.mul_(7.0)
+        block.phi.weight.mul_(0.3)
+    torch.testing.assert_close(block.affinity(x), a, rtol=0, atol=5e-4)  # up to eps
+    plain = _block()
+    with torch.no_grad():
+        before = plain.affinity(x)
+        plain.theta.weight.mul_(7.0)
+    assert not torch.allclose(plain.affinity(x), before, atol=1e-3)
+
+
+def test_layer_norm_2d_normalises_each_pixel_over_channels():
+    norm = LayerNorm2d(6)
+    y = norm(torch.randn(2, 6, 3, 4) * 5 + 3)
+    torch.testing.assert_close(y.mean(1), torch.zeros(2, 3, 4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(y.var(1, unbiased=False), torch.ones(2, 3, 4), atol=1e-3, rtol=0)
+
+
+def test_empty_batch_and_bad_input():
+    block = _block()
+    assert block(torch.zeros(0, 8, 4, 4)).shape == (0, 8, 4, 4)
+    with pytest.raises(ValueError, match="expected"):
+        block(torch.zeros(1, 5, 4, 4))
+    with pytest.raises(ValueError, match="positive"):
+        NonLocalBlock(channels=0)
+
+
+def test_custom_norm_class_and_flops():
+    block = NonLocalBlock(channels=8, inner_channels=2, norm=lambda c: torch.nn.GroupNorm(1, c))
+    assert isinstance(block.norm, torch.nn.GroupNorm)
+    assert block(torch.randn(1, 8, 2, 2)).shape == (1, 8, 2, 2)
+    assert block.matmul_flops(196) == 196 * 196 * (2 + 8)
