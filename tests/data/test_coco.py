@@ -77,24 +77,54 @@ def coco_file(tmp_path: Path) -> Path:
     write_images(tmp_path, ["im1.png", "im2.png", "im3.png"])
     anns = [
         # image 1: polygon (cat 5), compressed RLE (cat 2), crowd uncompressed RLE (cat 2)
-        {"id": 10, "image_id": 1, "category_id": 5, "iscrowd": 0,
-         "segmentation": [rect(2, 3, 8, 9)], "bbox": [2, 3, 6, 6]},
-        {"id": 11, "image_id": 1, "category_id": 2, "iscrowd": 0,
-         "segmentation": mask_to_rle(bitmap((10, 0, 20, 5))), "bbox": [10, 0, 10, 5]},
-        {"id": 12, "image_id": 1, "category_id": 2, "iscrowd": 1,
-         "segmentation": uncompressed(bitmap((0, 15, 30, 20))), "bbox": [0, 15, 30, 5]},
+        {
+            "id": 10,
+            "image_id": 1,
+            "category_id": 5,
+            "iscrowd": 0,
+            "segmentation": [rect(2, 3, 8, 9)],
+            "bbox": [2, 3, 6, 6],
+        },
+        {
+            "id": 11,
+            "image_id": 1,
+            "category_id": 2,
+            "iscrowd": 0,
+            "segmentation": mask_to_rle(bitmap((10, 0, 20, 5))),
+            "bbox": [10, 0, 10, 5],
+        },
+        {
+            "id": 12,
+            "image_id": 1,
+            "category_id": 2,
+            "iscrowd": 1,
+            "segmentation": uncompressed(bitmap((0, 15, 30, 20))),
+            "bbox": [0, 15, 30, 5],
+        },
         # image 2: a degenerate part next to a good one, and a box partly outside the image
-        {"id": 20, "image_id": 2, "category_id": 5, "iscrowd": 0,
-         "segmentation": [[1, 1, 2, 2], rect(20, 10, 30, 20)], "bbox": [20, 10, 15, 15]},
+        {
+            "id": 20,
+            "image_id": 2,
+            "category_id": 5,
+            "iscrowd": 0,
+            "segmentation": [[1, 1, 2, 2], rect(20, 10, 30, 20)],
+            "bbox": [20, 10, 15, 15],
+        },
         # bad ones
         {"id": 30, "image_id": 99, "category_id": 5, "segmentation": [rect(0, 0, 3, 3)]},
         {"id": 31, "image_id": 2, "category_id": 77, "segmentation": [rect(0, 0, 3, 3)]},
-        {"id": 32, "image_id": 2, "category_id": 2, "segmentation": [[0, 0, 5, 0, float("nan"), 5]]},
+        {
+            "id": 32,
+            "image_id": 2,
+            "category_id": 2,
+            "segmentation": [[0, 0, 5, 0, float("nan"), 5]],
+        },
         {"id": 33, "image_id": 2, "category_id": 2, "segmentation": [[0, 0, 5, 5, 10, 10]]},
     ]
     cats = [{"id": 5, "name": "five"}, {"id": 2, "name": "two"}]
-    return write_json(tmp_path / "coco.json", {"images": images_json(), "annotations": anns,
-                                                "categories": cats})
+    return write_json(
+        tmp_path / "coco.json", {"images": images_json(), "annotations": anns, "categories": cats}
+    )
 
 
 def test_plain_coco_parsing(coco_file: Path) -> None:
@@ -193,10 +223,20 @@ def test_missing_and_corrupt_images(coco_file: Path) -> None:
         (json.dumps({"images": [], "categories": []}), "'annotations'"),
         (json.dumps({"images": [], "annotations": []}), "'categories'"),
         (json.dumps({"images": [{"id": 1}], "annotations": [], "categories": []}), "'file_name'"),
-        (json.dumps({"images": images_json(1), "annotations": [{"id": 3}], "categories": []}),
-         "'image_id'"),
-        (json.dumps({"images": images_json(1), "annotations": [{"image_id": 1}],
-                     "categories": [{"id": 1}]}), "'category_id'"),
+        (
+            json.dumps({"images": images_json(1), "annotations": [{"id": 3}], "categories": []}),
+            "'image_id'",
+        ),
+        (
+            json.dumps(
+                {
+                    "images": images_json(1),
+                    "annotations": [{"image_id": 1}],
+                    "categories": [{"id": 1}],
+                }
+            ),
+            "'category_id'",
+        ),
     ],
 )
 def test_wrong_json_raises_naming_file_and_key(tmp_path: Path, content: str, match: str) -> None:
@@ -209,12 +249,28 @@ def test_wrong_json_raises_naming_file_and_key(tmp_path: Path, content: str, mat
 
 def test_json_size_disagreeing_with_image(tmp_path: Path) -> None:
     write_images(tmp_path, ["im1.png"], h=H + 4, w=W - 6)  # real image 24 x 24
-    ann = {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [rect(20, 2, 30, 6)],
-           "bbox": [20, 2, 10, 4]}
-    ann2 = {"id": 2, "image_id": 1, "category_id": 1, "segmentation": [rect(0, 0, 4, 4)],
-            "bbox": [0, 0, 4, 4]}
-    p = write_json(tmp_path / "a.json", {"images": images_json(1), "annotations": [ann, ann2],
-                                         "categories": [{"id": 1, "name": "x"}]})
+    ann = {
+        "id": 1,
+        "image_id": 1,
+        "category_id": 1,
+        "segmentation": [rect(20, 2, 30, 6)],
+        "bbox": [20, 2, 10, 4],
+    }
+    ann2 = {
+        "id": 2,
+        "image_id": 1,
+        "category_id": 1,
+        "segmentation": [rect(0, 0, 4, 4)],
+        "bbox": [0, 0, 4, 4],
+    }
+    p = write_json(
+        tmp_path / "a.json",
+        {
+            "images": images_json(1),
+            "annotations": [ann, ann2],
+            "categories": [{"id": 1, "name": "x"}],
+        },
+    )
     ds = CocoInstanceDataset(p, tmp_path)
     with pytest.warns(UserWarning) as rec:
         inst = ds[0]["instances"]
@@ -230,10 +286,16 @@ def test_json_size_disagreeing_with_image(tmp_path: Path) -> None:
 
 def test_rle_with_wrong_size_is_dropped(tmp_path: Path) -> None:
     write_images(tmp_path, ["im1.png"])
-    ann = {"id": 1, "image_id": 1, "category_id": 1,
-           "segmentation": mask_to_rle(np.ones((5, 5), dtype=bool))}
-    p = write_json(tmp_path / "a.json", {"images": images_json(1), "annotations": [ann],
-                                         "categories": [{"id": 1}]})
+    ann = {
+        "id": 1,
+        "image_id": 1,
+        "category_id": 1,
+        "segmentation": mask_to_rle(np.ones((5, 5), dtype=bool)),
+    }
+    p = write_json(
+        tmp_path / "a.json",
+        {"images": images_json(1), "annotations": [ann], "categories": [{"id": 1}]},
+    )
     with pytest.warns(UserWarning, match="1 RLE size differs from image size"):
         ds = CocoInstanceDataset(p, tmp_path)
     assert len(ds[0]["instances"]) == 0
@@ -242,14 +304,20 @@ def test_rle_with_wrong_size_is_dropped(tmp_path: Path) -> None:
 def test_polygon_that_rasterises_to_nothing_is_dropped_at_load(tmp_path: Path) -> None:
     write_images(tmp_path, ["im1.png"])
     tiny = [[3.1, 3.1, 3.2, 3.1, 3.2, 3.2]]  # valid area, covers no pixel centre
-    anns = [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": tiny},
-            {"id": 2, "image_id": 1, "category_id": 1, "segmentation": [rect(0, 0, 2, 2)]}]
-    p = write_json(tmp_path / "a.json", {"images": images_json(1), "annotations": anns,
-                                         "categories": [{"id": 1}]})
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 1, "segmentation": tiny},
+        {"id": 2, "image_id": 1, "category_id": 1, "segmentation": [rect(0, 0, 2, 2)]},
+    ]
+    p = write_json(
+        tmp_path / "a.json",
+        {"images": images_json(1), "annotations": anns, "categories": [{"id": 1}]},
+    )
     ds = CocoInstanceDataset(p, tmp_path)
     with pytest.warns(UserWarning, match="empty mask dropped"):
         inst = ds[0]["instances"]
-    assert inst.extra["ids"].tolist() == [2] and ds.stats["annotation with an empty mask dropped"] == 1
+    assert (
+        inst.extra["ids"].tolist() == [2] and ds.stats["annotation with an empty mask dropped"] == 1
+    )
 
 
 # -- amodal layouts: one scene, A (front) occludes the right part of B -------------------------
@@ -286,12 +354,22 @@ def xywh(r: tuple[int, int, int, int]) -> list[int]:
 
 def test_synthetic_layout(tmp_path: Path) -> None:
     def ann(i: int, vis: Any, amo: Any, occ: np.ndarray, depth: int) -> dict[str, Any]:
-        return {"id": i, "image_id": 1, "category_id": 1, "iscrowd": 0,
-                "segmentation": mask_to_rle(bitmap(vis)), "bbox": xywh(vis),
-                "amodal_segm": mask_to_rle(bitmap(amo)), "amodal_bbox": xywh(amo),
-                "occluder_segm": mask_to_rle(occ), "depth_order": depth}
+        return {
+            "id": i,
+            "image_id": 1,
+            "category_id": 1,
+            "iscrowd": 0,
+            "segmentation": mask_to_rle(bitmap(vis)),
+            "bbox": xywh(vis),
+            "amodal_segm": mask_to_rle(bitmap(amo)),
+            "amodal_bbox": xywh(amo),
+            "occluder_segm": mask_to_rle(occ),
+            "depth_order": depth,
+        }
 
-    p = _amodal_file(tmp_path, [ann(1, A, A, bitmap(), 0), ann(2, B_VISIBLE, B_AMODAL, bitmap(A), 1)])
+    p = _amodal_file(
+        tmp_path, [ann(1, A, A, bitmap(), 0), ann(2, B_VISIBLE, B_AMODAL, bitmap(A), 1)]
+    )
     ds = load(p, tmp_path)
     assert ds.layout == "synthetic"
     _check_scene(ds[0]["instances"])
@@ -303,12 +381,25 @@ def test_synthetic_layout(tmp_path: Path) -> None:
 def test_synthetic_layout_fully_occluded_instance_is_kept(tmp_path: Path) -> None:
     hidden = (14, 6, 18, 10)  # entirely behind A
     anns = [
-        {"id": 1, "image_id": 1, "category_id": 1, "segmentation": mask_to_rle(bitmap(A)),
-         "amodal_segm": mask_to_rle(bitmap(A)), "occluder_segm": mask_to_rle(bitmap()),
-         "depth_order": 0, "bbox": xywh(A)},
-        {"id": 2, "image_id": 1, "category_id": 1, "segmentation": mask_to_rle(bitmap()),
-         "amodal_segm": mask_to_rle(bitmap(hidden)), "occluder_segm": mask_to_rle(bitmap(A)),
-         "depth_order": 1},
+        {
+            "id": 1,
+            "image_id": 1,
+            "category_id": 1,
+            "segmentation": mask_to_rle(bitmap(A)),
+            "amodal_segm": mask_to_rle(bitmap(A)),
+            "occluder_segm": mask_to_rle(bitmap()),
+            "depth_order": 0,
+            "bbox": xywh(A),
+        },
+        {
+            "id": 2,
+            "image_id": 1,
+            "category_id": 1,
+            "segmentation": mask_to_rle(bitmap()),
+            "amodal_segm": mask_to_rle(bitmap(hidden)),
+            "occluder_segm": mask_to_rle(bitmap(A)),
+            "depth_order": 1,
+        },
     ]
     inst = load(_amodal_file(tmp_path, anns), tmp_path)[0]["instances"]
     assert len(inst) == 2 and not inst.masks[1].any()
@@ -317,9 +408,20 @@ def test_synthetic_layout_fully_occluded_instance_is_kept(tmp_path: Path) -> Non
 
 def test_kins_layout(tmp_path: Path) -> None:
     def ann(i: int, vis: Any, amo: Any, ico: int) -> dict[str, Any]:
-        return {"id": i, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 1,
-                "i_segm": [rect(*vis)], "i_bbox": xywh(vis), "a_segm": [rect(*amo)],
-                "a_bbox": xywh(amo), "bbox": xywh(amo), "oco_id": 7, "ico_id": ico}
+        return {
+            "id": i,
+            "image_id": 1,
+            "category_id": 1,
+            "iscrowd": 0,
+            "area": 1,
+            "i_segm": [rect(*vis)],
+            "i_bbox": xywh(vis),
+            "a_segm": [rect(*amo)],
+            "a_bbox": xywh(amo),
+            "bbox": xywh(amo),
+            "oco_id": 7,
+            "ico_id": ico,
+        }
 
     ds = load(_amodal_file(tmp_path, [ann(1, A, A, 1), ann(2, B_VISIBLE, B_AMODAL, 2)]), tmp_path)
     assert ds.layout == "kins"
@@ -331,9 +433,16 @@ def test_kins_layout(tmp_path: Path) -> None:
 
 def test_kins_updated_layout(tmp_path: Path) -> None:
     def ann(i: int, vis: Any, amo: Any) -> dict[str, Any]:
-        return {"id": i, "image_id": 1, "category_id": 1, "iscrowd": 0,
-                "segmentation": [rect(*amo)], "bbox": xywh(amo),
-                "inmodal_seg": mask_to_rle(bitmap(vis)), "inmodal_bbox": xywh(vis)}
+        return {
+            "id": i,
+            "image_id": 1,
+            "category_id": 1,
+            "iscrowd": 0,
+            "segmentation": [rect(*amo)],
+            "bbox": xywh(amo),
+            "inmodal_seg": mask_to_rle(bitmap(vis)),
+            "inmodal_bbox": xywh(vis),
+        }
 
     ds = load(_amodal_file(tmp_path, [ann(1, A, A), ann(2, B_VISIBLE, B_AMODAL)]), tmp_path)
     assert ds.layout == "kins_updated"
@@ -343,14 +452,29 @@ def test_kins_updated_layout(tmp_path: Path) -> None:
 def test_cocoa_layout(tmp_path: Path) -> None:
     invisible = bitmap(B_AMODAL) & ~bitmap(B_VISIBLE)
     regions = [
-        {"segmentation": rect(*A), "name": "box", "area": 96.0, "isStuff": False,
-         "occlude_rate": 0.0, "order": 1},
-        {"segmentation": rect(*B_AMODAL), "name": "table", "area": 96.0, "isStuff": True,
-         "occlude_rate": 0.33, "order": 2, "visible_mask": mask_to_rle(bitmap(B_VISIBLE)),
-         "invisible_mask": mask_to_rle(invisible)},
+        {
+            "segmentation": rect(*A),
+            "name": "box",
+            "area": 96.0,
+            "isStuff": False,
+            "occlude_rate": 0.0,
+            "order": 1,
+        },
+        {
+            "segmentation": rect(*B_AMODAL),
+            "name": "table",
+            "area": 96.0,
+            "isStuff": True,
+            "occlude_rate": 0.33,
+            "order": 2,
+            "visible_mask": mask_to_rle(bitmap(B_VISIBLE)),
+            "invisible_mask": mask_to_rle(invisible),
+        },
     ]
-    anns = [{"image_id": 1, "id": 1, "regions": regions, "depth_constraint": "1-2", "size": 2},
-            {"image_id": 1, "id": 2, "regions": regions[:1], "depth_constraint": "", "size": 1}]
+    anns = [
+        {"image_id": 1, "id": 1, "regions": regions, "depth_constraint": "1-2", "size": 2},
+        {"image_id": 1, "id": 2, "regions": regions[:1], "depth_constraint": "", "size": 1},
+    ]
     ds = load(_amodal_file(tmp_path, anns, cats=None), tmp_path)
     assert ds.layout == "cocoa"
     assert ds.category_ids == [1, 2] and ds.category_names == ["thing", "stuff"]

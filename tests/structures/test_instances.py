@@ -81,7 +81,9 @@ def test_validation_of_shapes() -> None:
         Instances(image_size=(2, 2), boxes=torch.zeros(3, 4), labels=torch.zeros(2))
     with pytest.raises(ValueError, match="extra.ids has 1 rows"):
         Instances(
-            image_size=(2, 2), boxes=torch.zeros(3, 4), labels=torch.zeros(3),
+            image_size=(2, 2),
+            boxes=torch.zeros(3, 4),
+            labels=torch.zeros(3),
             extra={"ids": torch.zeros(1)},
         )
     with pytest.raises(ValueError, match="masks has 1 rows"):
@@ -93,4 +95,6 @@ def test_empty_and_repr() -> None:
     assert len(e) == 0 and e.masks is not None and e.masks.shape == (0, 4, 5)
     assert Instances.empty((4, 5), with_masks=False).masks is None
     assert "num=4" in repr(_make()) and "amodal_masks" in repr(_make())
-    assert Instances(image_size=[3.0, 2.0], boxes=torch.zeros(0, 4), labels=torch.zeros(0)).image_size == (3, 2)
+    assert Instances(
+        image_size=[3.0, 2.0], boxes=torch.zeros(0, 4), labels=torch.zeros(0)
+    ).image_size == (3, 2)

@@ -26,9 +26,7 @@ from instseg.structures.masks import (
 
 SETTINGS = settings(max_examples=60, deadline=None)
 
-bitmaps = st.tuples(st.integers(1, 24), st.integers(1, 24)).flatmap(
-    lambda hw: arrays(np.bool_, hw)
-)
+bitmaps = st.tuples(st.integers(1, 24), st.integers(1, 24)).flatmap(lambda hw: arrays(np.bool_, hw))
 
 
 def _uncompressed_counts(mask: np.ndarray) -> list[int]:
@@ -78,7 +76,7 @@ def test_uncompressed_rle_with_wrong_length_raises() -> None:
 def test_masks_to_boxes_matches_pycocotools_tobbox(masks: np.ndarray) -> None:
     boxes = masks_to_boxes(torch.from_numpy(masks))
     assert boxes.shape == (masks.shape[0], 4) and boxes.dtype == torch.float32
-    for m, box in zip(masks, boxes):
+    for m, box in zip(masks, boxes, strict=False):
         rle = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
         x, y, w, h = mask_util.toBbox(rle).tolist()
         expected = [x, y, x + w, y + h] if m.any() else [0.0, 0.0, 0.0, 0.0]

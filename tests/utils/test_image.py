@@ -86,7 +86,9 @@ def test_missing_file_raises_naming_it(tmp_path: Path) -> None:
     assert issubclass(ImageReadError, OSError)
 
 
-@pytest.mark.parametrize("payload", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\0" * 20])
+@pytest.mark.parametrize(
+    "payload", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n" + b"\0" * 20]
+)
 def test_corrupt_file_raises_naming_it(tmp_path: Path, payload: bytes) -> None:
     p = tmp_path / "bad.png"
     p.write_bytes(payload)

@@ -36,7 +36,9 @@ _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant to spread (seed, position) ov
 
 
 def dist_info(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
-    """(rank, world_size) from torch.distributed when initialised, else (0, 1); explicit values win."""
+    """(rank, world_size) from torch.distributed when initialised, else (0, 1).
+
+    Explicit ``rank``/``world_size`` arguments win (tests, custom launchers)."""
     initialised = dist.is_available() and dist.is_initialized()
     r = rank if rank is not None else (dist.get_rank() if initialised else 0)
     w = world_size if world_size is not None else (dist.get_world_size() if initialised else 1)
@@ -91,7 +93,9 @@ class InferenceSampler(Sampler[int]):
     """Contiguous, duplicate-free shard of ``range(size)``: shard sizes differ by at most one, the
     shards of all ranks concatenated in rank order are ``0..size-1``."""
 
-    def __init__(self, size: int, *, rank: int | None = None, world_size: int | None = None) -> None:
+    def __init__(
+        self, size: int, *, rank: int | None = None, world_size: int | None = None
+    ) -> None:
         self.size = size
         self.rank, self.world_size = dist_info(rank, world_size)
         per, extra = divmod(size, self.world_size)
@@ -136,7 +140,7 @@ def collate_samples(samples: Sequence[dict[str, Any]], size_divisibility: int = 
         image_sizes=sizes,
         targets=[s["instances"] for s in samples] if has_targets else None,
         image_ids=[int(s.get("image_id", -1)) for s in samples],
-        orig_sizes=[tuple(s.get("orig_size", sz)) for s, sz in zip(samples, sizes)],
+        orig_sizes=[tuple(s.get("orig_size", sz)) for s, sz in zip(samples, sizes, strict=False)],
         file_names=[str(s.get("file_name", "")) for s in samples],
     )
 
@@ -172,7 +176,11 @@ def build_train_loader(
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     sampler = TrainingSampler(
-        len(dataset), seed=seed, shuffle=shuffle, rank=rank, world_size=world_size,
+        len(dataset),
+        seed=seed,
+        shuffle=shuffle,
+        rank=rank,
+        world_size=world_size,
         start=start_iter * batch_size,
     )
     return DataLoader(

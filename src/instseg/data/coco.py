@@ -50,9 +50,10 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,7 +81,9 @@ class _Ann:
     category_id: int
     bbox: list[float] | None  # visible box, xywh
     iscrowd: bool = False
-    visible: Any = None  # cleaned segmentation: polygon list ([] = empty) or RLE dict; None = absent
+    visible: Any = (
+        None  # cleaned segmentation: polygon list ([] = empty) or RLE dict; None = absent
+    )
     amodal: Any = None
     occluder: Any = None
     depth: int | None = None
@@ -347,7 +350,7 @@ class CocoInstanceDataset(Dataset):
         if segm is None:
             return None
         if isinstance(segm, list):
-            if segm and all(isinstance(v, (int, float)) for v in segm):
+            if segm and all(isinstance(v, int | float) for v in segm):
                 segm = [segm]  # one flat polygon (COCOA)
             parts = [p for p in segm if is_valid_polygon(p)]
             self.stats["degenerate polygon dropped"] += len(segm) - len(parts)
@@ -399,7 +402,9 @@ class CocoInstanceDataset(Dataset):
             amo = self._decode_all(anns, "amodal", jh, jw, h, w) if amodal_layout else None
             if amodal_layout and anns and all(a.occluder is not None for a in anns):
                 occ = self._decode_all(anns, "occluder", jh, jw, h, w)
-            keep = [i for i in range(len(anns)) if vis[i].any() or (amo is not None and amo[i].any())]
+            keep = [
+                i for i in range(len(anns)) if vis[i].any() or (amo is not None and amo[i].any())
+            ]
             if len(keep) < len(anns):
                 self._runtime_problem(
                     "annotation with an empty mask dropped", rec.file_name, len(anns) - len(keep)
@@ -446,7 +451,9 @@ class CocoInstanceDataset(Dataset):
             out[i, :hh, :ww] = m[:hh, :ww]
         return out
 
-    def _depth(self, anns: list[_Ann], vis: np.ndarray | None, amo: np.ndarray | None) -> Tensor | None:
+    def _depth(
+        self, anns: list[_Ann], vis: np.ndarray | None, amo: np.ndarray | None
+    ) -> Tensor | None:
         given = [a.depth for a in anns]
         if anns and all(d is not None for d in given):
             return torch.tensor(given, dtype=torch.long)
@@ -478,13 +485,13 @@ class CocoInstanceDataset(Dataset):
 
 # -- helpers ---------------------------------------------------------------------------------
 def _as_int(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
         raise ValueError(f"expected an integer id, got {v!r}")
     return int(v)
 
 
 def _clean_bbox(b: Any) -> list[float] | None:
-    if not isinstance(b, (list, tuple)) or len(b) != 4:
+    if not isinstance(b, list | tuple) or len(b) != 4:
         return None
     try:
         v = [float(x) for x in b]

@@ -109,7 +109,9 @@ class RandomHorizontalFlip:
         w = image.shape[-1]
         boxes = inst.boxes.clone()
         boxes[:, 0], boxes[:, 2] = w - inst.boxes[:, 2], w - inst.boxes[:, 0]
-        changes = {k: getattr(inst, k).flip(-1) for k in MASK_FIELDS if getattr(inst, k) is not None}
+        changes = {
+            k: getattr(inst, k).flip(-1) for k in MASK_FIELDS if getattr(inst, k) is not None
+        }
         return image.flip(-1), inst.replace(boxes=boxes, **changes)
 
 
@@ -158,7 +160,10 @@ def resize(image: Tensor, inst: Instances, size: tuple[int, int]) -> tuple[Tenso
     if (new_h, new_w) == (h, w):
         return image, inst
     img = F.interpolate(
-        image[None].float(), size=(new_h, new_w), mode="bilinear", align_corners=False,
+        image[None].float(),
+        size=(new_h, new_w),
+        mode="bilinear",
+        align_corners=False,
         antialias=True,
     )[0]
     img = img.round().clamp(0, 255).to(torch.uint8)
@@ -172,7 +177,9 @@ def resize(image: Tensor, inst: Instances, size: tuple[int, int]) -> tuple[Tenso
     return img, _drop_vanished(out)
 
 
-def crop(image: Tensor, inst: Instances, window: tuple[int, int, int, int]) -> tuple[Tensor, Instances]:
+def crop(
+    image: Tensor, inst: Instances, window: tuple[int, int, int, int]
+) -> tuple[Tensor, Instances]:
     """Crop ``window`` = (y0, x0, h, w); see :class:`RandomCrop` for what happens to instances."""
     y0, x0, ch, cw = window
     img = image[:, y0 : y0 + ch, x0 : x0 + cw]
