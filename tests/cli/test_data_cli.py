@@ -13,13 +13,30 @@ import pytest
 from instseg.cli.main import main
 
 
-def test_synth_writes_images_and_annotations(
-    tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
+def test_synth_writes_images_and_annotations(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "synth"
-    rc = main(["data", "synth", "--out", str(out), "--num", "3", "--seed", "1000",
-               "--size", "48x80", "--occlusion", "0.7", "--min-objects", "2", "--max-objects", "3",
-               "--cutouts", "none"])
+    rc = main(
+        [
+            "data",
+            "synth",
+            "--out",
+            str(out),
+            "--num",
+            "3",
+            "--seed",
+            "1000",
+            "--size",
+            "48x80",
+            "--occlusion",
+            "0.7",
+            "--min-objects",
+            "2",
+            "--max-objects",
+            "3",
+            "--cutouts",
+            "none",
+        ]
+    )
     assert rc == 0
     assert "wrote 3 images" in capsys.readouterr().out
     data = json.loads((out / "annotations.json").read_text())
@@ -34,8 +51,22 @@ def test_synth_writes_images_and_annotations(
 
 
 def test_synth_square_size_and_jpg(tmp_path: Path) -> None:
-    rc = main(["data", "synth", "--out", str(tmp_path), "--num", "1", "--size", "40",
-               "--format", "jpg", "--cutouts", "none"])
+    rc = main(
+        [
+            "data",
+            "synth",
+            "--out",
+            str(tmp_path),
+            "--num",
+            "1",
+            "--size",
+            "40",
+            "--format",
+            "jpg",
+            "--cutouts",
+            "none",
+        ]
+    )
     assert rc == 0
     assert cv2.imread(str(tmp_path / "images/000001.jpg")).shape == (40, 40, 3)
 
@@ -45,16 +76,32 @@ def test_synth_bad_input_exits_with_message(tmp_path: Path, capsys: pytest.Captu
     argv = ["data", "synth", "--out", str(tmp_path), "--num", "1", "--cutouts", str(missing)]
     assert main(argv) == 2
     assert "no-such-folder" in capsys.readouterr().err
-    assert main(["data", "synth", "--out", str(tmp_path), "--num", "1", "--occlusion", "2",
-                 "--cutouts", "none"]) == 2
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--out",
+                str(tmp_path),
+                "--num",
+                "1",
+                "--occlusion",
+                "2",
+                "--cutouts",
+                "none",
+            ]
+        )
+        == 2
+    )
     assert "occlusion" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["data", "synth", "--out", str(tmp_path), "--num", "1", "--size", "0x5"])
     assert not (tmp_path / "annotations.json").exists()
 
 
-def test_coco_occ_calls_extractor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                  capsys: pytest.CaptureFixture) -> None:
+def test_coco_occ_calls_extractor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     calls = []
 
     def fake_extract(gt_json: Path, out_json: Path, *, min_overlap: float) -> dict:
@@ -74,8 +121,25 @@ def test_coco_occ_calls_extractor(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_coco_occ_on_synthetic_scenes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     pytest.importorskip("instseg.data.occlusion")
     synth = tmp_path / "synth"
-    assert main(["data", "synth", "--out", str(synth), "--num", "6", "--size", "64",
-                 "--occlusion", "1", "--cutouts", "none"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--out",
+                str(synth),
+                "--num",
+                "6",
+                "--size",
+                "64",
+                "--occlusion",
+                "1",
+                "--cutouts",
+                "none",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     out = tmp_path / "occ.json"
     argv = ["data", "coco-occ", "--gt", str(synth / "annotations.json"), "--out", str(out)]
@@ -92,8 +156,20 @@ def test_unknown_subcommand_fails() -> None:
 
 
 def test_synth_video_writes_frames_and_tracks(tmp_path: Path) -> None:
-    argv = ["data", "synth-video", "--out", str(tmp_path), "--num", "2", "--frames", "3",
-            "--size", "48", "--cutouts", "none"]
+    argv = [
+        "data",
+        "synth-video",
+        "--out",
+        str(tmp_path),
+        "--num",
+        "2",
+        "--frames",
+        "3",
+        "--size",
+        "48",
+        "--cutouts",
+        "none",
+    ]
     assert main(argv) == 0
     data = json.loads((tmp_path / "annotations.json").read_text())
     assert [v["length"] for v in data["videos"]] == [3, 3]

@@ -33,8 +33,12 @@ def _shared_davis() -> Path | None:
 
 def _box_xywh(mask: np.ndarray) -> list[float]:
     ys, xs = np.nonzero(mask)
-    return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
-            float(ys.max() - ys.min() + 1)]
+    return [
+        float(xs.min()),
+        float(ys.min()),
+        float(xs.max() - xs.min() + 1),
+        float(ys.max() - ys.min() + 1),
+    ]
 
 
 def _check_scene(image: np.ndarray, objects: list[dict], cfg: SceneConfig) -> None:
@@ -161,8 +165,15 @@ def test_coco_json_layout_and_masks(tmp_path: Path) -> None:
 def test_ground_truth_scores_perfect_with_official_cocoeval(tmp_path: Path) -> None:
     path = generate_scenes(tmp_path, num_images=3, seed=2, config=SMALL)
     gt = COCO(str(path))
-    dets = [{"image_id": a["image_id"], "category_id": a["category_id"],
-             "segmentation": a["segmentation"], "score": 1.0} for a in gt.dataset["annotations"]]
+    dets = [
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "segmentation": a["segmentation"],
+            "score": 1.0,
+        }
+        for a in gt.dataset["annotations"]
+    ]
     ev = COCOeval(gt, gt.loadRes(dets), "segm")
     ev.evaluate()
     ev.accumulate()
@@ -229,8 +240,9 @@ def test_cutout_folder_errors_name_the_folder(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(_shared_davis() is None, reason="shared DAVIS subset not found beside the repo")
 def test_real_davis_cutouts(tmp_path: Path) -> None:
-    path = generate_scenes(tmp_path, num_images=3, seed=0, config=SMALL,
-                           cutout_root=_shared_davis())
+    path = generate_scenes(
+        tmp_path, num_images=3, seed=0, config=SMALL, cutout_root=_shared_davis()
+    )
     data = json.loads(path.read_text())
     cutout_names = {c["name"] for c in data["categories"] if c["kind"] == "cutout"}
     assert {"person", "animal", "vehicle"} <= cutout_names
@@ -249,8 +261,10 @@ def test_project_coco_loader_reads_synthetic_fields(tmp_path: Path) -> None:
         assert len(inst) == len(mine)
         for k, a in enumerate(mine):
             np.testing.assert_array_equal(inst.masks[k].numpy(), rle_to_mask(a["segmentation"]))
-            np.testing.assert_array_equal(inst.amodal_masks[k].numpy(),
-                                          rle_to_mask(a["amodal_segm"]))
-            np.testing.assert_array_equal(inst.occluder_masks[k].numpy(),
-                                          rle_to_mask(a["occluder_segm"]))
+            np.testing.assert_array_equal(
+                inst.amodal_masks[k].numpy(), rle_to_mask(a["amodal_segm"])
+            )
+            np.testing.assert_array_equal(
+                inst.occluder_masks[k].numpy(), rle_to_mask(a["occluder_segm"])
+            )
             assert int(inst.depth[k]) == a["depth_order"]

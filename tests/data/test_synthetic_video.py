@@ -19,8 +19,12 @@ CFG = VideoConfig(scene=SCENE, num_frames=10, max_speed=0.05, enter_prob=0.4)
 
 def _xywh(mask: np.ndarray) -> list[float]:
     ys, xs = np.nonzero(mask)
-    return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
-            float(ys.max() - ys.min() + 1)]
+    return [
+        float(xs.min()),
+        float(ys.min()),
+        float(xs.max() - xs.min() + 1),
+        float(ys.max() - ys.min() + 1),
+    ]
 
 
 def test_make_video_frames_are_exact_layers() -> None:
@@ -60,8 +64,10 @@ def test_generate_videos_json(tmp_path: Path) -> None:
         for t in range(vid["length"]):
             seen = [(a["depth_orders"][t], a) for a in tracks if a["depth_orders"][t] is not None]
             assert sorted(d for d, _ in seen) == list(range(len(seen)))
-            vis = {d: rle_to_mask(a["segmentations"][t]) if a["segmentations"][t] else None
-                   for d, a in seen}
+            vis = {
+                d: rle_to_mask(a["segmentations"][t]) if a["segmentations"][t] else None
+                for d, a in seen
+            }
             for d, a in seen:
                 amo = rle_to_mask(a["amodal_segmentations"][t])
                 assert a["amodal_bboxes"][t] == _xywh(amo)
@@ -71,7 +77,7 @@ def test_generate_videos_json(tmp_path: Path) -> None:
                     continue
                 assert not (vis[d] & ~amo).any()
                 assert a["bboxes"][t] == _xywh(vis[d]) and a["areas"][t] == int(vis[d].sum())
-                for d2, a2 in seen:  # nothing farther shows through a nearer amodal mask
+                for d2 in vis:  # nothing farther shows through a nearer amodal mask
                     if d2 > d and vis[d2] is not None:
                         assert not (vis[d2] & amo).any()
         for a in tracks:  # absent frames are null everywhere

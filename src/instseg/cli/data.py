@@ -22,20 +22,32 @@ __all__ = ["SUBCOMMANDS", "add_arguments", "run"]
 
 
 def _add_synth(p: argparse.ArgumentParser, *, unit: str = "images") -> None:
-    p.add_argument("--out", type=Path, required=True,
-                   help=f"output folder (gets {unit}/ and annotations.json)")
+    p.add_argument(
+        "--out", type=Path, required=True, help=f"output folder (gets {unit}/ and annotations.json)"
+    )
     p.add_argument("--num", type=int, required=True, help=f"number of {unit}")
     p.add_argument("--seed", type=int, default=0, help="0 for training sets, 1000 for held-out")
-    p.add_argument("--size", type=_parse_size, default=(256, 256),
-                   help="image size: N (square) or HxW (default 256)")
-    p.add_argument("--occlusion", type=float, default=0.5,
-                   help="0: objects spread apart ... 1: objects piled onto each other")
+    p.add_argument(
+        "--size",
+        type=_parse_size,
+        default=(256, 256),
+        help="image size: N (square) or HxW (default 256)",
+    )
+    p.add_argument(
+        "--occlusion",
+        type=float,
+        default=0.5,
+        help="0: objects spread apart ... 1: objects piled onto each other",
+    )
     p.add_argument("--min-objects", type=int, default=2)
     p.add_argument("--max-objects", type=int, default=6)
     p.add_argument("--format", choices=("png", "jpg"), default="png", help="image file format")
-    p.add_argument("--cutouts", default="auto",
-                   help="DAVIS-style folder of real cutouts/backgrounds; 'none' for procedural "
-                   "objects only; 'auto' (default) uses the shared DAVIS subset if present")
+    p.add_argument(
+        "--cutouts",
+        default="auto",
+        help="DAVIS-style folder of real cutouts/backgrounds; 'none' for procedural "
+        "objects only; 'auto' (default) uses the shared DAVIS subset if present",
+    )
 
 
 def _run_synth(args: argparse.Namespace) -> int:
@@ -45,28 +57,39 @@ def _run_synth(args: argparse.Namespace) -> int:
     if cutouts is False:
         return 2
     try:
-        cfg = SceneConfig(image_size=args.size, min_objects=args.min_objects,
-                          max_objects=args.max_objects, occlusion=args.occlusion,
-                          image_format=args.format)
-        path = generate_scenes(args.out, num_images=args.num, seed=args.seed,
-                               cutout_root=cutouts, config=cfg)
+        cfg = SceneConfig(
+            image_size=args.size,
+            min_objects=args.min_objects,
+            max_objects=args.max_objects,
+            occlusion=args.occlusion,
+            image_format=args.format,
+        )
+        path = generate_scenes(
+            args.out, num_images=args.num, seed=args.seed, cutout_root=cutouts, config=cfg
+        )
     except (ValueError, FileNotFoundError) as e:
         print(f"instseg data synth: {e}", file=sys.stderr)
         return 2
     data = json.loads(path.read_text())
     anns = data["annotations"]
     mean_occ = sum(a["occlusion_ratio"] for a in anns) / max(len(anns), 1)
-    print(f"wrote {len(data['images'])} images, {len(anns)} objects "
-          f"({len(data['categories'])} categories, mean occlusion {mean_occ:.3f}, "
-          f"cutouts: {cutouts or 'none'}) -> {path}")
+    print(
+        f"wrote {len(data['images'])} images, {len(anns)} objects "
+        f"({len(data['categories'])} categories, mean occlusion {mean_occ:.3f}, "
+        f"cutouts: {cutouts or 'none'}) -> {path}"
+    )
     return 0
 
 
 def _add_synth_video(p: argparse.ArgumentParser) -> None:
     _add_synth(p, unit="videos")
     p.add_argument("--frames", type=int, default=16, help="frames per video")
-    p.add_argument("--max-speed", type=float, default=0.03,
-                   help="pixels per frame, as a fraction of the image's shorter side")
+    p.add_argument(
+        "--max-speed",
+        type=float,
+        default=0.03,
+        help="pixels per frame, as a fraction of the image's shorter side",
+    )
 
 
 def _run_synth_video(args: argparse.Namespace) -> int:
@@ -77,26 +100,37 @@ def _run_synth_video(args: argparse.Namespace) -> int:
     if cutouts is False:
         return 2
     try:
-        scene = SceneConfig(image_size=args.size, min_objects=args.min_objects,
-                            max_objects=args.max_objects, occlusion=args.occlusion,
-                            image_format=args.format)
+        scene = SceneConfig(
+            image_size=args.size,
+            min_objects=args.min_objects,
+            max_objects=args.max_objects,
+            occlusion=args.occlusion,
+            image_format=args.format,
+        )
         cfg = VideoConfig(scene=scene, num_frames=args.frames, max_speed=args.max_speed)
-        path = generate_videos(args.out, num_videos=args.num, seed=args.seed,
-                               cutout_root=cutouts, config=cfg)
+        path = generate_videos(
+            args.out, num_videos=args.num, seed=args.seed, cutout_root=cutouts, config=cfg
+        )
     except (ValueError, FileNotFoundError) as e:
         print(f"instseg data synth-video: {e}", file=sys.stderr)
         return 2
     data = json.loads(path.read_text())
-    print(f"wrote {len(data['videos'])} videos of {args.frames} frames, "
-          f"{len(data['annotations'])} tracks (cutouts: {cutouts or 'none'}) -> {path}")
+    print(
+        f"wrote {len(data['videos'])} videos of {args.frames} frames, "
+        f"{len(data['annotations'])} tracks (cutouts: {cutouts or 'none'}) -> {path}"
+    )
     return 0
 
 
 def _add_coco_occ(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gt", type=Path, required=True, help="COCO ground-truth JSON")
     p.add_argument("--out", type=Path, required=True, help="output JSON of the COCO-OCC subset")
-    p.add_argument("--min-overlap", type=float, default=0.2,
-                   help="minimum overlap for a pair of objects to count as occluding")
+    p.add_argument(
+        "--min-overlap",
+        type=float,
+        default=0.2,
+        help="minimum overlap for a pair of objects to count as occluding",
+    )
 
 
 def _run_coco_occ(args: argparse.Namespace) -> int:
@@ -112,11 +146,15 @@ def _run_coco_occ(args: argparse.Namespace) -> int:
 
 
 # name -> (add its arguments, run it, one-line help)
-SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
-                             Callable[[argparse.Namespace], int], str]] = {
+SUBCOMMANDS: dict[
+    str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]
+] = {
     "synth": (_add_synth, _run_synth, "synthetic occlusion scenes with amodal COCO annotations"),
-    "synth-video": (_add_synth_video, _run_synth_video,
-                    "synthetic occlusion videos with amodal YouTube-VIS annotations"),
+    "synth-video": (
+        _add_synth_video,
+        _run_synth_video,
+        "synthetic occlusion videos with amodal YouTube-VIS annotations",
+    ),
     "coco-occ": (_add_coco_occ, _run_coco_occ, "extract the COCO-OCC (occluded) subset"),
 }
 

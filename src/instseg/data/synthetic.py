@@ -82,13 +82,15 @@ class SceneConfig:
         if min(h, w) < 16:
             raise ValueError(f"image_size must be at least 16x16, got {self.image_size}")
         if not 1 <= self.min_objects <= self.max_objects:
-            raise ValueError(f"need 1 <= min_objects <= max_objects, got "
-                             f"{self.min_objects}, {self.max_objects}")
+            raise ValueError(
+                f"need 1 <= min_objects <= max_objects, got {self.min_objects}, {self.max_objects}"
+            )
         if not 0.0 <= self.occlusion <= 1.0:
             raise ValueError(f"occlusion must be in [0, 1], got {self.occlusion}")
         if not 0.0 < self.min_size <= self.max_size <= 1.0:
-            raise ValueError(f"need 0 < min_size <= max_size <= 1, got "
-                             f"{self.min_size}, {self.max_size}")
+            raise ValueError(
+                f"need 0 < min_size <= max_size <= 1, got {self.min_size}, {self.max_size}"
+            )
         bad = [k for k in self.shape_kinds if k not in SHAPE_KINDS]
         if bad or not self.shape_kinds:
             raise ValueError(f"shape_kinds must be a non-empty subset of {SHAPE_KINDS}, got {bad}")
@@ -102,8 +104,13 @@ def scene_categories(cfg: SceneConfig, bank: CutoutBank | None = None) -> list[d
     names = [(n, "shape") for n in cfg.shape_kinds]
     names += [(n, "cutout") for n in (bank.names if bank else ()) if n not in cfg.shape_kinds]
     return [
-        {"id": i + 1, "name": n, "supercategory": kind, "kind": kind,
-         "split": "novel" if n in cfg.novel_classes else "base"}
+        {
+            "id": i + 1,
+            "name": n,
+            "supercategory": kind,
+            "kind": kind,
+            "split": "novel" if n in cfg.novel_classes else "base",
+        }
         for i, (n, kind) in enumerate(names)
     ]
 
@@ -137,23 +144,31 @@ def make_scene(
         background = bank.background(rng, h, w)
     if background is None:
         background = make_background(rng, h, w)
-    layers = list(zip(sprites, positions))[::-1]  # back to front
+    layers = list(zip(sprites, positions, strict=True))[::-1]  # back to front
     image = composite(background, layers)
 
-    amodal = [paste_mask(s.mask, p, (h, w)) for s, p in zip(sprites, positions)]
+    amodal = [paste_mask(s.mask, p, (h, w)) for s, p in zip(sprites, positions, strict=True)]
     visible = visible_masks(amodal)
     annotated = [int(v.sum()) >= cfg.min_visible_area for v in visible]
     occluders = occluder_masks(amodal, visible, annotated)
     objects, rank = [], 0
-    for i, (s, p) in enumerate(zip(sprites, positions)):
+    for i, (s, p) in enumerate(zip(sprites, positions, strict=True)):
         a_area = int(amodal[i].sum())
-        objects.append({
-            "name": s.name, "category_id": cat_ids[s.name], "amodal": amodal[i],
-            "visible": visible[i], "occluder": occluders[i], "depth": i,
-            "depth_order": rank if annotated[i] else -1, "annotated": annotated[i],
-            "occlusion_ratio": 1.0 - int(visible[i].sum()) / max(a_area, 1),
-            "sprite": s, "position": p,
-        })
+        objects.append(
+            {
+                "name": s.name,
+                "category_id": cat_ids[s.name],
+                "amodal": amodal[i],
+                "visible": visible[i],
+                "occluder": occluders[i],
+                "depth": i,
+                "depth_order": rank if annotated[i] else -1,
+                "annotated": annotated[i],
+                "occlusion_ratio": 1.0 - int(visible[i].sum()) / max(a_area, 1),
+                "sprite": s,
+                "position": p,
+            }
+        )
         rank += int(annotated[i])
     return image, objects
 
@@ -167,13 +182,23 @@ def scene_annotations(
     for o in (o for o in objects if o["annotated"]):
         vis, amo = mask_to_rle(o["visible"]), mask_to_rle(o["amodal"])
         area, a_area = int(o["visible"].sum()), int(o["amodal"].sum())
-        anns.append({
-            "id": first_id + len(anns), "image_id": image_id, "category_id": o["category_id"],
-            "iscrowd": 0, "segmentation": vis, "bbox": _rle_bbox(vis), "area": area,
-            "amodal_segm": amo, "amodal_bbox": _rle_bbox(amo), "amodal_area": a_area,
-            "occluder_segm": mask_to_rle(o["occluder"]), "depth_order": o["depth_order"],
-            "occlusion_ratio": round(1.0 - area / a_area, 6),
-        })
+        anns.append(
+            {
+                "id": first_id + len(anns),
+                "image_id": image_id,
+                "category_id": o["category_id"],
+                "iscrowd": 0,
+                "segmentation": vis,
+                "bbox": _rle_bbox(vis),
+                "area": area,
+                "amodal_segm": amo,
+                "amodal_bbox": _rle_bbox(amo),
+                "amodal_area": a_area,
+                "occluder_segm": mask_to_rle(o["occluder"]),
+                "depth_order": o["depth_order"],
+                "occlusion_ratio": round(1.0 - area / a_area, 6),
+            }
+        )
     return anns
 
 
@@ -198,10 +223,15 @@ def generate_scenes(
     """
     if num_images < 0 or seed < 0:
         raise ValueError(f"num_images and seed must be >= 0, got {num_images}, {seed}")
-    overrides = {"image_size": image_size, "min_objects": min_objects,
-                 "max_objects": max_objects, "occlusion": occlusion}
-    cfg = dataclasses.replace(config or SceneConfig(),
-                              **{k: v for k, v in overrides.items() if v is not None})
+    overrides = {
+        "image_size": image_size,
+        "min_objects": min_objects,
+        "max_objects": max_objects,
+        "occlusion": occlusion,
+    }
+    cfg = dataclasses.replace(
+        config or SceneConfig(), **{k: v for k, v in overrides.items() if v is not None}
+    )
     bank = CutoutBank.load(cutout_root) if cutout_root is not None else None
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
@@ -213,15 +243,24 @@ def generate_scenes(
         h, w = cfg.image_size
         images.append({"id": i + 1, "file_name": file_name, "width": w, "height": h})
         annotations += scene_annotations(objects, image_id=i + 1, first_id=len(annotations) + 1)
-    info = {"description": "instseg synthetic occlusion scenes", "seed": seed,
-            "num_images": num_images, "cutout_root": str(cutout_root) if cutout_root else None,
-            "config": dataclasses.asdict(cfg)}
-    data = {"info": info, "images": images, "annotations": annotations,
-            "categories": scene_categories(cfg, bank)}
+    info = {
+        "description": "instseg synthetic occlusion scenes",
+        "seed": seed,
+        "num_images": num_images,
+        "cutout_root": str(cutout_root) if cutout_root else None,
+        "config": dataclasses.asdict(cfg),
+    }
+    data = {
+        "info": info,
+        "images": images,
+        "annotations": annotations,
+        "categories": scene_categories(cfg, bank),
+    }
     return atomic_write_json(out_dir / "annotations.json", data)
 
 
 # ---- layering and placement: shared with the video generator----------------------------------
+
 
 def paste_mask(mask: np.ndarray, position: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
     """Place a sprite mask (h, w) with its top-left corner at ``position`` = (x, y) in an image
@@ -233,9 +272,7 @@ def paste_mask(mask: np.ndarray, position: tuple[int, int], size: tuple[int, int
     return out
 
 
-def composite(
-    background: np.ndarray, layers: list[tuple[Sprite, tuple[int, int]]]
-) -> np.ndarray:
+def composite(background: np.ndarray, layers: list[tuple[Sprite, tuple[int, int]]]) -> np.ndarray:
     """Paint ``(sprite, (x, y))`` layers over a copy of ``background`` (H, W, 3), back to front
     (the last layer is nearest). Returns (H, W, 3) uint8."""
     image = background.copy()
@@ -305,16 +342,20 @@ def place_sprites(
             x, y = cx + dist * np.cos(ang) - sw / 2, cy + dist * np.sin(ang) - sh / 2
             pos = _clamp(x, y, s, h, w)
         else:
-            cands = [_clamp(rng.uniform(0, w - sw), rng.uniform(0, h - sh), s, h, w)
-                     for _ in range(tries)]
-            pos = min(cands, key=lambda p: int(cover[p[1]:p[1] + sh, p[0]:p[0] + sw][s.mask].sum()))
-        cover[pos[1]:pos[1] + sh, pos[0]:pos[0] + sw] += s.mask
+            cands = [
+                _clamp(rng.uniform(0, w - sw), rng.uniform(0, h - sh), s, h, w)
+                for _ in range(tries)
+            ]
+            overlaps = [int(cover[y : y + sh, x : x + sw][s.mask].sum()) for x, y in cands]
+            pos = cands[int(np.argmin(overlaps))]
+        cover[pos[1] : pos[1] + sh, pos[0] : pos[0] + sw] += s.mask
         centres.append((pos[0] + sw / 2, pos[1] + sh / 2, 0.5 * max(sh, sw)))
         out.append(pos)
     return out
 
 
 # ---- helpers --------------------------------------------------------------------------------
+
 
 def _clamp(x: float, y: float, s: Sprite, h: int, w: int) -> tuple[int, int]:
     sh, sw = s.size

@@ -28,9 +28,17 @@ __all__ = ["DAVIS_KINDS", "CutoutBank", "find_default_cutout_root"]
 
 # Class of the object in the DAVIS sequences we know; other sequences are named after themselves.
 DAVIS_KINDS: dict[str, str] = {
-    "boat": "vehicle", "bus": "vehicle", "car-roundabout": "vehicle", "car-shadow": "vehicle",
-    "breakdance-flare": "person", "dance-jump": "person", "rollerblade": "person",
-    "elephant": "animal", "flamingo": "animal", "mallard-fly": "animal", "mallard-water": "animal",
+    "boat": "vehicle",
+    "bus": "vehicle",
+    "car-roundabout": "vehicle",
+    "car-shadow": "vehicle",
+    "breakdance-flare": "person",
+    "dance-jump": "person",
+    "rollerblade": "person",
+    "elephant": "animal",
+    "flamingo": "animal",
+    "mallard-fly": "animal",
+    "mallard-water": "animal",
     "soccerball": "ball",
 }
 # Sequences with unannotated look-alikes (a second flamingo, bystanders): no backgrounds from them.
@@ -66,8 +74,14 @@ class CutoutBank:
         self._by_name = {n: [c for c in cutouts if c.name == n] for n in self.names}
 
     @classmethod
-    def load(cls, root: str | Path, *, frames_per_sequence: int = 8, max_side: int = 512,
-             min_object_side: int = 16) -> CutoutBank:
+    def load(
+        cls,
+        root: str | Path,
+        *,
+        frames_per_sequence: int = 8,
+        max_side: int = 512,
+        min_object_side: int = 16,
+    ) -> CutoutBank:
         """Read ``frames_per_sequence`` evenly spaced frames of each sequence under ``root``,
         downscaled so the longer side is at most ``max_side``. Unreadable frames are skipped
         with one warning; a folder without any usable frame raises ``FileNotFoundError``."""
@@ -92,14 +106,17 @@ class CutoutBank:
                 if min(x1 - x0, y1 - y0) < min_object_side:
                     continue
                 name = DAVIS_KINDS.get(seq, seq)
-                cutouts.append(Sprite(rgb=rgb[y0:y1, x0:x1].copy(), mask=mask[y0:y1, x0:x1],
-                                      name=name))
+                cutouts.append(
+                    Sprite(rgb=rgb[y0:y1, x0:x1].copy(), mask=mask[y0:y1, x0:x1], name=name)
+                )
                 if seq not in _NO_BACKGROUND:
                     frames.append(rgb)
                     boxes.append((x0, y0, x1, y1))
         if skipped:
-            warnings.warn(f"{root}: skipped {len(skipped)} unreadable frame(s) "
-                          f"(first: {skipped[0]})", stacklevel=2)
+            warnings.warn(
+                f"{root}: skipped {len(skipped)} unreadable frame(s) (first: {skipped[0]})",
+                stacklevel=2,
+            )
         if not cutouts:
             raise FileNotFoundError(f"{root}: no usable frame+mask pairs under {ann_dir}")
         return cls(cutouts=cutouts, frames=frames, boxes=boxes)
@@ -121,8 +138,11 @@ class CutoutBank:
         if not mask.any():  # a very thin object vanished when shrunk: keep its box instead
             mask = np.ones_like(mask)
         x0, y0, x1, y1 = _box(mask)
-        return Sprite(rgb=np.ascontiguousarray(rgb[y0:y1, x0:x1]),
-                      mask=np.ascontiguousarray(mask[y0:y1, x0:x1]), name=name)
+        return Sprite(
+            rgb=np.ascontiguousarray(rgb[y0:y1, x0:x1]),
+            mask=np.ascontiguousarray(mask[y0:y1, x0:x1]),
+            name=name,
+        )
 
     def background(self, rng: np.random.Generator, h: int, w: int) -> np.ndarray | None:
         """A (h, w, 3) uint8 crop of a random frame beside its object's box, or None when the

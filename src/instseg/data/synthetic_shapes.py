@@ -28,7 +28,14 @@ __all__ = [
 
 # The shape classes, in category-id order (category id = index + 1 in the default config).
 SHAPE_KINDS: tuple[str, ...] = (
-    "circle", "ellipse", "rectangle", "ring", "triangle", "star", "cross", "hexagon",
+    "circle",
+    "ellipse",
+    "rectangle",
+    "ring",
+    "triangle",
+    "star",
+    "cross",
+    "hexagon",
 )
 TEXTURE_KINDS: tuple[str, ...] = ("solid", "stripes", "checker", "noise", "linear", "radial")
 
@@ -61,8 +68,13 @@ def shape_polygons(kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.
     within [-1, 1]; ``hole`` is None except for the ring. Aspect ratios, star points, arm widths
     and ring thickness are drawn from ``rng``.
     """
-    t = lambda n: np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)  # noqa: E731
-    circle = lambda n: np.stack([np.cos(t(n)), np.sin(t(n))], axis=1)  # noqa: E731
+
+    def t(n: int) -> np.ndarray:
+        return np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
+
+    def circle(n: int) -> np.ndarray:
+        return np.stack([np.cos(t(n)), np.sin(t(n))], axis=1)
+
     if kind == "circle":
         return circle(64), None
     if kind == "ellipse":
@@ -82,8 +94,20 @@ def shape_polygons(kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.
         return np.stack([radius * np.cos(ang), radius * np.sin(ang)], axis=1), None
     if kind == "cross":
         a = rng.uniform(0.22, 0.4)  # half arm width
-        pts = [(a, -1), (a, -a), (1, -a), (1, a), (a, a), (a, 1),
-               (-a, 1), (-a, a), (-1, a), (-1, -a), (-a, -a), (-a, -1)]
+        pts = [
+            (a, -1),
+            (a, -a),
+            (1, -a),
+            (1, a),
+            (a, a),
+            (a, 1),
+            (-a, 1),
+            (-a, a),
+            (-1, a),
+            (-1, -a),
+            (-a, -a),
+            (-a, -1),
+        ]
         return np.array(pts, dtype=np.float64), None
     if kind == "hexagon":
         return circle(6), None

@@ -62,8 +62,10 @@ class VideoConfig:
         if self.num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
         if self.max_speed < 0 or not 0.0 <= self.enter_prob <= 1.0:
-            raise ValueError(f"need max_speed >= 0 and enter_prob in [0, 1], got "
-                             f"{self.max_speed}, {self.enter_prob}")
+            raise ValueError(
+                f"need max_speed >= 0 and enter_prob in [0, 1], got "
+                f"{self.max_speed}, {self.enter_prob}"
+            )
 
 
 @dataclass
@@ -95,7 +97,7 @@ def make_video(
     starts = place_sprites(rng, sprites, sc)
     speed = cfg.max_speed * min(h, w)
     tracks = []
-    for s, p in zip(sprites, starts):
+    for s, p in zip(sprites, starts, strict=True):
         start, vel = np.array(p, float), rng.uniform(-speed, speed, size=2)
         if rng.random() < cfg.enter_prob:
             start, vel = _entering(rng, s, start, speed, h, w)
@@ -110,18 +112,24 @@ def make_video(
     frames, amodal, visible = [], [], []
     for t in range(cfg.num_frames):
         pos = [tr.position(t) for tr in tracks]
-        frames.append(composite(background, [(tr.sprite, p) for tr, p in zip(tracks, pos)][::-1]))
-        amodal.append([paste_mask(tr.sprite.mask, p, (h, w)) for tr, p in zip(tracks, pos)])
+        layers = [(tr.sprite, p) for tr, p in zip(tracks, pos, strict=True)]
+        frames.append(composite(background, layers[::-1]))
+        amodal.append([paste_mask(s.mask, p, (h, w)) for s, p in layers])
         visible.append(visible_masks(amodal[-1]))
     objects = []
     for i, tr in enumerate(tracks):
         vis = [visible[t][i] for t in range(cfg.num_frames)]
-        objects.append({
-            "name": tr.sprite.name, "category_id": cat_ids[tr.sprite.name], "sprite": tr.sprite,
-            "positions": [tr.position(t) for t in range(cfg.num_frames)],
-            "amodal": [amodal[t][i] for t in range(cfg.num_frames)], "visible": vis,
-            "annotated": [int(v.sum()) >= sc.min_visible_area for v in vis],
-        })
+        objects.append(
+            {
+                "name": tr.sprite.name,
+                "category_id": cat_ids[tr.sprite.name],
+                "sprite": tr.sprite,
+                "positions": [tr.position(t) for t in range(cfg.num_frames)],
+                "amodal": [amodal[t][i] for t in range(cfg.num_frames)],
+                "visible": vis,
+                "annotated": [int(v.sum()) >= sc.min_visible_area for v in vis],
+            }
+        )
     return frames, objects
 
 
@@ -138,11 +146,18 @@ def video_annotations(
     in_frame = [[bool(a.any()) for a in o["amodal"]] for o in kept]
     anns = []
     for k, o in enumerate(kept):
-        ann: dict[str, Any] = {"id": first_id + k, "video_id": video_id,
-                               "category_id": o["category_id"], "iscrowd": 0,
-                               "width": w, "height": h}
-        vis = [_record(m) if ok else None for m, ok in zip(o["visible"], o["annotated"])]
-        amo = [_record(m) if ok else None for m, ok in zip(o["amodal"], in_frame[k])]
+        ann: dict[str, Any] = {
+            "id": first_id + k,
+            "video_id": video_id,
+            "category_id": o["category_id"],
+            "iscrowd": 0,
+            "width": w,
+            "height": h,
+        }
+        vis = [
+            _record(m) if ok else None for m, ok in zip(o["visible"], o["annotated"], strict=True)
+        ]
+        amo = [_record(m) if ok else None for m, ok in zip(o["amodal"], in_frame[k], strict=True)]
         for key, recs in (("", vis), ("amodal_", amo)):
             ann[key + "segmentations"] = [r and r[0] for r in recs]
             ann[key + "bboxes"] = [r and r[1] for r in recs]
@@ -185,16 +200,32 @@ def generate_videos(
         name = f"{v + 1:06d}"
         (out_dir / "videos" / name).mkdir(parents=True, exist_ok=True)
         file_names = [f"videos/{name}/{t:05d}.{cfg.scene.image_format}" for t in range(len(frames))]
-        for fn, frame in zip(file_names, frames):
+        for fn, frame in zip(file_names, frames, strict=True):
             _write_image(out_dir / fn, frame)
-        videos.append({"id": v + 1, "name": name, "width": w, "height": h,
-                       "length": len(frames), "file_names": file_names})
+        videos.append(
+            {
+                "id": v + 1,
+                "name": name,
+                "width": w,
+                "height": h,
+                "length": len(frames),
+                "file_names": file_names,
+            }
+        )
         annotations += video_annotations(objects, video_id=v + 1, first_id=len(annotations) + 1)
-    info = {"description": "instseg synthetic occlusion videos", "seed": seed,
-            "num_videos": num_videos, "cutout_root": str(cutout_root) if cutout_root else None,
-            "config": dataclasses.asdict(cfg)}
-    data = {"info": info, "videos": videos, "annotations": annotations,
-            "categories": scene_categories(cfg.scene, bank)}
+    info = {
+        "description": "instseg synthetic occlusion videos",
+        "seed": seed,
+        "num_videos": num_videos,
+        "cutout_root": str(cutout_root) if cutout_root else None,
+        "config": dataclasses.asdict(cfg),
+    }
+    data = {
+        "info": info,
+        "videos": videos,
+        "annotations": annotations,
+        "categories": scene_categories(cfg.scene, bank),
+    }
     return atomic_write_json(out_dir / "annotations.json", data)
 
 
