@@ -92,14 +92,24 @@ def run_toy_training(
     seed_everything(seed)
     model = ToyModel()
     opt = build_optimizer(model, name="adamw", lr=1e-2, weight_decay=0.01)
-    sched = build_scheduler(opt, name="cosine", max_iters=max_iters, warmup_iters=3,
-                            warmup_factor=0.1)
+    sched = build_scheduler(
+        opt, name="cosine", max_iters=max_iters, warmup_iters=3, warmup_factor=0.1
+    )
     ckpt = Checkpointer(model, optimizer=opt, scheduler=sched, save_dir=out_dir)
     loader = ToyLoader(seed=seed)
     trainer = Trainer(
-        model=model, optimizer=opt, scheduler=sched, data_loader=loader, max_iters=max_iters,
-        amp=amp, grad_clip=1.0, checkpointer=ckpt, checkpoint_period=checkpoint_period,
-        callbacks=callbacks, log_period=2, out_dir=out_dir,
+        model=model,
+        optimizer=opt,
+        scheduler=sched,
+        data_loader=loader,
+        max_iters=max_iters,
+        amp=amp,
+        grad_clip=1.0,
+        checkpointer=ckpt,
+        checkpoint_period=checkpoint_period,
+        callbacks=callbacks,
+        log_period=2,
+        out_dir=out_dir,
     )
     if resume:
         loader.start = trainer.resume_or_load(resume=True)

@@ -26,5 +26,7 @@ class KillAt(Callback):
 
 if __name__ == "__main__":
     out, max_iters, period, kill_at = Path(sys.argv[1]), *map(int, sys.argv[2:5])
-    run_toy_training(out, max_iters=max_iters, checkpoint_period=period, callbacks=[KillAt(kill_at)])
+    run_toy_training(
+        out, max_iters=max_iters, checkpoint_period=period, callbacks=[KillAt(kill_at)]
+    )
     sys.exit(3)  # not reached: the process is killed first

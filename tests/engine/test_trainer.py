@@ -63,15 +63,27 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, str(HERE / "_resume_worker.py"), str(killed), str(n), str(k), str(k + 2)],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert (killed / "last_checkpoint").read_text().strip() == f"model_{k:07d}.pth"
     assert not (killed / "model_final.pth").exists()
     assert not [p for p in killed.iterdir() if p.name.endswith(".tmp")]
+    assert max(r["iter"] for r in _records(killed)) == k + 2  # logged past the checkpoint
+    with open(killed / "metrics.jsonl", "a") as f:
+        f.write('{"iter": 7, "loss_ms')  # a line cut short by the kill
     resumed = run_toy_training(killed, max_iters=n, checkpoint_period=k, resume=True)
     _assert_same_params(full, resumed)
     assert (killed / "model_final.pth").exists()
+    # metrics.jsonl: records past the checkpoint were dropped on resume, none duplicated
+    got, ref = _records(killed), _records(tmp_path / "full")
+    assert [r["iter"] for r in got] == [r["iter"] for r in ref] == list(range(2, n + 1, 2))
+    for a, b in zip(got, ref, strict=True):
+        assert a["total_loss"] == pytest.approx(b["total_loss"], rel=1e-9)
+        assert a["lr"] == b["lr"]
 
 
 class _RaiseAt(Callback):
@@ -87,8 +99,13 @@ def test_resume_after_exception_bf16(tmp_path: Path) -> None:
     n, k = 8, 3
     full = run_toy_training(tmp_path / "full", max_iters=n, amp="bf16")
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run_toy_training(tmp_path / "b", max_iters=n, checkpoint_period=k, amp="bf16",
-                         callbacks=[_RaiseAt(k + 1)])
+        run_toy_training(
+            tmp_path / "b",
+            max_iters=n,
+            checkpoint_period=k,
+            amp="bf16",
+            callbacks=[_RaiseAt(k + 1)],
+        )
     assert not (tmp_path / "b" / "model_final.pth").exists()  # after_train ran, saved nothing
     resumed = run_toy_training(tmp_path / "b", max_iters=n, resume=True, amp="bf16")
     _assert_same_params(full, resumed)
@@ -114,8 +131,9 @@ def test_periodic_eval_logged_once_per_eval(tmp_path: Path) -> None:
         modes.append(model.training)
         return {"segm": {"AP": float(len(modes))}}
 
-    trainer = _plain_trainer(model, tmp_path, max_iters=10, log_period=4, eval_fn=eval_fn,
-                             eval_period=5)
+    trainer = _plain_trainer(
+        model, tmp_path, max_iters=10, log_period=4, eval_fn=eval_fn, eval_period=5
+    )
     trainer.train()
     assert modes == [False, False] and model.training
     evals = [(r["iter"], r["eval"]) for r in _records(tmp_path) if "eval" in r]
@@ -135,8 +153,13 @@ def test_tensorboard_writer_and_progress_bar(tmp_path: Path, monkeypatch) -> Non
 
     seed_everything(0)
     bar = ProgressBar()
-    trainer = _plain_trainer(ToyModel(), max_iters=6, log_period=2, eval_fn=lambda: {"AP": 0.25},
-                             callbacks=[TensorBoardWriter(tmp_path / "tb"), bar])
+    trainer = _plain_trainer(
+        ToyModel(),
+        max_iters=6,
+        log_period=2,
+        eval_fn=lambda: {"AP": 0.25},
+        callbacks=[TensorBoardWriter(tmp_path / "tb"), bar],
+    )
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     bars = []
     orig = ProgressBar.after_step

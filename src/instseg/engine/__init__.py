@@ -1,8 +1,8 @@
 """instseg.engine: training loop, checkpoints, optimizers/schedules, distributed helpers."""
 
 from instseg.engine.checkpoint import (
-    CheckpointError,
     Checkpointer,
+    CheckpointError,
     UntrustedCheckpointError,
     load_model_weights,
     save_weights,

@@ -6,7 +6,8 @@ A training checkpoint ``<save_dir>/<name>.pth`` is a dict::
      "iteration": int,              # completed iterations = the iteration to resume at
      "rng_states": [rng_state per rank], **extra}
 
-where an RNG state is ``{"python": {...}, "numpy": {...}, "torch": ByteTensor, "cuda": [...]}``
+where an RNG state is ``{"python": {...}, "numpy": {...}, "torch": ByteTensor, "cuda": ByteTensor}``
+(the CUDA state of the rank's current device, present once CUDA is initialised)
 holding only tensors, ints, floats and strings. ``<save_dir>/last_checkpoint`` names the newest
 file. Both are written to a temp file in the same folder and renamed (``os.replace``), so a crash
 during a save leaves the previous checkpoint and pointer intact.
@@ -209,8 +210,8 @@ def get_rng_state() -> dict[str, Any]:
         },
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()  # this rank's current device only
     return state
 
 
@@ -220,20 +221,10 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
     npy = state["numpy"]
     keys = npy["keys"].numpy().astype(np.uint32)
-    np.random.set_state(
-        (npy["name"], keys, npy["pos"], npy["has_gauss"], npy["cached_gaussian"])
-    )
+    np.random.set_state((npy["name"], keys, npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
-    cuda = state.get("cuda")
-    if cuda is not None and torch.cuda.is_available():
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
-        else:
-            warnings.warn(
-                f"checkpoint has CUDA RNG states for {len(cuda)} devices, this machine has "
-                f"{torch.cuda.device_count()}; CUDA RNG not restored",
-                stacklevel=2,
-            )
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def _load_state(

@@ -118,7 +118,7 @@ def reduce_dict(d: Mapping[str, Tensor | float]) -> dict[str, float]:
     if world > 1:
         dist.all_reduce(vals)
         vals = vals / world
-    return dict(zip(keys, vals.tolist()))
+    return dict(zip(keys, vals.tolist(), strict=True))
 
 
 class LossForward(nn.Module):

@@ -40,6 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from instseg.engine.checkpoint import Checkpointer
 from instseg.engine.distributed import is_main_process, reduce_dict
+from instseg.utils.io import atomic_write_text
 
 __all__ = [
     "Callback",
@@ -259,9 +260,15 @@ class JSONMetricsWriter(Callback):
         self._eval_written = -1
 
     def before_train(self, trainer: Trainer) -> None:
-        if is_main_process():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a")
+        """Open for appending, first dropping records past ``trainer.iter`` (left by a run that
+        died after its last checkpoint, or by an older run in the same folder)."""
+        if not is_main_process():
+            return
+        if self.path.is_file():
+            keep = [r for r in _read_jsonl(self.path) if r.get("iter", 0) <= trainer.iter]
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a")
 
     def after_step(self, trainer: Trainer) -> None:
         self._window.append(trainer.metrics)
@@ -384,6 +391,17 @@ def window_mean(window: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([m[k] for m in window if k in m])) for k in sorted(keys)}
 
 
+def _read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSON-lines file; a line cut short by a crash is skipped."""
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
 def _flatten(d: dict, prefix: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for k, v in d.items():
@@ -409,4 +427,3 @@ def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 def _is_ddp(model: nn.Module) -> bool:
     return isinstance(model, DistributedDataParallel)
-
