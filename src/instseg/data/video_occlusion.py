@@ -265,7 +265,9 @@ def make_eval_split(
     out = Path(out_dir)
     manifest: dict[str, Any] = {
         "davis_root": str(davis_root), "seed": int(seed), "num_frames": num_frames,
-        "start": start, "occlusion_ratio": occlusion_ratio, "corruption": corruption,
+        "start": start, "corruption": corruption,
+        "occlusion_ratio": (float(occlusion_ratio) if isinstance(occlusion_ratio, (int, float))
+                            else [float(r) for r in occlusion_ratio]),
         "occluder_sequences": list(occluder_sequences), "synthetic_prob": synthetic_prob,
         "layout": "<kind>/<sequence>/%05d.png; kinds: " + ", ".join(SPLIT_KINDS),
         "sequences": {},
