@@ -189,8 +189,10 @@ def test_fp16_on_cpu_and_bad_loss_are_rejected() -> None:
         def loss(self, batch):  # noqa: ANN001
             return {"loss_vec": batch["x"].sum(1)}
 
-    with pytest.raises(TypeError, match="loss_vec"):
+    with pytest.raises(TypeError, match=r"loss_vec.*shape \(8,\)"):
         _plain_trainer(Bad(), max_iters=1).train()
+    with pytest.raises(RuntimeError, match="ran out at iteration 0 of 1"):
+        _plain_trainer(ToyModel(), max_iters=1, data_loader=[]).train()
 
 
 def test_grad_clip_logs_norm_and_move_to_device() -> None:

@@ -135,9 +135,8 @@ class Trainer:
 
     def run_step(self) -> None:
         """One iteration: batch -> losses -> finite check -> backward -> clip -> step."""
-        assert self._data_iter is not None, "call train()"
         t0 = time.perf_counter()
-        batch = move_to_device(next(self._data_iter), self.device)
+        batch = move_to_device(self._next_batch(), self.device)
         data_time = time.perf_counter() - t0
         lr = self.optimizer.param_groups[0]["lr"]
         with torch.autocast(self.device.type, self._amp_dtype, enabled=self._amp_dtype is not None):
@@ -157,13 +156,24 @@ class Trainer:
         values.update(lr=lr, data_time=data_time, time=time.perf_counter() - t0)
         self.metrics = values
 
+    def _next_batch(self) -> Any:
+        assert self._data_iter is not None, "call train()"
+        try:
+            return next(self._data_iter)
+        except StopIteration:
+            raise RuntimeError(
+                f"the data loader ran out at iteration {self.iter} of {self.max_iters}; the "
+                "trainer needs an infinite (iteration-based) loader"
+            ) from None
+
     def _loss(self, batch: Any) -> dict[str, Tensor]:
         losses = self.model(batch) if _is_ddp(self.model) else self.model.loss(batch)
         if not isinstance(losses, dict) or not losses:
             raise TypeError(f"model.loss must return a non-empty dict, got {type(losses)}")
         for k, v in losses.items():
             if not isinstance(v, Tensor) or v.numel() != 1:
-                raise TypeError(f"loss term {k!r} must be a scalar tensor, got {v!r}")
+                what = f"shape {tuple(v.shape)}" if isinstance(v, Tensor) else type(v).__name__
+                raise TypeError(f"loss term {k!r} must be a scalar tensor, got {what}")
         return losses
 
     def _check_finite(self, losses: dict[str, Tensor]) -> dict[str, float]:
