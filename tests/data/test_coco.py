@@ -237,6 +237,22 @@ def test_missing_and_corrupt_images(coco_file: Path) -> None:
             ),
             "'category_id'",
         ),
+        (
+            json.dumps(
+                {
+                    "images": images_json(1),
+                    "annotations": [{"image_id": 1, "category_id": [1]}],
+                    "categories": [{"id": 1}],
+                }
+            ),
+            r"annotations\[0\]: invalid value",
+        ),
+        (
+            json.dumps(
+                {"images": [{"id": None, "file_name": "a"}], "annotations": [], "categories": []}
+            ),
+            r"images\[0\]: invalid 'id'",
+        ),
     ],
 )
 def test_wrong_json_raises_naming_file_and_key(tmp_path: Path, content: str, match: str) -> None:
@@ -431,6 +447,17 @@ def test_kins_layout(tmp_path: Path) -> None:
     assert inst.extra["kins_ico_id"].tolist() == [1, 2]
 
 
+def test_amodal_layout_image_without_annotations(tmp_path: Path) -> None:
+    write_images(tmp_path, ["im1.png", "im2.png"])
+    ann = {"id": 1, "image_id": 1, "category_id": 1, "i_segm": [rect(*A)], "a_segm": [rect(*A)]}
+    data = {"images": images_json(2), "annotations": [ann], "categories": [{"id": 1}]}
+    ds = load(write_json(tmp_path / "k.json", data), tmp_path)
+    inst = ds[1]["instances"]
+    assert len(inst) == 0 and inst.amodal_masks.shape == (0, H, W)
+    assert inst.occluder_masks.shape == (0, H, W) and inst.depth.shape == (0,)
+    assert inst.boxes.tolist() == ds[0]["instances"].boxes[:0].tolist()
+
+
 def test_kins_updated_layout(tmp_path: Path) -> None:
     def ann(i: int, vis: Any, amo: Any) -> dict[str, Any]:
         return {
@@ -502,3 +529,27 @@ def test_davis_coco_json_masks_equal_png_annotations() -> None:
         assert np.array_equal(inst.masks[0].numpy(), expected)
         ys, xs = np.nonzero(expected)
         assert inst.boxes[0].tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
+def test_derived_occlusion_layers_chain_and_cycle() -> None:
+    from instseg.data.coco import _derive_occluders, _occludes, _occlusion_layers
+
+    # C (back) is hidden by B, B by A: layers 0, 1, 2; D stands alone
+    a, b, c, d = (0, 0, 6, 6), (4, 0, 10, 6), (8, 0, 14, 6), (20, 10, 24, 14)
+    amodal = np.stack([bitmap(a), bitmap(b), bitmap(c), bitmap(d)])
+    visible = amodal.copy()
+    visible[1] &= ~bitmap(a)
+    visible[2] &= ~amodal[1]
+    assert _occlusion_layers(visible, amodal).tolist() == [0, 1, 2, 0]
+    occ = _derive_occluders(visible, amodal)
+    assert np.array_equal(occ[2], visible[1]) and np.array_equal(occ[1], visible[0])
+    assert not occ[0].any() and not occ[3].any()
+    # a cycle (each hides part of the other) terminates with bounded layers
+    amodal2 = np.stack([bitmap((0, 0, 8, 4)), bitmap((4, 0, 12, 4))])
+    visible2 = np.stack([bitmap((0, 0, 4, 4)), bitmap((8, 0, 12, 4))])
+    visible2[0, 0:1, 4:8] = True  # 0 shows in the shared columns on the top row
+    visible2[1, 1:4, 4:8] = True  # 1 shows there below
+    assert _occludes(visible2, amodal2).tolist() == [[False, True], [True, False]]
+    layers = _occlusion_layers(visible2, amodal2)
+    assert layers.shape == (2,) and layers.max() <= 1
+    assert _occlusion_layers(np.zeros((0, 3, 3), bool), np.zeros((0, 3, 3), bool)).shape == (0,)

@@ -253,8 +253,12 @@ class CocoInstanceDataset(Dataset):
                     raise ValueError(f"{self.json_file}: images[{i}] has no key '{key}'")
             h, w = im.get("height"), im.get("width")
             ok = isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0
-            images[int(im["id"])] = _Image(
-                int(im["id"]), str(im["file_name"]), h if ok else None, w if ok else None
+            try:
+                image_id = _as_int(im["id"])
+            except ValueError as e:
+                raise ValueError(f"{self.json_file}: images[{i}]: invalid 'id' ({e})") from e
+            images[image_id] = _Image(
+                image_id, str(im["file_name"]), h if ok else None, w if ok else None
             )
         return images
 
@@ -262,17 +266,18 @@ class CocoInstanceDataset(Dataset):
         for i, a in enumerate(items):
             if not isinstance(a, dict) or "image_id" not in a:
                 raise ValueError(f"{self.json_file}: annotations[{i}] has no key 'image_id'")
-            rec = images.get(_as_int(a["image_id"]))
-            if rec is None:
-                self.stats["unknown image id"] += 1
-                continue
             try:
+                rec = images.get(_as_int(a["image_id"]))
+                if rec is None:
+                    self.stats["unknown image id"] += 1
+                    continue
                 anns = self._read_layout(a, rec)
             except KeyError as e:
                 raise ValueError(
-                    f"{self.json_file}: annotations[{i}] has no key {e} "
-                    f"(layout '{self.layout}')"
+                    f"{self.json_file}: annotations[{i}] has no key {e} (layout '{self.layout}')"
                 ) from None
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{self.json_file}: annotations[{i}]: invalid value ({e})") from e
             for ann in anns:
                 if self._keep(ann):
                     rec.anns.append(ann)
@@ -317,7 +322,7 @@ class CocoInstanceDataset(Dataset):
         cat = r.get("category_id", 2 if r.get("isStuff") else 1)
         order = r.get("order")
         return _Ann(
-            ann_id=int(r.get("id", -1)),
+            ann_id=int(r.get("id", k)),  # COCOA regions have no id: their index in the image
             category_id=_as_int(cat),
             bbox=None,  # COCOA region boxes are amodal: the visible box comes from the mask
             visible=visible,
@@ -519,11 +524,12 @@ def _bool(m: np.ndarray | None) -> Tensor | None:
 def _occludes(vis: np.ndarray, amo: np.ndarray) -> np.ndarray:
     """(N, N) bool: [i, j] = instance j's visible mask overlaps instance i's invisible part."""
     n = vis.shape[0]
+    rel = np.zeros((n, n), dtype=bool)
     if n == 0:
-        return np.zeros((0, 0), dtype=bool)
-    invisible = (amo & ~vis).reshape(n, -1).astype(np.float32)
-    visible = vis.reshape(n, -1).astype(np.float32)
-    rel = (invisible @ visible.T) > 0
+        return rel
+    invisible = amo & ~vis
+    for i in np.nonzero(invisible.reshape(n, -1).any(axis=1))[0]:
+        rel[i] = (vis & invisible[i]).reshape(n, -1).any(axis=1)
     np.fill_diagonal(rel, False)
     return rel
 
