@@ -81,19 +81,27 @@ def compute_occluder_masks(
         rule = "depth" if depth is not None else "overlap"
     if rule not in ("depth", "overlap"):
         raise ValueError(f"rule must be 'auto', 'depth' or 'overlap', got {rule!r}")
+    order = _check_depth(depth, amodal_masks, masks.shape) if rule == "depth" else None
+    out = torch.zeros_like(masks)
     if n == 0:
-        return torch.zeros(0, h, w, dtype=torch.bool, device=masks.device)
-    region = box_regions(boxes, (h, w)).to(masks.device)  # (N, H, W)
-    flat = masks.flatten(1).float()  # (N, HW)
-    if rule == "depth":
-        selected = _nearer_and_touching(flat, region, depth, amodal_masks, n)
-    else:
-        selected = box_overlap(boxes, boxes, measure="iou") > iou_thresh
-        selected.fill_diagonal_(False)
-    union = (selected.float().to(flat.device) @ flat > 0).view(n, h, w) & region
-    if rule == "overlap":
-        union &= (union.flatten(1).sum(1) > min_pixels).view(n, 1, 1)
-    return union
+        return out
+    pairs = box_overlap(boxes, boxes, measure="iou").to(masks.device) > iou_thresh
+    pairs.fill_diagonal_(False)
+    for i, (x0, y0, x1, y1) in enumerate(_pixel_bounds(boxes, (h, w))):
+        if x1 <= x0 or y1 <= y0:
+            continue
+        crop = masks[:, y0:y1, x0:x1]  # every instance inside i's box, (N, h', w') view
+        if order is not None:
+            selected = _nearer_and_touching(i, crop, masks, order, amodal_masks)
+        else:
+            selected = pairs[i]
+        if not selected.any():
+            continue
+        union = crop[selected].any(dim=0)
+        if rule == "overlap" and int(union.sum()) <= min_pixels:
+            continue
+        out[i, y0:y1, x0:x1] = union
+    return out
 
 
 def box_regions(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
@@ -221,23 +229,47 @@ def occluded_instance_ids(
 
 
 def _nearer_and_touching(
-    flat: Tensor, region: Tensor, depth: Tensor | None, amodal: Tensor | None, n: int
+    i: int, crop: Tensor, masks: Tensor, depth: Tensor, amodal: Tensor | None
 ) -> Tensor:
-    """(N, N) bool: j is nearer than i and j's mask touches i's amodal mask or box."""
+    """(N,) bool: instance j is nearer than i and its mask touches i's amodal mask (when
+    given) or i's box (``crop``: all masks cut to i's box)."""
+    if amodal is None:
+        touch = crop.flatten(1).any(dim=1)
+    else:
+        ys = torch.nonzero(amodal[i].any(dim=1)).flatten()
+        xs = torch.nonzero(amodal[i].any(dim=0)).flatten()
+        if ys.numel() == 0:
+            return torch.zeros(masks.shape[0], dtype=torch.bool, device=masks.device)
+        y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+        ref = amodal[i, y0:y1, x0:x1]
+        touch = (masks[:, y0:y1, x0:x1] & ref).flatten(1).any(dim=1)
+    d = depth.to(masks.device)
+    return touch & (d < d[i])
+
+
+def _check_depth(depth: Tensor | None, amodal: Tensor | None, shape: torch.Size) -> Tensor:
     if depth is None:
         raise ValueError("rule='depth' needs depth (N,)")
-    if depth.shape != (n,):
-        raise ValueError(f"depth must be ({n},), got {tuple(depth.shape)}")
+    if depth.shape != (shape[0],):
+        raise ValueError(f"depth must be ({shape[0]},), got {tuple(depth.shape)}")
     if amodal is not None:
         _check_masks(amodal, "amodal_masks")
-        if amodal.shape != region.shape:
-            raise ValueError(f"amodal_masks {tuple(amodal.shape)} != masks {tuple(region.shape)}")
-        target = amodal.flatten(1).float()
-    else:
-        target = region.flatten(1).float()
-    touch = (target.to(flat.device) @ flat.T) > 0  # touch[i, j]
-    d = depth.to(flat.device)
-    return touch & (d[None, :] < d[:, None])
+        if amodal.shape != shape:
+            raise ValueError(f"amodal_masks {tuple(amodal.shape)} != masks {tuple(shape)}")
+    return depth
+
+
+def _pixel_bounds(boxes: Tensor, image_size: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """(N, 4) xyxy -> integer pixel ranges [x0, x1) x [y0, y1) of :func:`box_regions`."""
+    h, w = image_size
+    b = boxes.detach().double().cpu()
+    lo = b[:, :2].floor()
+    hi = b[:, 2:].ceil()
+    x0 = lo[:, 0].clamp(0, w).long().tolist()
+    y0 = lo[:, 1].clamp(0, h).long().tolist()
+    x1 = hi[:, 0].clamp(0, w).long().tolist()
+    y1 = hi[:, 1].clamp(0, h).long().tolist()
+    return list(zip(x0, y0, x1, y1, strict=True))
 
 
 def _check_masks(masks: Tensor, name: str) -> tuple[int, int, int]:
