@@ -180,3 +180,11 @@ def test_build_transforms_train_and_test() -> None:
         assert 12 <= min(img.shape[-2:]) <= 24
         assert out.image_size == tuple(img.shape[-2:])
         assert out.masks is not None and out.masks.shape[-2:] == img.shape[-2:]
+
+
+def test_build_transforms_without_flip() -> None:
+    names = [
+        type(t).__name__
+        for t in build_transforms(train=True, min_size=8, max_size=20, flip=False).transforms
+    ]
+    assert names == ["ResizeShortestEdge"]

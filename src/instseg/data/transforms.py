@@ -224,12 +224,14 @@ def build_transforms(
     min_size: int | tuple[int, ...],
     max_size: int,
     sample: Literal["choice", "range"] = "choice",
+    flip: bool = True,
     flip_prob: float = 0.5,
     crop_size: tuple[float, float] | None = None,
     crop_kind: Literal["absolute", "relative"] = "relative",
 ) -> Compose:
     """Standard pipeline. Train: [RandomCrop] -> ResizeShortestEdge(min_size, sample) ->
-    RandomHorizontalFlip. Test: ResizeShortestEdge(max(min_size)) only (deterministic)."""
+    RandomHorizontalFlip(flip_prob) (left out when ``flip`` is False). Test:
+    ResizeShortestEdge(max(min_size)) only (deterministic)."""
     if not train:
         edge = min_size if isinstance(min_size, int) else max(min_size)
         return Compose([ResizeShortestEdge(short_edges=edge, max_size=max_size)])
@@ -237,6 +239,6 @@ def build_transforms(
     if crop_size is not None:
         ts.append(RandomCrop(size=crop_size, kind=crop_kind))
     ts.append(ResizeShortestEdge(short_edges=min_size, max_size=max_size, sample=sample))
-    if flip_prob > 0:
+    if flip and flip_prob > 0:
         ts.append(RandomHorizontalFlip(p=flip_prob))
     return Compose(ts)
