@@ -54,7 +54,9 @@ def test_image(size: int) -> np.ndarray:
     its short side is ``size``."""
     import cv2
 
-    root = Path(__file__).resolve().parents[2] / "shared/data/davis2016-train-subset/JPEGImages/480p"
+    root = (
+        Path(__file__).resolve().parents[2] / "shared/data/davis2016-train-subset/JPEGImages/480p"
+    )
     f = root / "elephant" / "00000.jpg"
     if f.is_file():
         img = cv2.imread(str(f))[..., ::-1]
@@ -69,7 +71,9 @@ def ours(name: str, img: np.ndarray, *, bf16: bool, channels_last: bool) -> Call
     from instseg.data.batch import Batch, collate_images
     from instseg.models.zoo import build_model
 
-    model = build_model(name, num_classes=80, pretrained=False, random_init=True, fixed_num_detections=20)
+    model = build_model(
+        name, num_classes=80, pretrained=False, random_init=True, fixed_num_detections=20
+    )
     model.eval()
     t = torch.from_numpy(img).permute(2, 0, 1).float()
     images, sizes = collate_images([t])
@@ -88,13 +92,20 @@ def ours(name: str, img: np.ndarray, *, bf16: bool, channels_last: bool) -> Call
     return fn
 
 
-def torchvision_maskrcnn(img: np.ndarray, *, bf16: bool, channels_last: bool) -> Callable[[], object]:
+def torchvision_maskrcnn(
+    img: np.ndarray, *, bf16: bool, channels_last: bool
+) -> Callable[[], object]:
     from torchvision.models.detection import maskrcnn_resnet50_fpn
 
     size = min(img.shape[:2])
     model = maskrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, min_size=size, max_size=max(img.shape[:2]),
-        box_detections_per_img=20, box_score_thresh=0.0, box_nms_thresh=1.0,
+        weights=None,
+        weights_backbone=None,
+        min_size=size,
+        max_size=max(img.shape[:2]),
+        box_detections_per_img=20,
+        box_score_thresh=0.0,
+        box_nms_thresh=1.0,
     ).eval()
     x = torch.from_numpy(img).permute(2, 0, 1).float() / 255
     if channels_last:
@@ -146,7 +157,11 @@ def train_throughput(name: str, *, iters: int = 6, batch_size: int = 8, size: in
         boxes = torch.tensor([[20.0, 30, 120, 150], [90, 60, 200, 220], [150, 10, 240, 90]])
         for j, (x0, y0, x1, y1) in enumerate(boxes.long().tolist()):
             masks[j, y0:y1, x0:x1] = True
-        targets.append(Instances(image_size=(size, size), boxes=boxes, labels=torch.tensor([0, 1, 2]), masks=masks))
+        targets.append(
+            Instances(
+                image_size=(size, size), boxes=boxes, labels=torch.tensor([0, 1, 2]), masks=masks
+            )
+        )
     batch = Batch(images=images, image_sizes=[(size, size)] * batch_size, targets=targets)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
@@ -162,22 +177,41 @@ def train_throughput(name: str, *, iters: int = 6, batch_size: int = 8, size: in
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--sizes", type=int, nargs="+", default=[512, 800])
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--no-train", action="store_true", help="skip the training throughput measurement")
+    p.add_argument(
+        "--no-train", action="store_true", help="skip the training throughput measurement"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
     for size in args.sizes:
         img = test_image(size)
         cands: list[tuple[str, Callable[[], object] | None]] = [
-            ("ours effl0-fcos (bf16, channels_last)", ours("effl0_fcos_maskrcnn", img, bf16=True, channels_last=True)),
-            ("ours effl0-fcos (fp32)", ours("effl0_fcos_maskrcnn", img, bf16=False, channels_last=False)),
-            ("ours r50-fcos (bf16, channels_last)", ours("r50_fcos_maskrcnn", img, bf16=True, channels_last=True)),
-            ("torchvision maskrcnn_r50_fpn (fp32)", torchvision_maskrcnn(img, bf16=False, channels_last=False)),
-            ("torchvision maskrcnn_r50_fpn (bf16)", torchvision_maskrcnn(img, bf16=True, channels_last=True)),
+            (
+                "ours effl0-fcos (bf16, channels_last)",
+                ours("effl0_fcos_maskrcnn", img, bf16=True, channels_last=True),
+            ),
+            (
+                "ours effl0-fcos (fp32)",
+                ours("effl0_fcos_maskrcnn", img, bf16=False, channels_last=False),
+            ),
+            (
+                "ours r50-fcos (bf16, channels_last)",
+                ours("r50_fcos_maskrcnn", img, bf16=True, channels_last=True),
+            ),
+            (
+                "torchvision maskrcnn_r50_fpn (fp32)",
+                torchvision_maskrcnn(img, bf16=False, channels_last=False),
+            ),
+            (
+                "torchvision maskrcnn_r50_fpn (bf16)",
+                torchvision_maskrcnn(img, bf16=True, channels_last=True),
+            ),
             ("ultralytics yolov8n-seg (fp32)", ultralytics_seg("yolov8n-seg.yaml", img)),
             ("ultralytics yolo11n-seg (fp32)", ultralytics_seg("yolo11n-seg.yaml", img)),
         ]
@@ -190,19 +224,27 @@ def main() -> None:
             sec = measure(fn, args.runs)
             gf = count_gflops(fn)
             rows.append((size, label, sec * 1000, gf, gf / sec))
-            print(f"{size:4d}  {label:42s} {sec * 1000:9.1f} ms  {gf:7.1f} GFLOP  {gf / sec:6.1f} GFLOP/s", flush=True)
+            print(
+                f"{size:4d}  {label:42s} {sec * 1000:9.1f} ms  {gf:7.1f} GFLOP  {gf / sec:6.1f} GFLOP/s",
+                flush=True,
+            )
     print("\n| size | model | median ms | GFLOPs | GFLOP/s |\n|---|---|---:|---:|---:|")
     for size, label, ms, gf, gfs in rows:
         print(f"| {size} | {label} | {ms:.1f} | {gf:.1f} | {gfs:.1f} |")
     lat = {(s, lab): ms for s, lab, ms, _, _ in rows}
     fast = lat.get((512, "ours effl0-fcos (bf16, channels_last)"))
     if fast:
-        for peer in ("torchvision maskrcnn_r50_fpn (fp32)", "torchvision maskrcnn_r50_fpn (bf16)",
-                     "ultralytics yolov8n-seg (fp32)"):
+        for peer in (
+            "torchvision maskrcnn_r50_fpn (fp32)",
+            "torchvision maskrcnn_r50_fpn (bf16)",
+            "ultralytics yolov8n-seg (fp32)",
+        ):
             if (512, peer) in lat:
                 print(f"ratio at 512: {peer} / ours-effl0 = {lat[(512, peer)] / fast:.2f}x")
-        print("targets: >= 5x vs torchvision Mask R-CNN; ours <= 1.5x yolov8n-seg "
-              "(i.e. yolov8n/ours ratio >= 0.67)")
+        print(
+            "targets: >= 5x vs torchvision Mask R-CNN; ours <= 1.5x yolov8n-seg "
+            "(i.e. yolov8n/ours ratio >= 0.67)"
+        )
     if not args.no_train:
         ips = train_throughput("effl0_fcos_maskrcnn")
         print(f"training throughput effl0-fcos, 256 px, batch 8, bf16: {ips:.1f} images/s")

@@ -27,7 +27,9 @@ class ConfigError(ValueError):
     """A config file or override is invalid (unknown key, wrong type, bad YAML)."""
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+def load_config(
+    cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None
+) -> T:
     """Build ``cls`` from defaults, then the YAML file at ``path`` (and its ``_base_``), then
     ``overrides`` (``"a.b=value"`` strings, values parsed as YAML scalars/lists)."""
     data: dict[str, Any] = {}
@@ -58,7 +60,9 @@ def _read_yaml_with_base(path: Path, depth: int = 0) -> dict[str, Any]:
 def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     out = dict(a)
     for k, v in b.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = (
+            _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
     return out
 
 

@@ -64,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
         "out": str(out),
     }
     print(json.dumps(summary, indent=2))
-    print(f"next: instseg predict --weights {out / 'model.pt'} --source <image|folder|video> --save-vis")
+    print(
+        f"next: instseg predict --weights {out / 'model.pt'} --source <image|folder|video> --save-vis"
+    )
     return 0
 
 
@@ -87,7 +89,11 @@ def write_curves(out: Path) -> None:
         if "total_loss" in rec:
             its.append(rec["iter"])
             losses.append(rec["total_loss"])
-        ap = rec.get("segm", {}).get("AP") if isinstance(rec.get("segm"), dict) else rec.get("segm/AP")
+        ap = (
+            rec.get("segm", {}).get("AP")
+            if isinstance(rec.get("segm"), dict)
+            else rec.get("segm/AP")
+        )
         if ap is not None:
             ev_its.append(rec["iter"])
             aps.append(ap)

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     _, test_ds = build_datasets(cfg.data, splits)
     device = resolve_device(cfg.device)
     model, _meta = load_trained_model(args.weights, device=device)
-    metrics = evaluate(model, test_ds, splits.test_json, device=device, amp=cfg.solver.amp, out_dir=out)
+    metrics = evaluate(model, test_ds, splits.test_json, amp=cfg.solver.amp, out_dir=out)
     if args.class_split:
         results = out / "results.json"
         metrics["class_split"] = {

@@ -18,14 +18,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None, help="model.pt (default: the shipped demo model)")
     p.add_argument("--source", required=True, help="image, folder, glob or video file")
     p.add_argument("--out", default="outputs/predict", help="output folder")
-    p.add_argument("--gt", default=None, help="COCO annotations to take image ids from (by file name)")
+    p.add_argument(
+        "--gt", default=None, help="COCO annotations to take image ids from (by file name)"
+    )
     p.add_argument("--save-vis", action="store_true", help="write overlay images / MP4")
     p.add_argument("--score-thresh", type=float, default=0.05, help="drop detections below")
     p.add_argument("--vis-thresh", type=float, default=0.3, help="draw detections above")
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="bf16", choices=["bf16", "none"])
-    p.add_argument("--explain", action="store_true",
-                   help="also save per-RoI head maps (occluder/occludee, boundary) for bilayer heads")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="also save per-RoI head maps (occluder/occludee, boundary) for bilayer heads",
+    )
 
 
 def image_id_map(gt: str | None) -> dict[str, int]:
@@ -58,14 +63,20 @@ def run(args: argparse.Namespace) -> int:
     from instseg.utils.video_writer import write_video
 
     weights = args.weights or default_weights()
-    predictor = ImagePredictor(weights, device=args.device, amp=args.amp, score_thresh=args.score_thresh)
+    predictor = ImagePredictor(
+        weights, device=args.device, amp=args.amp, score_thresh=args.score_thresh
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ids = image_id_map(args.gt)
     video = is_video(args.source)
     results, frames, missing = [], [], 0
-    for index, (name, image) in enumerate(tqdm(iter_source(args.source), desc="predict", unit="img")):
-        inst = predictor(image, return_head_outputs=args.explain) if args.explain else predictor(image)
+    for index, (name, image) in enumerate(
+        tqdm(iter_source(args.source), desc="predict", unit="img")
+    ):
+        inst = (
+            predictor(image, return_head_outputs=args.explain) if args.explain else predictor(image)
+        )
         if name in ids:
             image_id = ids[name]
         elif ids:
@@ -76,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
         cat_ids = predictor.category_ids or list(range(1, len(predictor.class_names) + 1))
         results += instances_to_coco_results(inst, image_id=image_id, category_ids=cat_ids)
         if args.save_vis:
-            vis = draw_instances(image, inst, class_names=predictor.class_names, score_thresh=args.vis_thresh)
+            vis = draw_instances(
+                image, inst, class_names=predictor.class_names, score_thresh=args.vis_thresh
+            )
             if video:
                 frames.append(vis)
             else:

@@ -16,9 +16,9 @@ __all__ = ["load_trained_model", "read_weights_file"]
 
 def read_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """-> (state_dict, meta). Refuses files that need unpickling of arbitrary objects."""
-    from instseg.engine.checkpoint import safe_torch_load
+    from instseg.engine.checkpoint import load_checkpoint_file
 
-    obj = safe_torch_load(path)
+    obj = load_checkpoint_file(path)
     if not isinstance(obj, dict) or "model" not in obj:
         raise ValueError(f"{path}: not an instseg weights file (expected keys 'model' and 'meta')")
     meta = obj.get("meta") or {}
@@ -32,17 +32,22 @@ def load_trained_model(
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Build the zoo model named in the file's meta, load weights (fp16 files are cast back to
     fp32), put it in eval mode on ``device``."""
+    from instseg.config import from_dict
     from instseg.recipes.image import build_model_from_config
     from instseg.recipes.image_config import ModelConfig
-    from instseg.config import from_dict
 
     state, meta = read_weights_file(path)
     if meta.get("task", "image") != "image":
-        raise ValueError(f"{path}: weights are for task '{meta.get('task')}', not image segmentation")
+        raise ValueError(
+            f"{path}: weights are for task '{meta.get('task')}', not image segmentation"
+        )
     mcfg = from_dict(ModelConfig, meta.get("model", {}), where=str(path))
     model = build_model_from_config(mcfg, num_classes=int(meta["num_classes"]))
     ref = model.state_dict()
-    state = {k: (v.to(ref[k].dtype) if k in ref and v.is_floating_point() else v) for k, v in state.items()}
+    state = {
+        k: (v.to(ref[k].dtype) if k in ref and v.is_floating_point() else v)
+        for k, v in state.items()
+    }
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(

@@ -1,7 +1,7 @@
 """``ImagePredictor``: weights file -> callable on RGB images returning :class:`Instances`.
 
-    predictor = ImagePredictor("runs/demo/model.pt")
-    inst = predictor(rgb_uint8_hw3)          # Instances at the image's own size
+predictor = ImagePredictor("runs/demo/model.pt")
+inst = predictor(rgb_uint8_hw3)          # Instances at the image's own size
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ class ImagePredictor:
         nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
         t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
         if (nh, nw) != (h, w):
-            t = torch.nn.functional.interpolate(t[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
+            t = torch.nn.functional.interpolate(
+                t[None], size=(nh, nw), mode="bilinear", align_corners=False
+            )[0]
         return t
 
     def _autocast(self) -> Any:
@@ -87,7 +89,10 @@ class ImagePredictor:
         results = []
         for inst, im in zip(outs, images):
             inst = inst.to("cpu")
-            inst = inst.replace(boxes=inst.boxes.float(), scores=inst.scores.float() if inst.scores is not None else None)
+            inst = inst.replace(
+                boxes=inst.boxes.float(),
+                scores=inst.scores.float() if inst.scores is not None else None,
+            )
             if inst.scores is not None and self.score_thresh > 0:
                 inst = inst[inst.scores >= self.score_thresh]
             results.append(resize_instances(inst, im.shape[:2]))

@@ -52,7 +52,9 @@ def draw_instances(
         if inst.masks is not None:
             m = inst.masks[i].cpu().numpy().astype(bool)
             out[m] = out[m] * (1 - alpha) + color * alpha
-            contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            contours, _ = cv2.findContours(
+                m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+            )
             cv2.drawContours(out, contours, -1, color.tolist(), 1, lineType=cv2.LINE_AA)
         x0, y0, x1, y1 = [int(round(float(v))) for v in inst.boxes[i]]
         cv2.rectangle(out, (x0, y0), (x1, y1), color.tolist(), 1, lineType=cv2.LINE_AA)

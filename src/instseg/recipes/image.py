@@ -55,14 +55,20 @@ def prepare_data(cfg: DataConfig, out_dir: Path) -> DataSplits:
     if cfg.train_json:
         test_json = cfg.test_json or cfg.train_json
         test_root = cfg.test_root or cfg.train_root
-        return DataSplits(Path(cfg.train_json), Path(cfg.train_root), Path(test_json), Path(test_root))
-    from instseg.data.synthetic import default_cutout_root, generate_scenes
+        return DataSplits(
+            Path(cfg.train_json), Path(cfg.train_root), Path(test_json), Path(test_root)
+        )
+    from instseg.data.synthetic import generate_scenes
+    from instseg.data.synthetic_cutouts import find_default_cutout_root
 
     s = cfg.synthetic
     cache = Path(cfg.cache_dir) if cfg.cache_dir else out_dir / "data"
-    cutouts = default_cutout_root() if s.cutouts else None
+    cutouts = find_default_cutout_root() if s.cutouts else None
     splits = {}
-    for split, num, seed in (("train", s.num_train, s.seed_train), ("test", s.num_test, s.seed_test)):
+    for split, num, seed in (
+        ("train", s.num_train, s.seed_train),
+        ("test", s.num_test, s.seed_test),
+    ):
         tag = f"{split}_n{num}_s{seed}_sz{s.image_size}_occ{s.occlusion:g}_o{s.min_objects}-{s.max_objects}"
         tag += "_cut" if cutouts else ""
         folder = cache / tag
@@ -150,7 +156,7 @@ def train(cfg: ImageTrainConfig, *, resume: bool = False, progress: bool = True)
     from instseg.engine import distributed as dist
     from instseg.engine.checkpoint import Checkpointer, save_weights
     from instseg.engine.optim import build_optimizer, build_scheduler
-    from instseg.engine.trainer import Trainer, seed_everything
+    from instseg.engine.trainer import ProgressBar, TensorBoardWriter, Trainer, seed_everything
 
     distributed = dist.init_distributed()
     out_dir = Path(cfg.out_dir)
@@ -167,40 +173,54 @@ def train(cfg: ImageTrainConfig, *, resume: bool = False, progress: bool = True)
     train_ds, test_ds = build_datasets(cfg.data, splits)
     model = build_model_from_config(cfg.model, num_classes=len(train_ds.category_ids)).to(device)
     s = cfg.solver
-    optimizer = build_optimizer(model, name=s.optimizer, lr=s.lr, weight_decay=s.weight_decay, momentum=s.momentum)
+    optimizer = build_optimizer(
+        model, name=s.optimizer, lr=s.lr, weight_decay=s.weight_decay, momentum=s.momentum
+    )
     scheduler = build_scheduler(
-        optimizer, name=s.schedule, max_iters=s.max_iters, warmup_iters=s.warmup_iters, steps=tuple(s.steps)
+        optimizer,
+        name=s.schedule,
+        max_iters=s.max_iters,
+        warmup_iters=s.warmup_iters,
+        steps=tuple(s.steps),
     )
     checkpointer = Checkpointer(model, optimizer=optimizer, scheduler=scheduler, save_dir=out_dir)
-    start_iter = checkpointer.resume_or_load(resume=resume) if resume else 0
-    loader = build_train_loader(
-        train_ds, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers, seed=cfg.seed, start_iter=start_iter
-    )
     train_model = dist.wrap_ddp(model) if distributed else model
 
     def eval_fn() -> dict[str, Any]:
-        return evaluate(model, test_ds, splits.test_json, device=device, amp=s.amp, out_dir=out_dir)
+        return evaluate(
+            model, test_ds, splits.test_json, amp=s.amp, out_dir=out_dir, progress=progress
+        )
 
+    callbacks: list[Any] = [ProgressBar(enabled=progress)]
+    if dist.is_main_process():
+        callbacks.append(TensorBoardWriter(out_dir / "tb"))
     trainer = Trainer(
         model=train_model,
         optimizer=optimizer,
         scheduler=scheduler,
-        data_loader=loader,
+        data_loader=[],  # set below, once the start iteration is known
         max_iters=s.max_iters,
         device=device,
         amp=s.amp,
         grad_clip=s.grad_clip,
         checkpointer=checkpointer,
         checkpoint_period=cfg.checkpoint_period,
+        callbacks=callbacks,
         log_period=cfg.log_period,
         eval_fn=eval_fn,
         eval_period=cfg.eval_period,
         out_dir=out_dir,
+    )
+    start_iter = trainer.resume_or_load(resume=True) if resume else 0
+    trainer.data_loader = build_train_loader(
+        train_ds,
+        batch_size=cfg.data.batch_size,
+        num_workers=cfg.data.num_workers,
+        seed=cfg.seed,
         start_iter=start_iter,
-        progress=progress,
     )
     trainer.train()
-    metrics = eval_fn() if cfg.eval_period <= 0 or s.max_iters % cfg.eval_period else trainer.last_eval
+    metrics = trainer.eval_results
     if dist.is_main_process():
         save_weights(model, out_dir / "model.pt", half=False, meta=model_meta(cfg, train_ds))
         atomic_write_json(out_dir / "metrics.json", metrics, indent=2)
@@ -213,7 +233,6 @@ def evaluate(
     dataset: Any,
     gt_json: Path,
     *,
-    device: torch.device,
     amp: str = "bf16",
     out_dir: Path | None = None,
     batch_size: int = 2,

@@ -94,7 +94,9 @@ class Instances:
         def move(t: Tensor) -> Tensor:
             if t.is_floating_point():
                 return t.to(*args, **kwargs)
-            dev = kwargs.get("device", next((a for a in args if not isinstance(a, torch.dtype)), None))
+            dev = kwargs.get(
+                "device", next((a for a in args if not isinstance(a, torch.dtype)), None)
+            )
             return t.to(dev) if dev is not None else t
 
         return self._map(move)

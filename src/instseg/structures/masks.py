@@ -48,7 +48,10 @@ def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
             raise ValueError(f"uncompressed RLE counts sum to {sum(counts)}, expected {h * w}")
         r = mask_util.frPyObjects({"size": [h, w], "counts": counts}, h, w)
     else:
-        r = {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+        r = {
+            "size": [h, w],
+            "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
+        }
     return mask_util.decode(r).astype(bool)
 
 

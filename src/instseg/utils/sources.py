@@ -37,7 +37,9 @@ def list_images(source: str | Path) -> list[Path]:
     else:
         raise FileNotFoundError(f"{source}: no such file, folder or glob match")
     if not files:
-        raise FileNotFoundError(f"{source}: no images found (extensions {', '.join(IMAGE_EXTENSIONS)})")
+        raise FileNotFoundError(
+            f"{source}: no images found (extensions {', '.join(IMAGE_EXTENSIONS)})"
+        )
     return files
 
 
