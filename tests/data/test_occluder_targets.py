@@ -62,6 +62,19 @@ def test_depth_rule_amodal_region_excludes_objects_that_only_touch_the_box():
     assert not box_rule[1:].any()
 
 
+def test_uncropped_occluders_keep_whole_masks():
+    visible, amodal, depth = _two_squares()
+    boxes = masks_to_boxes(amodal)
+    occ = compute_occluder_masks(visible, boxes, depth=depth, amodal_masks=amodal, crop=False)
+    assert torch.equal(occ[1], visible[0]) and not occ[0].any()  # all of A, not just A in B's box
+    # overlap rule: whole masks, 20-pixel test still on the part inside the box
+    masks = _rects((10, 20), [(0, 0, 10, 10), (7, 0, 17, 10)])
+    occ = compute_occluder_masks(masks, masks_to_boxes(masks), crop=False)
+    assert torch.equal(occ, masks.flip(0))
+    masks = _rects((10, 20), [(0, 0, 10, 10), (8, 0, 18, 10)])
+    assert not compute_occluder_masks(masks, masks_to_boxes(masks), crop=False).any()
+
+
 def test_depth_ties_never_occlude():
     visible, _, _ = _two_squares()
     occ = compute_occluder_masks(visible, masks_to_boxes(visible), depth=torch.tensor([1, 1]))

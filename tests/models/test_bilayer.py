@@ -58,6 +58,17 @@ def test_every_variant_shapes_keys_backward(builder):
     torch.testing.assert_close(probs, out["mask"][:, 0].sigmoid())
 
 
+def test_bilayer_inference_gives_probabilities_of_every_output():
+    torch.manual_seed(0)
+    head = BilayerMaskHead(in_channels=C, num_classes=2, class_aware=True)
+    out = head(torch.randn(2, C, 7, 7))
+    labels = torch.tensor([1, 0])
+    probs = B.bilayer_inference(out, labels)
+    assert set(probs) == set(out)
+    torch.testing.assert_close(probs["contour"], out["contour"][torch.arange(2), labels].sigmoid())
+    torch.testing.assert_close(probs["occluder_mask"], out["occluder_mask"][:, 0].sigmoid())
+
+
 def test_class_aware_head_and_loss_select_the_label_channel():
     torch.manual_seed(0)
     head = BilayerMaskHead(in_channels=C, num_classes=4, class_aware=True)
@@ -190,6 +201,8 @@ def test_loss_errors():
         head.loss(out, MaskTargets(masks=t.masks, labels=t.labels))
     with pytest.raises(ValueError, match="vs targets"):
         head.loss(out, _targets(2, m=28))
+    with pytest.raises(ValueError, match="3 targets"):
+        head.loss(out, _targets(3))
 
 
 def test_bad_configuration_and_input():
@@ -227,3 +240,23 @@ def test_tiny_overfit_loss_falls():
         opt.step()
         history.append(loss.item())
     assert history[-1] < 0.3 * history[0], history[::10]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_forward_loss_and_occluder_targets():
+    from instseg.data.occlusion import compute_occluder_masks
+
+    dev = torch.device("cuda")
+    head = BilayerMaskHead(in_channels=C).to(dev)
+    masks = torch.zeros(2, 20, 20, dtype=torch.bool, device=dev)
+    masks[0, 2:10, 2:10] = True
+    masks[1, 6:14, 6:14] = True
+    boxes = torch.tensor([[2.0, 2, 10, 10], [6, 6, 14, 14]], device=dev)
+    occ = compute_occluder_masks(masks, boxes, depth=torch.tensor([0, 1], device=dev))
+    assert occ.device.type == "cuda" and int(occ[1].sum()) == 16 and not occ[0].any()
+    t = _targets(3)
+    t = MaskTargets(masks=t.masks.to(dev), labels=t.labels.to(dev), occluder=t.occluder.to(dev))
+    with torch.autocast("cuda", dtype=torch.float16):
+        losses = head.loss(head(torch.randn(3, C, 7, 7, device=dev)), t)
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())

@@ -47,6 +47,7 @@ def compute_occluder_masks(
     iou_thresh: float = 0.05,
     min_pixels: int = 20,
     amodal_masks: Tensor | None = None,
+    crop: bool = True,
 ) -> Tensor:
     """Occluder mask of every instance of one image: (N, H, W) bool.
 
@@ -70,6 +71,11 @@ def compute_occluder_masks(
         boxes: (N, 4) float xyxy boxes in pixels (usually the boxes of the targets).
         depth: (N,) depth order or None.
         amodal_masks: (N, H, W) bool or None, used by the depth rule only.
+        crop: False keeps the selected instances' whole masks instead of cutting them to i's
+            box (the convention of :mod:`instseg.data.synthetic`'s stored occluder masks, to
+            which the depth rule with amodal masks is then equal); selection and the
+            ``min_pixels`` test (on the part inside the box) are unchanged. RoI projection
+            crops either way, so the two differ only where a proposal exceeds the GT box.
 
     Returns:
         (N, H, W) bool occluder masks (all False for an instance nothing overlaps).
@@ -90,17 +96,20 @@ def compute_occluder_masks(
     for i, (x0, y0, x1, y1) in enumerate(_pixel_bounds(boxes, (h, w))):
         if x1 <= x0 or y1 <= y0:
             continue
-        crop = masks[:, y0:y1, x0:x1]  # every instance inside i's box, (N, h', w') view
+        inside = masks[:, y0:y1, x0:x1]  # every instance inside i's box, (N, h', w') view
         if order is not None:
-            selected = _nearer_and_touching(i, crop, masks, order, amodal_masks)
+            selected = _nearer_and_touching(i, inside, masks, order, amodal_masks)
         else:
             selected = pairs[i]
         if not selected.any():
             continue
-        union = crop[selected].any(dim=0)
+        union = inside[selected].any(dim=0)
         if rule == "overlap" and int(union.sum()) <= min_pixels:
             continue
-        out[i, y0:y1, x0:x1] = union
+        if crop:
+            out[i, y0:y1, x0:x1] = union
+        else:
+            out[i] = masks[selected].any(dim=0)
     return out
 
 
@@ -229,12 +238,12 @@ def occluded_instance_ids(
 
 
 def _nearer_and_touching(
-    i: int, crop: Tensor, masks: Tensor, depth: Tensor, amodal: Tensor | None
+    i: int, inside: Tensor, masks: Tensor, depth: Tensor, amodal: Tensor | None
 ) -> Tensor:
     """(N,) bool: instance j is nearer than i and its mask touches i's amodal mask (when
-    given) or i's box (``crop``: all masks cut to i's box)."""
+    given) or i's box (``inside``: all masks cut to i's box)."""
     if amodal is None:
-        touch = crop.flatten(1).any(dim=1)
+        touch = inside.flatten(1).any(dim=1)
     else:
         ys = torch.nonzero(amodal[i].any(dim=1)).flatten()
         xs = torch.nonzero(amodal[i].any(dim=0)).flatten()

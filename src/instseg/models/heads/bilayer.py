@@ -164,7 +164,12 @@ class BilayerMaskHead(MaskHead):
         return out
 
     def loss(self, outputs: dict[str, Tensor], targets: MaskTargets) -> dict[str, Tensor]:
+        """-> :func:`bilayer_loss` terms (``loss_mask``, ``loss_contour``, ...)."""
         return bilayer_loss(outputs, targets, weights=self.loss_weights)
+
+    def predict(self, outputs: dict[str, Tensor], labels: Tensor) -> Tensor:
+        """-> (R, M, M) float32 occludee mask probabilities of each RoI's class."""
+        return select_class(outputs["mask"], labels).float().sigmoid()
 
 
 class GraphLayer(nn.Module):
@@ -266,7 +271,11 @@ def bilayer_loss(
     for name, (target, weight, is_contour) in terms.items():
         if name not in outputs:
             continue
-        logits = select_class(outputs[name][keep], labels)  # (R', M, M)
+        if outputs[name].shape[0] != len(targets):
+            raise ValueError(
+                f"bilayer_loss: {outputs[name].shape[0]} {name} logits for {len(targets)} targets"
+            )
+        logits = select_class(outputs[name][keep], labels).float()  # (R', M, M)
         if target is None or logits.shape != target.shape:
             shape = None if target is None else tuple(target.shape)
             raise ValueError(
@@ -284,68 +293,108 @@ def bilayer_loss(
 def bilayer_inference(outputs: dict[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
     """Logits -> probabilities (R, M, M) for every output present (occludee channels picked by
     ``labels`` (R,) when class-aware); for visualising both layers as in survey Fig. 3.7."""
-    return {name: select_class(logits, labels).sigmoid() for name, logits in outputs.items()}
+    return {name: select_class(x, labels).float().sigmoid() for name, x in outputs.items()}
 
 
-# Builders (literal numbers; the zoo collects them). Defaults = the BCNet entry of Table 3.3.
+# Builders (literal numbers; the zoo collects them). Each matches the zoo's mask-head factory
+# signature ``(*, in_channels, num_classes, class_aware)``. Defaults = Table 3.3's bilayer GCN.
 
 
-def bcnet_head(*, in_channels: int = 256, num_classes: int = 80) -> BilayerMaskHead:
+def bcnet_head(
+    *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
+) -> BilayerMaskHead:
     """Full BCNet: bilayer GCN, occluder mask + contour, guidance, occludee contour."""
-    return BilayerMaskHead(in_channels=in_channels, num_classes=num_classes)
+    return BilayerMaskHead(
+        in_channels=in_channels, num_classes=num_classes, class_aware=class_aware
+    )
 
 
-def bcnet_paper_head(*, in_channels: int = 256, num_classes: int = 80) -> BilayerMaskHead:
+def bcnet_paper_head(
+    *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
+) -> BilayerMaskHead:
     """Sect. 3.2.2 prose: one 3x3 conv, one GCN, one FCN layer per graph layer."""
     return BilayerMaskHead(
-        in_channels=in_channels, num_classes=num_classes, convs_before_gcn=1, convs_after_gcn=1
+        in_channels=in_channels,
+        num_classes=num_classes,
+        class_aware=class_aware,
+        convs_before_gcn=1,
+        convs_after_gcn=1,
     )
 
 
 def bcnet_no_occluder_targets_head(
-    *, in_channels: int = 256, num_classes: int = 80
+    *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
 ) -> BilayerMaskHead:
     """Table 3.1 baseline: bilayer GCN without explicit occluder supervision."""
     return BilayerMaskHead(
-        in_channels=in_channels, num_classes=num_classes, occluder_targets="none"
+        in_channels=in_channels,
+        num_classes=num_classes,
+        class_aware=class_aware,
+        occluder_targets="none",
     )
 
 
-def bcnet_occluder_mask_head(*, in_channels: int = 256, num_classes: int = 80) -> BilayerMaskHead:
+def bcnet_occluder_mask_head(
+    *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
+) -> BilayerMaskHead:
     """Table 3.1: occluder modelled by its mask only."""
     return BilayerMaskHead(
-        in_channels=in_channels, num_classes=num_classes, occluder_targets="mask"
+        in_channels=in_channels,
+        num_classes=num_classes,
+        class_aware=class_aware,
+        occluder_targets="mask",
     )
 
 
 def bcnet_occluder_contour_head(
-    *, in_channels: int = 256, num_classes: int = 80
+    *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
 ) -> BilayerMaskHead:
     """Table 3.1: occluder modelled by its contour only."""
     return BilayerMaskHead(
-        in_channels=in_channels, num_classes=num_classes, occluder_targets="contour"
+        in_channels=in_channels,
+        num_classes=num_classes,
+        class_aware=class_aware,
+        occluder_targets="contour",
     )
 
 
-def bcnet_no_guidance_head(*, in_channels: int = 256, num_classes: int = 80) -> BilayerMaskHead:
+def bcnet_no_guidance_head(
+    *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
+) -> BilayerMaskHead:
     """Table 3.2: layer 1 is trained but does not feed layer 2."""
-    return BilayerMaskHead(in_channels=in_channels, num_classes=num_classes, guidance=False)
+    return BilayerMaskHead(
+        in_channels=in_channels, num_classes=num_classes, class_aware=class_aware, guidance=False
+    )
 
 
-def bcnet_fcn_head(*, in_channels: int = 256, num_classes: int = 80) -> BilayerMaskHead:
+def bcnet_fcn_head(
+    *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
+) -> BilayerMaskHead:
     """Table 3.3 "Bilayer FCN": the bilayer structure without non-local blocks."""
-    return BilayerMaskHead(in_channels=in_channels, num_classes=num_classes, block="fcn")
+    return BilayerMaskHead(
+        in_channels=in_channels, num_classes=num_classes, class_aware=class_aware, block="fcn"
+    )
 
 
-def single_gcn_head(*, in_channels: int = 256, num_classes: int = 80) -> BilayerMaskHead:
+def single_gcn_head(
+    *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
+) -> BilayerMaskHead:
     """Table 3.3 "Single layer GCN": occludee layer only, with the non-local block."""
-    return BilayerMaskHead(in_channels=in_channels, num_classes=num_classes, bilayer=False)
+    return BilayerMaskHead(
+        in_channels=in_channels, num_classes=num_classes, class_aware=class_aware, bilayer=False
+    )
 
 
-def single_fcn_head(*, in_channels: int = 256, num_classes: int = 80) -> BilayerMaskHead:
+def single_fcn_head(
+    *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
+) -> BilayerMaskHead:
     """Table 3.3 "Single layer FCN": 4 convs + deconv + mask/contour predictors."""
     return BilayerMaskHead(
-        in_channels=in_channels, num_classes=num_classes, bilayer=False, block="fcn"
+        in_channels=in_channels,
+        num_classes=num_classes,
+        class_aware=class_aware,
+        bilayer=False,
+        block="fcn",
     )
 
 
