@@ -99,7 +99,7 @@ def test_rle_polygon_null_and_round_trip(tmp_path: Path) -> None:
     assert a.avg_area == 24.0
     save_ytvis(ds.videos, ds.categories, tmp_path / "again.json")
     ds2 = load_ytvis_dataset(tmp_path / "again.json", tmp_path)
-    for x, y in zip(ds.videos[0].annotations, ds2.videos[0].annotations):
+    for x, y in zip(ds.videos[0].annotations, ds2.videos[0].annotations, strict=True):
         assert x.segmentations == y.segmentations and x.id == y.id and x.areas == y.areas
     assert load_ytvis(tmp_path / "again.json", tmp_path)[0].length == 3
 
@@ -111,8 +111,10 @@ def test_rle_polygon_null_and_round_trip(tmp_path: Path) -> None:
         (lambda g: g["annotations"][0]["segmentations"].pop(), "must list 3 frames, got 2"),
         (lambda g: g["annotations"][0].update(video_id=99), "unknown video_id 99"),
         (lambda g: g["annotations"][1].update(category_id=5), "annotations[1]: unknown category"),
-        (lambda g: g["annotations"][0]["segmentations"][0].update(size=[5, 5]),
-         "segmentations[0]: RLE size [5, 5] != video size [12, 16]"),
+        (
+            lambda g: g["annotations"][0]["segmentations"][0].update(size=[5, 5]),
+            "segmentations[0]: RLE size [5, 5] != video size [12, 16]",
+        ),
         (lambda g: g["videos"][0].update(length=4), "'length' 4 != len(file_names) 3"),
         (lambda g: g.pop("categories"), "missing or non-list key 'categories'"),
     ],

@@ -38,17 +38,27 @@ def _vis_run(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- mots
 def _mots_add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--gt", required=True, type=Path,
-                   help="GT folder (KITTI label_02/ or <seq>.txt files, MOTSChallenge "
-                        "<seq>/gt/gt.txt) or one txt file")
-    p.add_argument("--results", required=True, type=Path,
-                   help="folder of <seq>.txt result files (or one file)")
-    p.add_argument("--benchmark", choices=("kitti", "motschallenge"), default="kitti",
-                   help="dataset convention: KITTI-MOTS (0-based frames, car + pedestrian) "
-                        "or MOTSChallenge (1-based, pedestrian)")
+    p.add_argument(
+        "--gt",
+        required=True,
+        type=Path,
+        help="GT folder (KITTI label_02/ or <seq>.txt files, MOTSChallenge "
+        "<seq>/gt/gt.txt) or one txt file",
+    )
+    p.add_argument(
+        "--results", required=True, type=Path, help="folder of <seq>.txt result files (or one file)"
+    )
+    p.add_argument(
+        "--benchmark",
+        choices=("kitti", "motschallenge"),
+        default="kitti",
+        help="dataset convention: KITTI-MOTS (0-based frames, car + pedestrian) "
+        "or MOTSChallenge (1-based, pedestrian)",
+    )
     p.add_argument("--seqmap", type=Path, help="KITTI seqmap '<seq> empty <first> <last>'")
-    p.add_argument("--classes", nargs="+", help="classes to evaluate (default: all of the "
-                                                "benchmark's)")
+    p.add_argument(
+        "--classes", nargs="+", help="classes to evaluate (default: all of the benchmark's)"
+    )
     p.add_argument("--out", type=Path, help="write the metrics here as JSON")
 
 
@@ -56,8 +66,9 @@ def _mots_run(args: argparse.Namespace) -> int:
     """MOTS metrics via TrackEval: sMOTSA, MOTSA, MOTSP, IDF1, IDSW, HOTA."""
     from instseg.evaluation.mots import evaluate_mots
 
-    metrics = evaluate_mots(args.gt, args.results, benchmark=args.benchmark,
-                            seqmap=args.seqmap, classes=args.classes)
+    metrics = evaluate_mots(
+        args.gt, args.results, benchmark=args.benchmark, seqmap=args.seqmap, classes=args.classes
+    )
     table = {f"{c}/{k}": v for c, m in metrics.items() if c != "per_sequence"
              for k, v in m.items()}  # fmt: skip
     _report(table, args.out, metrics)
@@ -66,14 +77,22 @@ def _mots_run(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- davis
 def _davis_add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--results", required=True, type=Path,
-                   help="folder of predicted label PNGs <seq>/<frame>.png")
-    p.add_argument("--gt", required=True, type=Path,
-                   help="GT annotation folder, e.g. DAVIS/Annotations/480p")
+    p.add_argument(
+        "--results",
+        required=True,
+        type=Path,
+        help="folder of predicted label PNGs <seq>/<frame>.png",
+    )
+    p.add_argument(
+        "--gt", required=True, type=Path, help="GT annotation folder, e.g. DAVIS/Annotations/480p"
+    )
     p.add_argument("--sequences", nargs="+", help="sequences to score (default: all in --gt)")
-    p.add_argument("--all-frames", action="store_true",
-                   help="score every frame (default: drop the first and last frame, as the "
-                        "official semi-supervised protocol does)")
+    p.add_argument(
+        "--all-frames",
+        action="store_true",
+        help="score every frame (default: drop the first and last frame, as the "
+        "official semi-supervised protocol does)",
+    )
     p.add_argument("--out", type=Path, help="write the metrics here as JSON")
 
 
@@ -81,8 +100,9 @@ def _davis_run(args: argparse.Namespace) -> int:
     """DAVIS J&F (region similarity J, boundary F; mean, recall, decay)."""
     from instseg.evaluation.vos import evaluate_davis
 
-    metrics = evaluate_davis(args.results, args.gt, args.sequences,
-                             exclude_first_last=not args.all_frames)
+    metrics = evaluate_davis(
+        args.results, args.gt, args.sequences, exclude_first_last=not args.all_frames
+    )
     _report({k: v for k, v in metrics.items() if k != "per_sequence"}, args.out, metrics)
     return 0
 
@@ -100,8 +120,11 @@ SUBCOMMANDS: dict[
 def _report(table: Mapping[str, Any], out: Path | None, full: Mapping[str, Any]) -> None:
     width = max((len(k) for k in table), default=0)
     for k, v in table.items():
-        text = "nan" if isinstance(v, float) and math.isnan(v) else (
-            f"{v:.3f}" if isinstance(v, float) else str(v))
+        text = (
+            "nan"
+            if isinstance(v, float) and math.isnan(v)
+            else (f"{v:.3f}" if isinstance(v, float) else str(v))
+        )
         print(f"{k:<{width}}  {text}")
     if out is not None:
         atomic_write_json(out, _nan_to_none(full), indent=2)

@@ -131,11 +131,21 @@ class ClipSampler:
     def samples(self) -> list[FramePair] | list[Tube]:
         seed = self.seed + self.epoch
         if self.tube_length is None:
-            return sample_frame_pairs(self.lengths, max_gap=self.max_gap, seed=seed,
-                                      num_pairs=self.num_samples, valid=self.valid)
+            return sample_frame_pairs(
+                self.lengths,
+                max_gap=self.max_gap,
+                seed=seed,
+                num_pairs=self.num_samples,
+                valid=self.valid,
+            )
         n = self.num_samples if self.num_samples is not None else sum(self.lengths)
-        return sample_tubes(self.lengths, length=self.tube_length, num_tubes=n, seed=seed,
-                            max_stride=self.max_stride)
+        return sample_tubes(
+            self.lengths,
+            length=self.tube_length,
+            num_tubes=n,
+            seed=seed,
+            max_stride=self.max_stride,
+        )
 
     def __iter__(self) -> Iterator[FramePair | Tube]:
         return iter(self.samples())
@@ -144,8 +154,9 @@ class ClipSampler:
         if self.num_samples is not None:
             return int(self.num_samples)
         if self.tube_length is None:
-            return sum(1 for v, n in enumerate(self.lengths) for t in range(n)
-                       if _ok(self.valid, v, t))
+            return sum(
+                1 for v, n in enumerate(self.lengths) for t in range(n) if _ok(self.valid, v, t)
+            )
         return sum(self.lengths)
 
 

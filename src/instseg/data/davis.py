@@ -90,8 +90,10 @@ def list_davis_sequences(
     img_dir, ann_dir = root / "JPEGImages" / resolution, root / "Annotations" / resolution
     if not img_dir.is_dir():
         raise FileNotFoundError(f"{img_dir}: DAVIS frame folder not found")
-    names = list(sequences) if sequences is not None else sorted(
-        p.name for p in img_dir.iterdir() if p.is_dir()
+    names = (
+        list(sequences)
+        if sequences is not None
+        else sorted(p.name for p in img_dir.iterdir() if p.is_dir())
     )
     out = []
     for name in names:

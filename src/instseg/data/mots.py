@@ -108,8 +108,9 @@ def write_mots_txt(path: str | Path, objects: Iterable[MOTSObject]) -> Path:
         counts = o.rle["counts"]
         counts = counts.decode("ascii") if isinstance(counts, bytes) else counts
         if not isinstance(counts, str) or " " in counts:
-            raise ValueError(f"{path}: object {o.obj_id} frame {o.frame}: counts must be a "
-                             "compressed RLE string")
+            raise ValueError(
+                f"{path}: object {o.obj_id} frame {o.frame}: counts must be a compressed RLE string"
+            )
         lines.append(f"{o.frame} {o.obj_id} {o.class_id} {int(h)} {int(w)} {counts}")
     return atomic_write_text(path, "".join(line + "\n" for line in lines))
 
@@ -170,7 +171,7 @@ def encode_bdd_bitmask(
     attributes = attributes or [{} for _ in masks]
     if not len(masks) == len(instance_ids) == len(category_ids) == len(attributes):
         raise ValueError("masks, instance_ids, category_ids and attributes differ in length")
-    for m, iid, cat, attrs in zip(masks, instance_ids, category_ids, attributes):
+    for m, iid, cat, attrs in zip(masks, instance_ids, category_ids, attributes, strict=True):
         if not 1 <= int(iid) <= 65535 or not 1 <= int(cat) <= 255:
             raise ValueError(f"instance id {iid} / category id {cat} out of range")
         bits = sum(int(bool(attrs.get(k, False))) << b for k, b in BDD_ATTRIBUTES.items())
@@ -246,8 +247,11 @@ def read_bdd_rle_json(path: str | Path) -> list[BDDFrame]:
                 score=None if lab.get("score") is None else float(lab["score"]),
                 attributes=dict(lab.get("attributes") or {}),
             ))  # fmt: skip
-        out.append(BDDFrame(str(f["name"]), str(f.get("videoName", "")),
-                            int(f.get("frameIndex", i)), labels))
+        out.append(
+            BDDFrame(
+                str(f["name"]), str(f.get("videoName", "")), int(f.get("frameIndex", i)), labels
+            )
+        )
     return out
 
 
@@ -263,11 +267,19 @@ def write_bdd_rle_json(path: str | Path, frames: Iterable[BDDFrame]) -> Path:
                 d["score"] = float(lab.score)
             if lab.rle is not None:
                 counts = lab.rle["counts"]
-                d["rle"] = {"counts": counts.decode("ascii") if isinstance(counts, bytes)
-                            else counts, "size": [int(x) for x in lab.rle["size"]]}
+                d["rle"] = {
+                    "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
+                    "size": [int(x) for x in lab.rle["size"]],
+                }
             labels.append(d)
-        out.append({"name": f.name, "videoName": f.video_name, "frameIndex": f.frame_index,
-                    "labels": labels})
+        out.append(
+            {
+                "name": f.name,
+                "videoName": f.video_name,
+                "frameIndex": f.frame_index,
+                "labels": labels,
+            }
+        )
     return atomic_write_json(path, out)
 
 

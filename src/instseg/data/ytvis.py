@@ -266,14 +266,20 @@ def normalize_segmentation(segm: Any, height: int, width: int) -> RLE | None:
 
 
 # ----------------------------------------------------------------------------- writing
-def save_ytvis(
-    videos: Sequence[Video], categories: Mapping[int, str], path: str | Path
-) -> Path:
+def save_ytvis(videos: Sequence[Video], categories: Mapping[int, str], path: str | Path) -> Path:
     """Write ground truth in YouTube-VIS layout (atomic). ``file_names`` are written as stored."""
     out_videos, out_anns = [], []
     for v in videos:
-        out_videos.append({"id": v.id, "name": v.name, "width": v.width, "height": v.height,
-                           "length": v.length, "file_names": list(v.file_names)})
+        out_videos.append(
+            {
+                "id": v.id,
+                "name": v.name,
+                "width": v.width,
+                "height": v.height,
+                "length": v.length,
+                "file_names": list(v.file_names),
+            }
+        )
         for a in v.annotations:
             out_anns.append({
                 "id": a.id, "video_id": v.id, "category_id": a.category_id,
@@ -295,8 +301,14 @@ def save_ytvis_results(tracks: Iterable[VideoResult | Mapping[str, Any]], path: 
             out.append(t.to_json())
             continue
         _need(t, ("video_id", "category_id", "score", "segmentations"), f"tracks[{i}]")
-        out.append(VideoResult(int(t["video_id"]), int(t["category_id"]), float(t["score"]),
-                               list(t["segmentations"])).to_json())
+        out.append(
+            VideoResult(
+                int(t["video_id"]),
+                int(t["category_id"]),
+                float(t["score"]),
+                list(t["segmentations"]),
+            ).to_json()
+        )
     return atomic_write_json(path, out)
 
 
@@ -324,4 +336,3 @@ def _json_rle(rle: Any) -> RLE | None:
 def _bytes(rle: RLE) -> dict[str, Any]:
     c = rle["counts"]
     return {"size": rle["size"], "counts": c.encode("ascii") if isinstance(c, str) else c}
-

@@ -84,15 +84,21 @@ def evaluate_mots(
     no_res = [s for s in seqs if s not in res_files]
     if no_res:
         raise ValueError(f"no result file for sequence(s) {no_res}")
-    lengths = dict(seq_lengths) if seq_lengths is not None else {
-        s: _infer_length([gt_files[s], res_files[s]], benchmark) for s in seqs
-    }
+    lengths = (
+        dict(seq_lengths)
+        if seq_lengths is not None
+        else {s: _infer_length([gt_files[s], res_files[s]], benchmark) for s in seqs}
+    )
     classes = list(classes or (["car", "pedestrian"] if benchmark == "kitti" else ["pedestrian"]))
     te = _import_trackeval()
     with tempfile.TemporaryDirectory(prefix="instseg_mots_") as tmp:
         cfg = _write_layout(Path(tmp), benchmark, seqs, gt_files, res_files)
-        cfg.update(SEQ_INFO={s: int(lengths[s]) for s in seqs}, CLASSES_TO_EVAL=classes,
-                   TRACKERS_TO_EVAL=[_TRACKER], PRINT_CONFIG=False)
+        cfg.update(
+            SEQ_INFO={s: int(lengths[s]) for s in seqs},
+            CLASSES_TO_EVAL=classes,
+            TRACKERS_TO_EVAL=[_TRACKER],
+            PRINT_CONFIG=False,
+        )
         raw = run_trackeval(te, benchmark, cfg)
     return _convert(raw, seqs, classes)
 
@@ -166,18 +172,29 @@ def _infer_length(paths: Sequence[Path], benchmark: str) -> int:
     return last + 1 if benchmark == "kitti" else max(last, 1)
 
 
-def _write_layout(root: Path, benchmark: str, seqs: Sequence[str],
-                  gt_files: Mapping[str, Path], res_files: Mapping[str, Path]) -> dict[str, Any]:
+def _write_layout(
+    root: Path,
+    benchmark: str,
+    seqs: Sequence[str],
+    gt_files: Mapping[str, Path],
+    res_files: Mapping[str, Path],
+) -> dict[str, Any]:
     trk = root / "trackers" / _TRACKER / "data"
     trk.mkdir(parents=True)
     for s in seqs:
-        gt_dst = (root / "gt" / "label_02" / f"{s}.txt" if benchmark == "kitti"
-                  else root / "gt" / s / "gt" / "gt.txt")
+        gt_dst = (
+            root / "gt" / "label_02" / f"{s}.txt"
+            if benchmark == "kitti"
+            else root / "gt" / s / "gt" / "gt.txt"
+        )
         gt_dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(gt_files[s], gt_dst)
         shutil.copyfile(res_files[s], trk / f"{s}.txt")
-    cfg: dict[str, Any] = {"GT_FOLDER": str(root / "gt"), "TRACKERS_FOLDER": str(root / "trackers"),
-                           "OUTPUT_FOLDER": str(root / "out")}
+    cfg: dict[str, Any] = {
+        "GT_FOLDER": str(root / "gt"),
+        "TRACKERS_FOLDER": str(root / "trackers"),
+        "OUTPUT_FOLDER": str(root / "out"),
+    }
     if benchmark == "motschallenge":
         cfg["SKIP_SPLIT_FOL"] = True
     return cfg

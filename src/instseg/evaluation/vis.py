@@ -41,6 +41,7 @@ from instseg.data.ytvis import (
     normalize_segmentation,
     save_ytvis_results,
 )
+from instseg.evaluation.coco import rescale_instances
 from instseg.evaluation.evaluator import DatasetEvaluator, is_main_process
 from instseg.structures import Instances, mask_to_rle
 from instseg.utils.io import read_json
@@ -89,7 +90,7 @@ def _iou_matrix(dts: list[_Track], gts: list[_Track]) -> np.ndarray:
     for i, d in enumerate(dts):
         for j, g in enumerate(gts):
             inter = 0.0
-            for a, b in zip(d.segs, g.segs):
+            for a, b in zip(d.segs, g.segs, strict=True):
                 if a is not None and b is not None:
                     inter += float(mask_util.area(mask_util.merge([a, b], intersect=True)))
             union = sum(d.areas) + sum(g.areas) - inter
@@ -239,8 +240,9 @@ def _parse_results(results, videos, cat_ids, source) -> dict[tuple[int, int], li
         if vid is None:
             raise ValueError(f"{where}: video_id {r['video_id']} is not in the ground truth")
         if int(r["category_id"]) not in cat_ids:
-            warnings.warn(f"{where}: category_id {r['category_id']} not in GT; ignored",
-                          stacklevel=3)
+            warnings.warn(
+                f"{where}: category_id {r['category_id']} not in GT; ignored", stacklevel=3
+            )
             continue
         segs = r["segmentations"]
         if not isinstance(segs, list) or len(segs) != vid.length:
@@ -270,7 +272,7 @@ def _summarize(prec: np.ndarray, rec: np.ndarray) -> dict[str, float]:
         _mean(rec[:, :, 2, m100]),
         _mean(rec[:, :, 3, m100]),
     ]
-    return {k: v * 100 for k, v in zip(METRIC_KEYS, vals)}
+    return {k: v * 100 for k, v in zip(METRIC_KEYS, vals, strict=True)}
 
 
 def _mean(x: np.ndarray) -> float:
@@ -325,6 +327,7 @@ class YTVISEvaluator(DatasetEvaluator):
         self.category_ids = list(category_ids)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.area_ranges = area_ranges
+        self._videos = {v.id: v for v in self.gt.videos}
         self._frame_of: dict[str, tuple[int, int]] = {}
         for v in self.gt.videos:
             for t, name in enumerate(v.file_names):
@@ -334,16 +337,16 @@ class YTVISEvaluator(DatasetEvaluator):
 
     def reset(self) -> None:
         # video id -> track id -> frame -> (rle, score, label)
-        self._frames: dict[int, dict[int, dict[int, tuple]]] = defaultdict(lambda: defaultdict(dict))
+        self._frames: dict[int, dict[int, dict[int, tuple]]] = defaultdict(
+            lambda: defaultdict(dict)
+        )
         self._ready: list[dict[str, Any]] = []
         self._seen: set[int] = set()
 
     def process(self, batch: Batch, outputs: list[Instances]) -> None:
-        from instseg.evaluation.coco import rescale_instances
-
         for i, inst in enumerate(outputs):
             vid, t = self._locate(batch.file_names[i] if batch.file_names else "")
-            video = next(v for v in self.gt.videos if v.id == vid)
+            video = self._videos[vid]
             if inst.masks is None or inst.scores is None or inst.track_ids is None:
                 raise ValueError("YTVISEvaluator needs masks, scores and track_ids")
             inst = inst.to("cpu")
@@ -352,8 +355,14 @@ class YTVISEvaluator(DatasetEvaluator):
             if size != (video.height, video.width):
                 inst = rescale_instances(inst, (video.height, video.width))
             self._seen.add(vid)
-            for m, s, lab, tid in zip(inst.masks, inst.scores.tolist(), inst.labels.tolist(),
-                                      inst.track_ids.tolist()):
+            rows = zip(
+                inst.masks,
+                inst.scores.tolist(),
+                inst.labels.tolist(),
+                inst.track_ids.tolist(),
+                strict=True,
+            )
+            for m, s, lab, tid in rows:
                 self._frames[vid][int(tid)][t] = (mask_to_rle(m), float(s), int(lab))
 
     def add_video_results(self, tracks: Sequence[VideoResult | Mapping[str, Any]]) -> None:

@@ -1,8 +1,10 @@
 """DAVIS video object segmentation: region similarity J and boundary F-measure, as the official
 DAVIS evaluation code (``davis2017-evaluation``, ``metrics.py`` / ``evaluation.py``) defines them.
 
-- **J** = |pred ∩ gt| / |pred ∪ gt| per object and frame; 1 when both are empty. Void pixels
-  (label 255 in the GT) are excluded from both.
+- **J** = |pred ∩ gt| / |pred ∪ gt| per object and frame; 1 when both are empty. GT void
+  pixels (label 255) count as background in the semi-supervised protocol (the official code
+  passes no void mask there; it uses one only for the unsupervised task); ``use_void=True``
+  excludes them from J and F instead.
 - **F**: thin boundary maps (``seg2bmap``: a pixel is boundary when it differs from its right,
   bottom or bottom-right neighbour; last row/column compare only along the border), a
   tolerance of ``ceil(0.008 * image diagonal)`` pixels, realised as a dilation with a disk of
@@ -12,14 +14,16 @@ DAVIS evaluation code (``davis2017-evaluation``, ``metrics.py`` / ``evaluation.p
   -> P = 1, R = 0; only the GT empty -> P = 0, R = 1.
 - Per object, over its frames: **mean** (M), **recall** (O: fraction of frames > 0.5) and
   **decay** (D: mean of the first quarter minus the last quarter, the quarters as the
-  official ``db_statistics`` cuts them).
+  official ``db_statistics`` cuts them; the official code casts the cut indices to uint8,
+  which wraps for objects with more than 256 evaluated frames; here they are int64).
 - Semi-supervised protocol (the default, ``exclude_first_last=True``): the official code
   drops the first frame (it is given as input) and the last frame of every sequence before
   computing the statistics. With ``exclude_first_last=False`` all frames count.
 - Global: ``J&F-Mean = (mean_objects J-M + mean_objects F-M) / 2``, means over all objects of
   all sequences (not over sequences).
 
-Objects are the ids found in the GT frames; a predicted label map marks object k with k.
+Objects are ids 1..max of the first GT frame, as the official code counts them (the ids in
+any GT frame when the first is empty); a predicted label map marks object k with k.
 Unsupervised DAVIS (matching predicted to GT objects) is not implemented.
 """
 
@@ -128,22 +132,21 @@ def evaluate_sequence(
     *,
     object_ids: Sequence[int] | None = None,
     exclude_first_last: bool = True,
+    use_void: bool = False,
     bound_th: float = BOUND_TH,
 ) -> dict[int, dict[str, Any]]:
     """Per object: ``{"J": per-frame list, "F": per-frame list}`` for (H, W) label maps
-    ``preds[t]`` / ``gts[t]`` (255 in the GT = void)."""
+    ``preds[t]`` / ``gts[t]`` (255 in the GT = void, see the module docstring)."""
     if len(preds) != len(gts):
         raise ValueError(f"{len(preds)} predicted frames for {len(gts)} GT frames")
-    ids = list(object_ids) if object_ids is not None else sorted(
-        {int(v) for g in gts for v in np.unique(g)} - {0, VOID_LABEL}
-    )
+    ids = list(object_ids) if object_ids is not None else _object_ids(gts)
     frames = range(1, len(gts) - 1) if exclude_first_last and len(gts) > 2 else range(len(gts))
     out: dict[int, dict[str, Any]] = {k: {"J": [], "F": []} for k in ids}
     for t in frames:
         gt, pred = gts[t], preds[t]
         if pred.shape != gt.shape:
             raise ValueError(f"frame {t}: prediction {pred.shape} vs GT {gt.shape}")
-        void = gt == VOID_LABEL
+        void = gt == VOID_LABEL if use_void else None
         for k in ids:
             out[k]["J"].append(region_similarity(pred == k, gt == k, void))
             out[k]["F"].append(boundary_f_measure(pred == k, gt == k, void, bound_th=bound_th))
@@ -168,8 +171,10 @@ def evaluate_davis(
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     if not gt_dir.is_dir():
         raise FileNotFoundError(f"{gt_dir}: GT annotation folder not found")
-    seqs = list(sequences) if sequences is not None else sorted(
-        p.name for p in gt_dir.iterdir() if p.is_dir()
+    seqs = (
+        list(sequences)
+        if sequences is not None
+        else sorted(p.name for p in gt_dir.iterdir() if p.is_dir())
     )
     stats: dict[str, list[tuple[float, float, float]]] = {"J": [], "F": []}
     per_seq = {}
@@ -201,6 +206,13 @@ def evaluate_davis(
     out["J&F-Mean"] = (out["J-Mean"] + out["F-Mean"]) / 2
     out["per_sequence"] = per_seq
     return out
+
+
+def _object_ids(gts: Sequence[np.ndarray]) -> list[int]:
+    first = gts[0][gts[0] != VOID_LABEL] if len(gts) else np.zeros(0)
+    if first.size and first.max() > 0:
+        return list(range(1, int(first.max()) + 1))
+    return sorted({int(v) for g in gts for v in np.unique(g)} - {0, VOID_LABEL})
 
 
 def _nanmean(x: Any) -> float:
