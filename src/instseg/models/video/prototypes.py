@@ -1,0 +1,176 @@
+"""GMM-EM prototypes (survey ch. 5.2.2, Eqs. 5.2-5.4).
+
+A set of N key vectors is clustered by a Gaussian mixture with K components of constant,
+isotropic variance ``sigma^2`` and uniform priors ``1/K`` (Eq. 5.2). EM alternates
+
+    E-step (Eq. 5.3):  r_nk = softmax_k(-||k_n - mu_k||^2 / (2 sigma^2))
+    M-step:            mu_k = sum_n w_n r_nk k_n / sum_n w_n r_nk
+
+(``w_n`` = optional per-point weight/mask). After the last M-step a final E-step gives the
+assignments that are returned; value prototypes are the assignment-weighted means of the
+values (Eq. 5.4, normalised by ``sum_n w_n r_nk`` so a prototype is a mean, not a sum).
+
+Everything runs in float32 whatever the input dtype (bf16 distances underflow the softmax);
+the outputs are cast back to the input dtype. The whole procedure is differentiable: gradients
+reach the keys, the values and a given initialisation through every EM iteration.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+__all__ = ["gmm_em_prototypes", "gmm_log_likelihood", "gmm_logits", "init_prototypes"]
+
+Init = Literal["random", "grid"]
+_EMPTY_EPS = 1e-6  # keeps an emptied component at its previous mean instead of NaN
+
+
+def gmm_em_prototypes(
+    keys: Tensor,
+    values: Tensor | None = None,
+    *,
+    num_prototypes: int,
+    iters: int = 3,
+    sigma: float = 1.0,
+    init: Init | Tensor = "random",
+    mask: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Fit a K-component GMM to each batch element's keys with ``iters`` EM iterations.
+
+    Args:
+        keys: (B, N, C) points to cluster (any float dtype).
+        values: (B, N, Cv) or None (then the value prototypes are the key prototypes).
+        num_prototypes: K.
+        iters: EM iterations (0 returns the initialisation with its assignments).
+        sigma: the constant standard deviation; the softmax temperature is ``2 sigma^2``.
+        init: ``"random"`` (K distinct valid points, drawn with ``generator``), ``"grid"``
+            (K evenly spaced valid points in index order: a coarse raster for flattened
+            feature maps; deterministic) or a tensor (B, K, C) / (K, C) of initial means
+            (e.g. the previous frame's prototypes, which keeps component j tracking the same
+            part over time).
+        mask: (B, N) bool or float weights in [0, 1]; points with weight 0 do not move the
+            means and do not count in the likelihood. An element with no valid point keeps
+            its initialisation (drawn from all points) and gets log-likelihood 0.
+        generator: for ``init="random"``.
+
+    Returns:
+        key_protos (B, K, C), value_protos (B, K, Cv), assignments (B, N, K) (posteriors
+        ``p(z=k | key_n)`` under the returned means; rows sum to 1, also for masked points) and
+        log_likelihood (B,) float32: mean over valid points of ``log p(key_n)`` (Eq. 5.2).
+    """
+    if keys.ndim != 3:
+        raise ValueError(f"keys must be (B, N, C), got {tuple(keys.shape)}")
+    b, n, _ = keys.shape
+    if values is not None and values.shape[:2] != (b, n):
+        raise ValueError(f"values must be (B, N, Cv) = ({b}, {n}, .), got {tuple(values.shape)}")
+    if num_prototypes < 1 or iters < 0 or sigma <= 0:
+        raise ValueError(
+            f"need num_prototypes >= 1, iters >= 0, sigma > 0; got "
+            f"{num_prototypes}, {iters}, {sigma}"
+        )
+    out_dtype = keys.dtype
+    x = keys.float()
+    w = _weights(mask, b, n, x.device)
+    mu = init_prototypes(x, num_prototypes, init=init, weights=w, generator=generator)
+    for _ in range(iters):
+        resp = gmm_logits(x, mu, sigma=sigma).softmax(dim=-1)
+        mu = _weighted_means(x, resp, w, prev=mu)
+    logits = gmm_logits(x, mu, sigma=sigma)
+    resp = logits.softmax(dim=-1)
+    if values is None:
+        v_protos = mu
+    else:
+        v_protos = _weighted_means(values.float(), resp, w, prev=None)
+    ll = _mean_log_likelihood(logits, w, dim=x.shape[-1], sigma=sigma)
+    return mu.to(out_dtype), v_protos.to(out_dtype), resp.to(out_dtype), ll
+
+
+def gmm_logits(x: Tensor, mu: Tensor, *, sigma: float) -> Tensor:
+    """(B, N, C), (B, K, C) -> (B, N, K) ``-||x_n - mu_k||^2 / (2 sigma^2)`` in float32.
+
+    Expanded as ``2 x.mu - |mu|^2 - |x|^2`` (one matmul, no (B, N, K, C) tensor); clamped so
+    the distance is never negative from rounding."""
+    x, mu = x.float(), mu.float()
+    x2 = x.pow(2).sum(-1, keepdim=True)
+    mu2 = mu.pow(2).sum(-1).unsqueeze(-2)
+    d2 = (x2 + mu2 - 2.0 * torch.matmul(x, mu.transpose(-1, -2))).clamp_min(0.0)
+    return d2 * (-0.5 / sigma**2)
+
+
+def gmm_log_likelihood(
+    keys: Tensor, means: Tensor, *, sigma: float, mask: Tensor | None = None
+) -> Tensor:
+    """Mean log-likelihood (B,) of keys (B, N, C) under the uniform-prior GMM of Eq. 5.2."""
+    w = _weights(mask, keys.shape[0], keys.shape[1], keys.device)
+    return _mean_log_likelihood(gmm_logits(keys, means, sigma=sigma), w, keys.shape[-1], sigma)
+
+
+def init_prototypes(
+    x: Tensor,
+    k: int,
+    *,
+    init: Init | Tensor,
+    weights: Tensor,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Initial means (B, K, C) float32 from points x (B, N, C) with weights (B, N)."""
+    b, n, c = x.shape
+    if isinstance(init, Tensor):
+        mu = init.float().to(x.device)
+        mu = mu.expand(b, -1, -1) if mu.ndim == 2 else mu
+        if mu.shape != (b, k, c):
+            raise ValueError(f"init must be ({k}, {c}) or ({b}, {k}, {c}), got {tuple(init.shape)}")
+        return mu
+    valid = weights > 0
+    valid = torch.where(valid.any(1, keepdim=True), valid, torch.ones_like(valid))
+    if init == "random":
+        noise = torch.rand(b, n, generator=generator, device="cpu").to(x.device)
+        score = torch.where(valid, noise, noise - 2.0)  # valid points first, random order
+        idx = score.argsort(dim=1, descending=True)
+        nvalid = valid.sum(1, keepdim=True)
+        pos = torch.arange(k, device=x.device).unsqueeze(0) % nvalid  # repeat if K > #valid
+    elif init == "grid":
+        # valid points first, in index order (stable sort), then K evenly spaced among them
+        idx = (~valid).to(torch.int8).argsort(dim=1, stable=True)
+        nvalid = valid.sum(1, keepdim=True).float()
+        steps = (torch.arange(k, device=x.device).float() + 0.5) / k
+        pos = (steps.unsqueeze(0) * nvalid).long().clamp_max(n - 1)
+    else:
+        raise ValueError(f"init must be 'random', 'grid' or a tensor, got {init!r}")
+    chosen = idx.gather(1, pos)
+    return x.gather(1, chosen.unsqueeze(-1).expand(b, k, c))
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _weights(mask: Tensor | None, b: int, n: int, device: torch.device) -> Tensor:
+    if mask is None:
+        return torch.ones(b, n, device=device)
+    if mask.shape != (b, n):
+        raise ValueError(f"mask must be (B, N) = ({b}, {n}), got {tuple(mask.shape)}")
+    return mask.to(device=device, dtype=torch.float32)
+
+
+def _weighted_means(x: Tensor, resp: Tensor, w: Tensor, *, prev: Tensor | None) -> Tensor:
+    """M-step: (B, N, D), (B, N, K), (B, N) -> (B, K, D). An empty component keeps ``prev``
+    (or becomes 0 when ``prev`` is None)."""
+    r = resp * w.unsqueeze(-1)
+    num = torch.matmul(r.transpose(1, 2), x)
+    den = r.sum(1).unsqueeze(-1)
+    if prev is None:
+        return num / den.clamp_min(_EMPTY_EPS)
+    return (num + _EMPTY_EPS * prev) / (den + _EMPTY_EPS)
+
+
+def _mean_log_likelihood(logits: Tensor, w: Tensor, dim: int, sigma: float) -> Tensor:
+    k = logits.shape[-1]
+    const = -math.log(k) - 0.5 * dim * math.log(2.0 * math.pi * sigma**2)
+    per_point = torch.logsumexp(logits, dim=-1) + const  # (B, N)
+    total = w.sum(1)
+    return (per_point * w).sum(1) / total.clamp_min(1e-12) * (total > 0)

@@ -1,0 +1,121 @@
+"""Frame-level prototypical cross-attention (Eqs. 5.5-5.7) and the baselines."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from instseg.models.video.cross_attention import (
+    DenseNonLocalAttention,
+    MultiHeadSelfAttention,
+    PrototypeMemory,
+    PrototypicalCrossAttention,
+    build_multilevel_pcam,
+    prototypical_read,
+    temporal_aggregate,
+)
+
+
+def _feats(seed: int, b: int = 2) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "p3": torch.randn(b, 16, 12, 16, generator=g),
+        "p4": torch.randn(b, 16, 6, 8, generator=g),
+        "p5": torch.randn(b, 16, 3, 4, generator=g),
+        "p6": torch.randn(b, 16, 2, 2, generator=g),
+    }
+
+
+def test_shapes_identity_at_init_and_bounded_memory() -> None:
+    torch.manual_seed(0)
+    pcam = build_multilevel_pcam(levels=("p3", "p4", "p5"), in_channels=16, num_prototypes=5,
+                                 key_channels=8)
+    memory = PrototypeMemory(capacity=3)
+    sizes = []
+    for t in range(6):
+        feats = _feats(t)
+        out, memory = pcam(feats, memory)
+        assert list(out) == list(feats)  # same levels, same order
+        for k in feats:
+            assert out[k].shape == feats[k].shape
+            assert torch.allclose(out[k], feats[k])  # zero-initialised fusion: identity
+        assert out["p6"] is feats["p6"]
+        sizes.append(memory.num_prototypes())
+        stacked = memory.stacked("p3")
+        assert stacked is not None
+        assert stacked[0].shape == (2, min(t + 1, 3), 5, 8)
+        assert stacked[1].shape == (2, min(t + 1, 3), 5, 16)
+    assert sizes == [15, 30, 45, 45, 45, 45]  # 3 levels x K=5, at most 3 frames
+    assert memory.stacked("p7") is None
+
+
+def test_memory_is_fifo_and_immutable() -> None:
+    m0 = PrototypeMemory(capacity=2)
+    frames = [(torch.full((1, 2, 3), float(i)), torch.full((1, 2, 4), float(i))) for i in range(3)]
+    m = m0
+    for f in frames:
+        m = m.push({"p3": f})
+    assert m0.num_frames("p3") == 0
+    assert [float(k[0, 0, 0]) for k in m.keys["p3"]] == [1.0, 2.0]
+    with pytest.raises(ValueError, match="capacity"):
+        PrototypeMemory(capacity=0)
+
+
+def test_gradients_reach_key_value_convs_through_memory() -> None:
+    torch.manual_seed(0)
+    m = PrototypicalCrossAttention(in_channels=8, key_channels=4, num_prototypes=3,
+                                   zero_init=False)
+    g = torch.Generator().manual_seed(3)
+    ref = torch.randn(1, 8, 6, 6, generator=g)
+    cur = torch.randn(1, 8, 6, 6, generator=g, requires_grad=True)
+    _, protos = m(ref)
+    out, _ = m(cur, (protos[0][:, None], protos[1][:, None]))
+    assert out.shape == cur.shape
+    out.pow(2).mean().backward()
+    for p in (m.key.weight, m.value.weight, m.fuse.weight, cur):
+        g = p.grad
+        assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+def test_read_attends_to_nearest_prototype() -> None:
+    keys = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # (1, N=2, 2)
+    pk = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]])  # (1, T=1, K=2, 2)
+    pv = torch.tensor([[[[10.0], [-10.0]]]])
+    y = prototypical_read(keys, pk, pv, sigma=0.1)
+    assert torch.allclose(y[0, 0, :, 0], torch.tensor([10.0, -10.0]), atol=1e-3)
+
+
+def test_temporal_aggregate_weights_similar_frames() -> None:
+    cur = torch.tensor([[[1.0, 0.0]]])  # (1, N=1, 2)
+    frames = torch.tensor([[[[5.0, 0.0]], [[0.0, 5.0]]]])  # (1, T=2, 1, 2)
+    out = temporal_aggregate(cur, frames, scale=1.0)
+    w = torch.softmax(torch.tensor([5.0, 0.0, 1.0]), 0)
+    expected = w[0] * frames[0, 0, 0] + w[1] * frames[0, 1, 0] + w[2] * cur[0, 0]
+    assert torch.allclose(out[0, 0], expected, atol=1e-5)
+
+
+def test_empty_memory_uses_current_frame_only() -> None:
+    torch.manual_seed(1)
+    m = PrototypicalCrossAttention(in_channels=8, key_channels=4, num_prototypes=3,
+                                   zero_init=False)
+    x = torch.randn(1, 8, 5, 5)
+    out, (kp, vp) = m(x)
+    v = m.value(x)
+    assert torch.allclose(out, x + m.fuse(torch.cat([x, v], 1)), atol=1e-5)
+    assert kp.shape == (1, 3, 4) and vp.shape == (1, 3, 8)
+    assert torch.allclose(kp.norm(dim=-1), torch.ones(1, 3), atol=0.3)  # means of unit keys
+
+
+def test_baselines_shapes_and_backward() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(1, 16, 4, 5)
+    mem = torch.randn(1, 3, 16, 4, 5)
+    nl = DenseNonLocalAttention(in_channels=16, key_channels=8)
+    out = nl(x, mem)
+    assert out.shape == x.shape
+    sa = MultiHeadSelfAttention(in_channels=16, num_heads=4)
+    tube = torch.randn(1, 3, 16, 4, 5, requires_grad=True)
+    y = sa(tube)
+    assert y.shape == tube.shape
+    (out.sum() + y.sum()).backward()
+    assert tube.grad is not None and nl.key.weight.grad is not None
