@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from instseg.data.clips import ClipSampler, sample_frame_pairs, sample_tubes
+from instseg.data.clips import ClipSampler, annotated_frames, sample_frame_pairs, sample_tubes
+from instseg.data.ytvis import Video, VideoAnnotation
 
 
 def test_pairs_cover_every_key_once_within_gap() -> None:
@@ -58,3 +59,14 @@ def test_sampler_epochs_are_reproducible_and_differ() -> None:
     assert list(s) == e0 and e0 != e1
     t = ClipSampler([8], seed=0, tube_length=4, num_samples=7)
     assert len(list(t)) == len(t) == 7
+
+
+def test_annotated_frames_from_ytvis_videos() -> None:
+    rle = {"size": [2, 2], "counts": "02"}
+    v = Video(id=1, name="v", width=2, height=2, file_names=["a", "b", "c"], frame_paths=[],
+              annotations=[VideoAnnotation(1, 1, 1, [rle, None, None]),
+                           VideoAnnotation(2, 1, 1, [None, None, rle])])  # fmt: skip
+    valid = annotated_frames([v])
+    assert valid == [[True, False, True]]
+    pairs = sample_frame_pairs([v], max_gap=2, seed=0, valid=valid)
+    assert sorted((p.key, p.reference) for p in pairs) == [(0, 2), (2, 0)]

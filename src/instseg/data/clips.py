@@ -13,7 +13,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FramePair", "Tube", "ClipSampler", "sample_frame_pairs", "sample_tubes"]
+__all__ = [
+    "FramePair",
+    "Tube",
+    "ClipSampler",
+    "annotated_frames",
+    "sample_frame_pairs",
+    "sample_tubes",
+]
 
 
 @dataclass(frozen=True)
@@ -158,6 +165,12 @@ class ClipSampler:
                 1 for v, n in enumerate(self.lengths) for t in range(n) if _ok(self.valid, v, t)
             )
         return sum(self.lengths)
+
+
+def annotated_frames(videos: Sequence[Any]) -> list[list[bool]]:
+    """``valid`` mask for :func:`sample_frame_pairs`: frames where at least one track of a
+    :class:`~instseg.data.ytvis.Video` is present."""
+    return [[any(a.present(t) for a in v.annotations) for t in range(len(v))] for v in videos]
 
 
 def _lengths(videos: Sequence[Any]) -> list[int]:

@@ -176,6 +176,8 @@ def evaluate_vis(
 ) -> dict[str, Any]:
     """Metrics (percent) of ``results`` against ``gt``; only ``video_ids`` (default: all GT
     videos) are scored. Also returns ``per_category``: category name -> AP."""
+    if len(area_ranges) != 4:
+        raise ValueError("area_ranges must be 4 (lo, hi) pairs: all, small, medium, large")
     videos = {v.id: v for v in gt.videos}
     vids = sorted(videos) if video_ids is None else sorted(set(int(v) for v in video_ids))
     cat_ids = sorted(gt.categories)
