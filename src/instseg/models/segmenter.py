@@ -66,8 +66,8 @@ class InstanceSegmenter(nn.Module):
         mask_in_features: FPN levels the mask RoIAlign pools from (default: strides <= 32).
         train_mask_roi_batch: at most this many mask-head RoIs per image in training.
         fixed_num_detections: when set, ``predict`` sends exactly this many boxes per image
-            through the mask head (top-k ignoring ``score_thresh``, padded with whole-image
-            boxes of score 0): constant cost for benchmarks.
+            through the mask head (the top ones above ``score_thresh``, padded with
+            whole-image boxes of score 0): constant mask-head cost for benchmarks.
     """
 
     def __init__(
@@ -137,7 +137,9 @@ class InstanceSegmenter(nn.Module):
         sizes = [(int(h), int(w)) for h, w in batch.image_sizes]
         if self.fixed_num_detections is not None:
             n = self.fixed_num_detections
-            dets = self.detector.predict(feats, sizes, score_thresh=0.0, max_detections=n)
+            dets = self.detector.predict(
+                feats, sizes, score_thresh=self.score_thresh, max_detections=n
+            )
             dets = [_pad_detections(d, n) for d in dets]
         else:
             dets = self.detector.predict(

@@ -75,6 +75,7 @@ def effl0_fcos_maskrcnn(
         num_classes=num_classes,
         num_convs=head_convs,
         norm_groups=16,
+        topk_candidates=300,
     )
     return _segmenter(
         fpn,

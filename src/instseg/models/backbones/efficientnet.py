@@ -21,11 +21,13 @@ from pathlib import Path
 
 import timm
 import torch
-from timm.layers import freeze_batch_norm_2d
+from timm.layers import BatchNormAct2d
 from torch import Tensor, nn
 
 __all__ = [
     "EfficientNetLite0",
+    "FrozenBNConv2d",
+    "fold_frozen_batchnorm",
     "efficientnet_lite0_weights_path",
     "load_efficientnet_lite0_weights",
     "efficientnet_lite0_classifier",
@@ -51,7 +53,10 @@ class EfficientNetLite0(nn.Module):
     Args:
         pretrained: load the offline ImageNet weights (never faked: a missing file raises).
         out_strides: which feature strides to return, subset of (2, 4, 8, 16, 32).
-        frozen_bn: replace BatchNorm by frozen (affine, fixed statistics) BatchNorm.
+        frozen_bn: freeze every BatchNorm (fixed statistics and affine) and fold it into the
+            conv before it (:class:`FrozenBNConv2d`; same function and gradients as a frozen
+            BatchNorm, but about 2x faster on CPU under bf16 autocast than timm's
+            ``FrozenBatchNormAct2d``, whose fp32 mul/add dominates the run time).
         freeze_stem: no gradients for the stem conv and its norm.
         weights: optional path to another weight file (EfficientNet-PyTorch or timm naming)
             used instead of the packaged one when ``pretrained``.
@@ -87,7 +92,7 @@ class EfficientNetLite0(nn.Module):
                 raise RuntimeError(f"EfficientNet-Lite0 weights lack feature keys: {missing[:5]}")
             body.load_state_dict({k: full[k] for k in own}, strict=True)
         if frozen_bn:
-            body = freeze_batch_norm_2d(body)
+            fold_frozen_batchnorm(body)
         if freeze_stem:
             for p in list(body.conv_stem.parameters()) + list(body.bn1.parameters()):
                 p.requires_grad_(False)
@@ -158,6 +163,59 @@ def load_efficientnet_lite0_weights(path: str | Path | None = None) -> dict[str,
             )
         out[k_ref] = v.to(v_ref.dtype)
     return out
+
+
+class FrozenBNConv2d(nn.Conv2d):
+    """A conv followed by a frozen BatchNorm, computed as one conv:
+    ``conv(x, weight * bn_scale) + bn_shift``. ``weight`` stays the trainable parameter (the
+    gradients equal those through conv + frozen BN); ``bn_scale`` / ``bn_shift`` (C_out,) are
+    buffers. Input/output as the wrapped conv."""
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+        super().__init__(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=False,
+            padding_mode=conv.padding_mode,
+        )
+        self.weight = conv.weight
+        with torch.no_grad():
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            shift = bn.bias - bn.running_mean * scale
+            if conv.bias is not None:
+                shift = shift + conv.bias * scale
+        self.register_buffer("bn_scale", scale.detach().clone())
+        self.register_buffer("bn_shift", shift.detach().clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight * self.bn_scale.view(-1, 1, 1, 1)
+        return self._conv_forward(x, w, self.bn_shift)
+
+
+def fold_frozen_batchnorm(module: nn.Module) -> nn.Module:
+    """In place: every ``nn.Conv2d`` child directly followed (in registration order) by a
+    BatchNorm child becomes a :class:`FrozenBNConv2d`; the BatchNorm is replaced by its
+    activation (timm ``BatchNormAct2d``) or ``nn.Identity``. Returns ``module``."""
+    for parent in list(module.modules()):
+        children = list(parent.named_children())
+        for (name, child), (bn_name, bn) in zip(children[:-1], children[1:], strict=True):
+            if type(child) is nn.Conv2d and isinstance(bn, nn.BatchNorm2d):
+                setattr(parent, name, FrozenBNConv2d(child, bn))
+                act = (
+                    nn.Sequential(bn.drop, bn.act)
+                    if isinstance(bn, BatchNormAct2d)
+                    else nn.Identity()
+                )
+                setattr(parent, bn_name, act)
+    left = [n for n, m in module.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    if left:
+        raise RuntimeError(f"fold_frozen_batchnorm: BatchNorm without a preceding conv: {left[:3]}")
+    return module
 
 
 def _set_bn_eps(module: nn.Module, eps: float) -> None:

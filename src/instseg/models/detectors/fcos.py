@@ -167,22 +167,25 @@ class FCOS(nn.Module):
         max_detections: int,
     ) -> list[Instances]:
         centers = (anchors[:, :2] + anchors[:, 2:]) / 2
+        k = self.num_classes
         results = []
         for i, (h, w) in enumerate(image_sizes):
             valid = (centers[:, 0] < w) & (centers[:, 1] < h)
-            prob = torch.sqrt(out["cls_logits"][i].sigmoid() * out["bbox_ctrness"][i].sigmoid())
-            prob = prob * valid[:, None]
+            # score^2 = sigmoid(cls) * sigmoid(ctr); points in the padding get 0
+            ctr = out["bbox_ctrness"][i, :, 0].sigmoid() * valid
+            cls = out["cls_logits"][i].sigmoid()
             boxes, scores, labels = [], [], []
-            for prob_l, start in zip(prob.split(sizes), _starts(sizes), strict=True):
-                flat = prob_l.flatten()
-                cand = torch.nonzero(flat > score_thresh).squeeze(1)
-                sc, order = flat[cand].topk(min(topk, cand.numel()))
-                cand = cand[order]
-                idx = start + torch.div(cand, self.num_classes, rounding_mode="floor")
-                b = self.head.box_coder.decode(out["bbox_regression"][i][idx], anchors[idx])
+            for start, n in zip(_starts(sizes), sizes, strict=True):
+                sq = (cls[start : start + n] * ctr[start : start + n, None]).flatten()
+                sq, cand = sq.topk(min(topk, sq.numel()))
+                ok = sq > score_thresh**2
+                sq, cand = sq[ok], cand[ok]
+                pts = start + torch.div(cand, k, rounding_mode="floor")
+                sc = torch.sqrt(sq)
+                b = self.head.box_coder.decode(out["bbox_regression"][i][pts], anchors[pts])
                 boxes.append(box_ops.clip_boxes_to_image(b, (h, w)))
                 scores.append(sc)
-                labels.append(cand % self.num_classes)
+                labels.append(cand % k)
             b, s, lab = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
             keep = box_ops.remove_small_boxes(b, 1e-2)
             b, s, lab = b[keep], s[keep], lab[keep]
