@@ -1,5 +1,5 @@
 """Inpainting metrics: PSNR/SSIM golden values against scikit-image, hole-only masking,
-the folder evaluator and CLI, and LPIPS's no-weights error."""
+the folder evaluator and CLI, and LPIPS weights handling (clear error without files)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
@@ -108,3 +109,33 @@ def test_lpips_without_weights_raises_clear_error(tmp_path):
         LPIPS(net="alex")
     with pytest.raises(LPIPSUnavailable, match="does not exist"):
         LPIPS(net="vgg", backbone_weights=tmp_path / "vgg.pth", linear_weights=tmp_path / "l")
+
+
+def test_lpips_loads_user_weight_files(tmp_path):
+    """Loader wiring only: the files here are seeded stand-ins written by the test (real use
+    needs ImageNet AlexNet + LPIPS linear weights); identical images score 0, others > 0."""
+    from torchvision.models import alexnet
+
+    torch.manual_seed(0)
+    feats = alexnet(weights=None).features.state_dict()
+    torch.save({f"features.{k}": v for k, v in feats.items()}, tmp_path / "alex_backbone.pth")
+    lins = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1)
+            for i, c in enumerate((64, 192, 384, 256, 256))}
+    torch.save(lins, tmp_path / "alex.pth")
+    metric = LPIPS(net="alex", backbone_weights=tmp_path / "alex_backbone.pth",
+                   linear_weights=tmp_path / "alex.pth")
+    a = torch.rand(2, 3, 64, 64)
+    b = (a + 0.3 * torch.randn_like(a)).clamp(0, 1)
+    assert torch.allclose(metric(a, a), torch.zeros(2), atol=1e-6)
+    d = metric(a, b)
+    assert d.shape == (2,) and (d > 0).all()
+    mask = torch.zeros(2, 1, 64, 64)
+    mask[:, :, 16:48, 16:48] = 1
+    b2 = a.clone()
+    b2[:, :, :8] = b[:, :, :8]  # differences only far outside the mask
+    assert (metric(a, b2, mask) < metric(a, b2)).all()
+    del lins["lin4.model.1.weight"]
+    torch.save(lins, tmp_path / "bad.pth")
+    with pytest.raises(LPIPSUnavailable, match="lin4"):
+        LPIPS(net="alex", backbone_weights=tmp_path / "alex_backbone.pth",
+              linear_weights=tmp_path / "bad.pth")
