@@ -28,8 +28,9 @@ def _feats(seed: int, b: int = 2) -> dict[str, torch.Tensor]:
 
 def test_shapes_identity_at_init_and_bounded_memory() -> None:
     torch.manual_seed(0)
-    pcam = build_multilevel_pcam(levels=("p3", "p4", "p5"), in_channels=16, num_prototypes=5,
-                                 key_channels=8)
+    pcam = build_multilevel_pcam(
+        levels=("p3", "p4", "p5"), in_channels=16, num_prototypes=5, key_channels=8
+    )
     memory = PrototypeMemory(capacity=3)
     sizes = []
     for t in range(6):
@@ -63,8 +64,7 @@ def test_memory_is_fifo_and_immutable() -> None:
 
 def test_gradients_reach_key_value_convs_through_memory() -> None:
     torch.manual_seed(0)
-    m = PrototypicalCrossAttention(in_channels=8, key_channels=4, num_prototypes=3,
-                                   zero_init=False)
+    m = PrototypicalCrossAttention(in_channels=8, key_channels=4, num_prototypes=3, zero_init=False)
     g = torch.Generator().manual_seed(3)
     ref = torch.randn(1, 8, 6, 6, generator=g)
     cur = torch.randn(1, 8, 6, 6, generator=g, requires_grad=True)
@@ -96,8 +96,7 @@ def test_temporal_aggregate_weights_similar_frames() -> None:
 
 def test_empty_memory_uses_current_frame_only() -> None:
     torch.manual_seed(1)
-    m = PrototypicalCrossAttention(in_channels=8, key_channels=4, num_prototypes=3,
-                                   zero_init=False)
+    m = PrototypicalCrossAttention(in_channels=8, key_channels=4, num_prototypes=3, zero_init=False)
     x = torch.randn(1, 8, 5, 5)
     out, (kp, vp) = m(x)
     v = m.value(x)

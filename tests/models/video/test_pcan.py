@@ -1,0 +1,152 @@
+"""PCAN on the image InstanceSegmenter: training pair loss, online prediction, state."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from instseg.data.batch import Batch
+from instseg.models.video.cross_attention import build_multilevel_pcam
+from instseg.models.video.instance_prototypes import (
+    InstancePrototypeAttention,
+    TemporalSegmentationModule,
+)
+from instseg.models.video.pcan import PCAN, ClipBatch, segmenter_hooks
+from instseg.models.video.tracker import Tracker, TrackHead
+from instseg.models.zoo import effl0_fcos_maskrcnn
+from instseg.structures import Instances
+from instseg.structures.masks import masks_to_boxes
+
+C = 32
+
+
+def _frame(shift: int) -> Batch:
+    """64x64 frame with two moving rectangles (track ids 5 and 9)."""
+    img = torch.zeros(1, 3, 64, 64)
+    m = torch.zeros(2, 64, 64, dtype=torch.bool)
+    m[0, 10 + shift : 30 + shift, 10:30] = True
+    m[1, 40:60, 35 + shift : 55 + shift] = True
+    img[:, 0][m[0:1]] = 255.0
+    img[:, 1][m[1:2]] = 200.0
+    t = Instances(
+        image_size=(64, 64),
+        boxes=masks_to_boxes(m).float(),
+        labels=torch.tensor([0, 1]),
+        masks=m,
+        track_ids=torch.tensor([5, 9]),
+    )
+    return Batch(images=img, image_sizes=[(64, 64)], targets=[t])
+
+
+def _pcan(segmenter: nn.Module, **kw: object) -> PCAN:
+    torch.manual_seed(0)
+    return PCAN(
+        segmenter=segmenter,
+        pcam=build_multilevel_pcam(
+            levels=("p3", "p4", "p5"), in_channels=C, num_prototypes=4, key_channels=8
+        ),
+        track_head=TrackHead(in_channels=C, num_convs=1, conv_channels=32, fc_dim=64, embed_dim=32),
+        instance_attention=InstancePrototypeAttention(
+            in_channels=C, key_channels=8, num_fg=3, num_bg=3
+        ),
+        tsm=TemporalSegmentationModule(in_channels=C, hidden=16),
+        memory_length=2,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _image_model() -> nn.Module:
+    torch.manual_seed(0)
+    return effl0_fcos_maskrcnn(num_classes=2, pretrained=False, fpn_channels=C, max_detections=10)
+
+
+def test_loss_keys_backward_and_fall() -> None:
+    seg = _image_model()
+    model = _pcan(segmenter_hooks(seg), tracker=Tracker())
+    clip = ClipBatch(key=_frame(2), reference=_frame(0))
+    losses = model.loss(clip)
+    assert {"loss_cls", "loss_mask", "loss_track", "loss_track_aux", "loss_tsm"} <= set(losses)
+    assert all(v.ndim == 0 and torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    for p in (
+        model.pcam.levels["p3"].fuse.weight,
+        model.track_head.embed.weight,
+        model.tsm.out.weight,
+        seg.mask_head.predictor.weight,
+    ):  # type: ignore[union-attr]
+        assert p.grad is not None and p.grad.abs().sum() > 0
+    opt = torch.optim.Adam(
+        [p for n, p in model.named_parameters() if not n.startswith("segmenter")], lr=3e-3
+    )
+    track = []
+    for _ in range(8):
+        torch.manual_seed(1)  # same RoI jitter each step
+        out = model.loss(clip)
+        loss = out["loss_track"] + out["loss_track_aux"] + out["loss_tsm"]
+        track.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert track[-1] < 0.8 * track[0]
+
+
+def test_untrained_pcam_and_tsm_reproduce_the_image_model() -> None:
+    """Zero-initialised fusion and TSM: PCAN's detections and masks equal the image model's."""
+    seg = _image_model().eval()
+    tracker = Tracker(init_score_thresh=0.0, obj_score_thresh=0.0)
+    model = _pcan(segmenter_hooks(seg), tracker=tracker).eval()
+    frame = _frame(0)
+    ref = seg.predict(frame)[0]
+    state = model.init_state()
+    out, state = model.predict_frame(frame, state)
+    out2, state = model.predict_frame(frame, state)  # now with one frame of memory
+    assert "_features" not in seg.__dict__  # the feature hook is removed after each call
+    for o in (out, out2):
+        assert len(o) == len(ref) > 0
+        assert torch.allclose(o.boxes, ref.boxes, atol=1e-4)
+        assert torch.equal(o.masks, ref.masks)
+        assert "mask" not in o.extra
+    assert out.track_ids.tolist() == list(range(len(ref)))
+    assert state.memory.num_frames("p3") == 2
+
+
+class _OracleSegmenter(nn.Module):
+    """A FeatureSegmenter that 'detects' the two rectangles of :func:`_frame` perfectly."""
+
+    mask_thresh = 0.5
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, C, 3, padding=1)
+
+    def features(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], tuple[int, int]]:
+        x = self.conv(images / 255.0)
+        pools = {f"p{k}": nn.functional.avg_pool2d(x, 2**k) for k in (3, 4, 5)}
+        return pools, (int(images.shape[-2]), int(images.shape[-1]))
+
+    def loss_from_features(self, features: dict, padded: tuple[int, int], batch: Batch) -> dict:
+        return {"loss_dummy": sum(f.mean() for f in features.values())}
+
+    def predict_from_features(
+        self, features: dict, padded: tuple[int, int], batch: Batch
+    ) -> list[Instances]:
+        shift = int(batch.images[0, 0].nonzero()[:, 0].min()) - 10
+        t = _frame(shift).targets[0]  # type: ignore[index]
+        return [t.replace(scores=torch.tensor([0.9, 0.8]), track_ids=None)]
+
+
+def test_identities_and_bounded_state_over_a_video() -> None:
+    model = _pcan(_OracleSegmenter(), tracker=Tracker(), instance_update="momentum").eval()
+    state = model.init_state()
+    ids = []
+    for t in range(6):
+        frame = _frame(t)
+        out, state = model.predict_frame(frame, state)
+        ids.append(out.track_ids.tolist())
+        assert out.masks is not None and out.masks.shape == (2, 64, 64)
+        # untrained TSM keeps the initial masks
+        assert torch.equal(out.masks, frame.targets[0].masks)  # type: ignore[index]
+        assert state.memory.num_prototypes() <= 3 * 2 * 4
+        assert set(state.instance_protos) == {0, 1}
+    assert ids == [[0, 1]] * 6
+    assert state.tracks.frame == 6
