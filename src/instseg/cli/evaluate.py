@@ -76,9 +76,17 @@ SUBCOMMANDS: dict[
 }
 
 
+def _all_subcommands() -> dict[str, Any]:
+    """COCO plus the video (vis, mots, davis) and inpainting benchmarks from their modules."""
+    from instseg.cli.evaluate_inpaint import SUBCOMMANDS as inpaint
+    from instseg.cli.evaluate_video import SUBCOMMANDS as video
+
+    return {**SUBCOMMANDS, **video, **inpaint}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
-    for name, (add, run_fn) in SUBCOMMANDS.items():
+    for name, (add, run_fn) in _all_subcommands().items():
         help_text = (run_fn.__doc__ or "").strip().splitlines()[0] if run_fn.__doc__ else ""
         p = sub.add_parser(name, help=help_text, description=help_text)
         add(p)
