@@ -118,3 +118,20 @@ def test_baselines_shapes_and_backward() -> None:
     assert y.shape == tube.shape
     (out.sum() + y.sum()).backward()
     assert tube.grad is not None and nl.key.weight.grad is not None
+
+
+def test_bf16_autocast_finite_and_close_to_fp32() -> None:
+    torch.manual_seed(0)
+    pcam = build_multilevel_pcam(levels=("p3",), in_channels=16, num_prototypes=5, key_channels=8)
+    torch.nn.init.normal_(pcam.levels["p3"].fuse.weight, std=0.1)
+    feats = [{"p3": f["p3"]} for f in (_feats(0), _feats(1))]
+    ref_mem = pcam(feats[0], PrototypeMemory(capacity=2))[1]
+    ref = pcam(feats[1], ref_mem)[0]["p3"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mem = pcam(feats[0], PrototypeMemory(capacity=2))[1]
+        out = pcam(feats[1], mem)[0]["p3"]
+    out.float().pow(2).mean().backward()
+    assert torch.isfinite(out.float()).all()
+    assert torch.allclose(out.float(), ref, atol=0.1)
+    grads = [p.grad for p in pcam.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
