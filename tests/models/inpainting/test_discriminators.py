@@ -75,7 +75,8 @@ def test_multiclass_losses_golden():
     ce_fake_as_fake = -math.log(math.e / (math.e + 2))
     ce_fake_as_real = -math.log(1 / (math.e + 2))
     assert multiclass_d_loss(real, fake, labels).item() == pytest.approx(
-        ce_real + ce_fake_as_fake, rel=1e-5)
+        ce_real + ce_fake_as_fake, rel=1e-5
+    )
     assert multiclass_g_loss(fake, labels).item() == pytest.approx(ce_fake_as_real, rel=1e-5)
     with pytest.raises(ValueError, match="labels"):
         multiclass_g_loss(fake, torch.tensor([2]))

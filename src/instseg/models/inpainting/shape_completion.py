@@ -42,6 +42,7 @@ __all__ = [
     "shape_completion_loss",
     "mask_iou",
     "object_canvas",
+    "crop_to_canvas",
     "paste_canvas",
 ]
 
@@ -257,8 +258,15 @@ def object_canvas(
         centres[:, d] = np.interp(idx, idx[present], centres[present, d])
     half = context * side / 2
     boxes = np.concatenate([centres - half, centres + half], axis=1).astype(np.float32)
-    canvas = _crop(torch.from_numpy(visible).float()[:, None], torch.from_numpy(boxes), size)
-    return canvas[:, 0].numpy(), boxes
+    return crop_to_canvas(visible, boxes, size=size), boxes
+
+
+def crop_to_canvas(masks: np.ndarray, boxes: np.ndarray, *, size: int) -> np.ndarray:
+    """Bilinear crops of ``masks`` (T, H, W) bool/float with ``boxes`` (T, 4) from
+    :func:`object_canvas` -> (T, size, size) float32 (e.g. the amodal target of a training clip
+    on the canvas of its visible masks)."""
+    m = torch.from_numpy(np.asarray(masks, np.float32))[:, None]
+    return _crop(m, torch.from_numpy(np.asarray(boxes, np.float32)), size)[:, 0].numpy()
 
 
 def paste_canvas(
