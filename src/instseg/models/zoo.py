@@ -10,6 +10,8 @@ class_aware_masks=False, ...small overrides)`` and returns an :class:`InstanceSe
 - ``mask_head``: a factory for the RoI mask head, called as
   ``mask_head(in_channels=C, num_classes=K, class_aware=bool)`` (default: :class:`MaskRCNNHead`
   with ``conv_dims = C``); BCNet / CPMask variants pass their head class here.
+- ``**segmenter_kw``: :class:`InstanceSegmenter` keyword overrides, e.g. ``max_detections``,
+  ``score_thresh``, ``fixed_num_detections`` (benchmarks), ``train_mask_roi_batch``.
 
 Add a variant by writing a builder and adding it to ``MODELS``.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from instseg.models.backbones.efficientnet import EfficientNetLite0
 from instseg.models.backbones.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
@@ -50,9 +53,7 @@ def effl0_fcos_maskrcnn(
     class_aware_masks: bool = False,
     fpn_channels: int = 64,
     head_convs: int = 2,
-    fixed_num_detections: int | None = None,
-    score_thresh: float = 0.05,
-    max_detections: int = 100,
+    **segmenter_kw: Any,
 ) -> InstanceSegmenter:
     """The fast default: EfficientNet-Lite0 (C3-C5) + slim FPN (P3-P7, 64 ch) + slim FCOS
     (2 convs per tower) + 4-conv Mask R-CNN head at the FPN width."""
@@ -84,9 +85,7 @@ def effl0_fcos_maskrcnn(
         mask_head,
         class_aware_masks,
         fpn_channels,
-        fixed_num_detections,
-        score_thresh,
-        max_detections,
+        segmenter_kw,
     )
 
 
@@ -98,9 +97,7 @@ def effl0_frcnn_maskrcnn(
     mask_head: MaskHeadFactory | None = None,
     class_aware_masks: bool = False,
     fpn_channels: int = 96,
-    fixed_num_detections: int | None = None,
-    score_thresh: float = 0.05,
-    max_detections: int = 100,
+    **segmenter_kw: Any,
 ) -> InstanceSegmenter:
     """EfficientNet-Lite0 (C2-C5) + FPN (P2-P6, 96 ch) + Faster R-CNN (512-d box head)."""
     body = EfficientNetLite0(
@@ -128,9 +125,7 @@ def effl0_frcnn_maskrcnn(
         mask_head,
         class_aware_masks,
         fpn_channels,
-        fixed_num_detections,
-        score_thresh,
-        max_detections,
+        segmenter_kw,
     )
 
 
@@ -141,9 +136,7 @@ def r50_fcos_maskrcnn(
     weights: str | Path | None = None,
     mask_head: MaskHeadFactory | None = None,
     class_aware_masks: bool = False,
-    fixed_num_detections: int | None = None,
-    score_thresh: float = 0.05,
-    max_detections: int = 100,
+    **segmenter_kw: Any,
 ) -> InstanceSegmenter:
     """Classic FCOS: ResNet-50 (C3-C5) + FPN (P3-P7, 256 ch) + 4 x 256 FCOS head + Mask R-CNN
     head (256)."""
@@ -164,9 +157,7 @@ def r50_fcos_maskrcnn(
         mask_head,
         class_aware_masks,
         256,
-        fixed_num_detections,
-        score_thresh,
-        max_detections,
+        segmenter_kw,
     )
 
 
@@ -177,9 +168,7 @@ def r50_frcnn_maskrcnn(
     weights: str | Path | None = None,
     mask_head: MaskHeadFactory | None = None,
     class_aware_masks: bool = False,
-    fixed_num_detections: int | None = None,
-    score_thresh: float = 0.05,
-    max_detections: int = 100,
+    **segmenter_kw: Any,
 ) -> InstanceSegmenter:
     """Mask R-CNN R50-FPN: ResNet-50 (C2-C5) + FPN (P2-P6, 256) + RPN + 2fc-1024 box head +
     Mask R-CNN head (256)."""
@@ -200,9 +189,7 @@ def r50_frcnn_maskrcnn(
         mask_head,
         class_aware_masks,
         256,
-        fixed_num_detections,
-        score_thresh,
-        max_detections,
+        segmenter_kw,
     )
 
 
@@ -244,22 +231,22 @@ def _segmenter(
     mask_head: MaskHeadFactory | None,
     class_aware: bool,
     channels: int,
-    fixed_num_detections: int | None,
-    score_thresh: float,
-    max_detections: int,
+    segmenter_kw: dict[str, Any],
 ) -> InstanceSegmenter:
     factory = mask_head or partial(MaskRCNNHead, conv_dims=channels, num_convs=4)
     head = factory(in_channels=fpn.out_channels, num_classes=num_classes, class_aware=class_aware)
+    defaults: dict[str, Any] = dict(
+        mask_roi_size=14,
+        mask_out_size=28,
+        max_detections=100,
+        score_thresh=0.05,
+        mask_thresh=0.5,
+        train_mask_roi_batch=64,
+    )
     return InstanceSegmenter(
         backbone=fpn,
         detector=detector,
         mask_head=head,
         num_classes=num_classes,
-        mask_roi_size=14,
-        mask_out_size=28,
-        max_detections=max_detections,
-        score_thresh=score_thresh,
-        mask_thresh=0.5,
-        train_mask_roi_batch=64,
-        fixed_num_detections=fixed_num_detections,
+        **{**defaults, **segmenter_kw},
     )

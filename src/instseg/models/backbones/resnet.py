@@ -72,7 +72,10 @@ class ResNet50(nn.Module):
         norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
         net = torchvision.models.resnet50(weights=None, norm_layer=norm)
         if weights is not None:
-            net.load_state_dict(load_resnet50_weights(weights, frozen_bn=frozen_bn), strict=True)
+            sd = load_resnet50_weights(weights, frozen_bn=frozen_bn)
+            missing, _ = net.load_state_dict(sd, strict=False)  # only fc.* may be missing
+            if any(not k.startswith("fc.") and "num_batches_tracked" not in k for k in missing):
+                raise RuntimeError(f"{weights}: ResNet-50 keys not loaded: {missing[:5]}")
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = (
             net.layer1,

@@ -1,0 +1,135 @@
+"""Contract tests for every zoo variant: loss, backward, predict, bf16 autocast + channels_last."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from instseg.data.batch import Batch, collate_images
+from instseg.models.backbones.efficientnet import FrozenBNConv2d
+from instseg.models.segmenter import InstanceSegmenter
+from instseg.models.zoo import MODELS, build_model
+from instseg.structures import Instances
+
+SMALL = dict(num_classes=3, pretrained=False, max_detections=6, train_mask_roi_batch=6)
+
+
+def tiny_batch() -> Batch:
+    """2 images of 128x160 and 96x128 with 3 and 2 instances (ellipses and rectangles)."""
+    g = torch.Generator().manual_seed(0)
+    sizes = [(128, 160), (96, 128)]
+    images, sizes = collate_images([torch.rand(3, h, w, generator=g) * 255 for h, w in sizes], 32)
+    targets = []
+    for (h, w), n in zip(sizes, [3, 2], strict=True):
+        yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        masks, boxes = [], []
+        for j in range(n):
+            cx, cy, rx, ry = 30 + 35 * j, 30 + 20 * j, 20 + 4 * j, 14 + 3 * j
+            m = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1
+            masks.append(m)
+            boxes.append([cx - rx, cy - ry, cx + rx + 1, cy + ry + 1])
+        targets.append(
+            Instances(
+                image_size=(h, w),
+                boxes=torch.tensor(boxes, dtype=torch.float32),
+                labels=torch.tensor([0, 2, 1][:n]),
+                masks=torch.stack(masks),
+            )
+        )
+    return Batch(images=images, image_sizes=sizes, targets=targets)
+
+
+def _check_predictions(out: list[Instances], batch: Batch) -> None:
+    assert len(out) == len(batch)
+    for r, (h, w) in zip(out, batch.image_sizes, strict=True):
+        n = len(r)
+        assert 0 < n <= 6 and r.image_size == (h, w)
+        assert r.masks is not None and r.masks.shape == (n, h, w) and r.masks.dtype == torch.bool
+        assert r.boxes.dtype == torch.float32 and torch.isfinite(r.boxes).all()
+        assert r.scores is not None and torch.isfinite(r.scores).all()
+        assert float(r.boxes[:, 2].max()) <= w and float(r.boxes[:, 3].max()) <= h
+        assert int(r.labels.min()) >= 0 and int(r.labels.max()) < 3
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_loss_backward_predict(name):
+    torch.manual_seed(0)
+    model = build_model(name, **SMALL)
+    assert isinstance(model, InstanceSegmenter)
+    batch = tiny_batch()
+    model.train()
+    losses = model.loss(batch)
+    assert "loss_mask" in losses and "loss_cls" in losses and "loss_box" in losses
+    for k, v in losses.items():
+        assert v.ndim == 0 and v.dtype == torch.float32 and torch.isfinite(v), k
+    sum(losses.values()).backward()
+    body = model.backbone.bottom_up
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in body.parameters())
+    assert any(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.fpn.parameters()
+    )
+    head_grads = [p.grad for p in model.mask_head.parameters()]
+    assert all(g is not None for g in head_grads) and any(g.abs().sum() > 0 for g in head_grads)
+    model.eval()
+    _check_predictions(model.predict(batch), batch)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_bf16_autocast_channels_last(name):
+    torch.manual_seed(0)
+    model = build_model(name, **SMALL).to(memory_format=torch.channels_last)
+    batch = tiny_batch()
+    batch.images = batch.images.contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model.loss(batch)
+        assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+        sum(losses.values()).backward()
+        model.eval()
+        out = model.predict(batch)
+    _check_predictions(out, batch)
+
+
+def test_pretrained_fast_default_builds_frozen_and_predicts():
+    model = build_model("effl0_fcos_maskrcnn", num_classes=3, max_detections=6).eval()
+    stem = model.backbone.bottom_up.body.conv_stem
+    assert isinstance(stem, FrozenBNConv2d) and not stem.weight.requires_grad
+    assert model.backbone.out_channels == 64 and model.backbone.names == [
+        "p3",
+        "p4",
+        "p5",
+        "p6",
+        "p7",
+    ]
+    batch = tiny_batch()
+    _check_predictions(model.predict(batch), batch)
+
+
+def test_build_model_errors():
+    with pytest.raises(KeyError, match="valid names: effl0_fcos_maskrcnn, effl0_frcnn_maskrcnn"):
+        build_model("maskrcnn_r101", num_classes=3)
+    with pytest.raises(ValueError, match="weights='/path/to/resnet50.pth'"):
+        build_model("r50_fcos_maskrcnn", num_classes=3)
+    with pytest.raises(TypeError):
+        build_model("effl0_fcos_maskrcnn", num_classes=3, pretrained=False, no_such_option=1)
+
+
+def test_class_aware_masks_and_head_factory():
+    calls = {}
+
+    def factory(**kw):
+        from instseg.models.heads.mask_rcnn import MaskRCNNHead
+
+        calls.update(kw)
+        return MaskRCNNHead(conv_dims=8, num_convs=1, **kw)
+
+    model = build_model(
+        "effl0_fcos_maskrcnn",
+        num_classes=3,
+        pretrained=False,
+        mask_head=factory,
+        class_aware_masks=True,
+        max_detections=4,
+    )
+    assert calls == {"in_channels": 64, "num_classes": 3, "class_aware": True}
+    out = model.eval().predict(tiny_batch(), return_head_outputs=True)
+    assert out[0].extra["mask"].shape[1:] == (3, 28, 28)
