@@ -170,3 +170,30 @@ def test_segmenter_overfits_one_batch():
         opt.step()
         totals.append(total.item())
     assert totals[-1] < 0.6 * totals[0]
+
+
+def test_images_without_instances_and_bad_targets():
+    torch.manual_seed(0)
+    model = effl0_fcos_maskrcnn(num_classes=2, pretrained=False)
+    batch = tiny_batch()
+    batch.targets = [
+        Instances(
+            image_size=s,
+            boxes=torch.zeros(0, 4),
+            labels=torch.zeros(0).long(),
+            masks=torch.zeros(0, *s, dtype=torch.bool),
+        )
+        for s in batch.image_sizes
+    ]
+    losses = model.loss(batch)
+    assert losses["loss_mask"].item() == 0.0 and losses["loss_box"].item() == 0.0
+    sum(losses.values()).backward()
+    batch = tiny_batch()
+    batch.file_names = ["a.jpg", "b.jpg"]
+    batch.targets[0].labels[0] = 2
+    with pytest.raises(ValueError, match=r"a\.jpg: labels \[2, 1\] outside 0..1"):
+        model.loss(batch)
+    batch = tiny_batch()
+    batch.targets[1].masks = batch.targets[1].masks[:, :40]
+    with pytest.raises(ValueError, match=r"batch image 1: masks are \(40, 64\), image size"):
+        model.loss(batch)

@@ -117,6 +117,7 @@ class InstanceSegmenter(nn.Module):
         (``loss_mask``, ...), each a float32 scalar."""
         if batch.targets is None:
             raise ValueError("InstanceSegmenter.loss needs batch.targets")
+        _check_targets(batch, self.num_classes)
         feats, padded = self._features(batch.images)
         det_losses, proposals = self.detector.loss(feats, batch.targets, batch.image_sizes)
         rois, targets = self._mask_training_rois(proposals, batch.targets)
@@ -309,6 +310,18 @@ def _pad_detections(d: Instances, n: int) -> Instances:
         labels=torch.cat([d.labels, d.labels.new_zeros(k)]),
         scores=torch.cat([d.scores, d.scores.new_zeros(k)]),
     )
+
+
+def _check_targets(batch: Batch, num_classes: int) -> None:
+    for i, t in enumerate(batch.targets or []):
+        where = batch.file_names[i] if i < len(batch.file_names) else f"batch image {i}"
+        if len(t) and (int(t.labels.min()) < 0 or int(t.labels.max()) >= num_classes):
+            raise ValueError(f"{where}: labels {t.labels.tolist()} outside 0..{num_classes - 1}")
+        size = tuple(int(v) for v in batch.image_sizes[i])
+        for name in ("masks", "amodal_masks", "occluder_masks"):
+            m = getattr(t, name)
+            if m is not None and tuple(m.shape[-2:]) != size:
+                raise ValueError(f"{where}: {name} are {tuple(m.shape[-2:])}, image size is {size}")
 
 
 def _cat_targets(parts: list[MaskTargets]) -> MaskTargets:
