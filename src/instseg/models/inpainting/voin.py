@@ -39,7 +39,15 @@ from instseg.models.inpainting.shape_completion import (
     paste_canvas,
 )
 
-__all__ = ["VOIN", "VOINResult", "temporal_windows"]
+__all__ = [
+    "VOIN",
+    "VOINResult",
+    "VOINNets",
+    "temporal_windows",
+    "voin_nets_paper",
+    "voin_nets_small",
+    "VOIN_VARIANTS",
+]
 
 
 @dataclass
@@ -54,6 +62,52 @@ class VOINResult:
     propagated: np.ndarray
     generated: np.ndarray
     fallback: np.ndarray
+
+
+@dataclass
+class VOINNets:
+    """The three learned networks of a VOIN variant (built, untrained)."""
+
+    shape_net: AmodalShapeCompletion
+    flow_net: FlowCompletionNet
+    generator: OcclusionAwareGenerator
+
+
+def voin_nets_paper(*, num_classes: int) -> VOINNets:
+    """Paper-sized: 8-layer shape transformer (D 128, 4 heads, patches 8/16 on a 64 canvas),
+    4-level flow U-Net (c 32), generator c 32 with dilations 2-16 and TSM radius 2."""
+    return VOINNets(
+        AmodalShapeCompletion(
+            num_classes=num_classes,
+            embed_dim=128,
+            num_layers=8,
+            num_heads=4,
+            patch_sizes=(8, 16),
+            decoder_dim=64,
+        ),
+        FlowCompletionNet(base_channels=32, depth=4),
+        OcclusionAwareGenerator(base_channels=32, dilations=(2, 4, 8, 16), shift_steps=2),
+    )
+
+
+def voin_nets_small(*, num_classes: int) -> VOINNets:
+    """CPU-sized (smoke runs, tests): 2-layer shape transformer (D 32, canvas 32 works),
+    3-level flow U-Net (c 8), generator c 8 with dilations 2 and 4."""
+    return VOINNets(
+        AmodalShapeCompletion(
+            num_classes=num_classes,
+            embed_dim=32,
+            num_layers=2,
+            num_heads=2,
+            patch_sizes=(8, 16),
+            decoder_dim=16,
+        ),
+        FlowCompletionNet(base_channels=8, depth=3),
+        OcclusionAwareGenerator(base_channels=8, dilations=(2, 4), shift_steps=2),
+    )
+
+
+VOIN_VARIANTS = {"paper": voin_nets_paper, "small": voin_nets_small}
 
 
 class VOIN:
