@@ -72,7 +72,7 @@ def ours(name: str, img: np.ndarray, *, bf16: bool, channels_last: bool) -> Call
     from instseg.models.zoo import build_model
 
     model = build_model(
-        name, num_classes=80, pretrained=False, random_init=True, fixed_num_detections=20
+        name, num_classes=80, pretrained=False, frozen_bn=True, fixed_num_detections=20
     )
     model.eval()
     t = torch.from_numpy(img).permute(2, 0, 1).float()
@@ -148,7 +148,7 @@ def train_throughput(name: str, *, iters: int = 6, batch_size: int = 8, size: in
     from instseg.models.zoo import build_model
     from instseg.structures import Instances
 
-    model = build_model(name, num_classes=8, pretrained=False, random_init=True).train()
+    model = build_model(name, num_classes=8, pretrained=False, frozen_bn=True).train()
     g = torch.Generator().manual_seed(0)
     images = torch.rand(batch_size, 3, size, size, generator=g) * 255
     targets = []

@@ -60,7 +60,7 @@ class ImagePredictor:
         h, w = image.shape[:2]
         scale = min(self.min_size / min(h, w), self.max_size / max(h, w))
         nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-        t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+        t = torch.from_numpy(np.array(image, dtype=np.float32, copy=True)).permute(2, 0, 1)
         if (nh, nw) != (h, w):
             t = torch.nn.functional.interpolate(
                 t[None], size=(nh, nw), mode="bilinear", align_corners=False

@@ -115,10 +115,16 @@ class InstanceSegmenter(nn.Module):
     def loss(self, batch: Batch) -> dict[str, Tensor]:
         """-> detector losses (``loss_cls``, ``loss_box``, ...) + mask head losses
         (``loss_mask``, ...), each a float32 scalar."""
+        feats, padded = self.features(batch.images)
+        return self.loss_from_features(feats, padded, batch)
+
+    def loss_from_features(
+        self, feats: dict[str, Tensor], padded: tuple[int, int], batch: Batch
+    ) -> dict[str, Tensor]:
+        """:meth:`loss` on precomputed (e.g. temporally fused) FPN features."""
         if batch.targets is None:
             raise ValueError("InstanceSegmenter.loss needs batch.targets")
         _check_targets(batch, self.num_classes)
-        feats, padded = self._features(batch.images)
         det_losses, proposals = self.detector.loss(feats, batch.targets, batch.image_sizes)
         rois, targets = self._mask_training_rois(proposals, batch.targets)
         outputs = self.mask_head(self.mask_roi_pool(feats, rois, [padded] * len(rois)))
@@ -134,7 +140,21 @@ class InstanceSegmenter(nn.Module):
         boxes float32 (N, 4), labels int64 (N,), scores float32 (N,), masks bool (N, h, w).
         With ``return_head_outputs``, ``extra`` also holds the mask head's per-RoI outputs
         (float32, e.g. ``"mask"`` (N, K, 28, 28) logits, BCNet's occluder maps)."""
-        feats, padded = self._features(batch.images)
+        feats, padded = self.features(batch.images)
+        return self.predict_from_features(
+            feats, padded, batch, return_head_outputs=return_head_outputs
+        )
+
+    @torch.no_grad()
+    def predict_from_features(
+        self,
+        feats: dict[str, Tensor],
+        padded: tuple[int, int],
+        batch: Batch,
+        *,
+        return_head_outputs: bool = False,
+    ) -> list[Instances]:
+        """:meth:`predict` on precomputed FPN features (video models fuse them first)."""
         sizes = [(int(h), int(w)) for h, w in batch.image_sizes]
         if self.fixed_num_detections is not None:
             n = self.fixed_num_detections
@@ -162,9 +182,7 @@ class InstanceSegmenter(nn.Module):
             results.append(d.replace(masks=masks, scores=d.scores.float(), extra=extra))
         return results
 
-    # ---------------------------------------------------------------- helpers
-
-    def _features(self, images: Tensor) -> tuple[dict[str, Tensor], tuple[int, int]]:
+    def features(self, images: Tensor) -> tuple[dict[str, Tensor], tuple[int, int]]:
         """Normalise, pad to ``size_divisibility``; -> (FPN features, padded (Hp, Wp))."""
         d = self.size_divisibility
         h, w = images.shape[-2:]
@@ -176,6 +194,8 @@ class InstanceSegmenter(nn.Module):
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
         return self.backbone(x), (int(h + ph), int(w + pw))
+
+    # ---------------------------------------------------------------- helpers
 
     def _mask_training_rois(
         self, proposals: list[Tensor], targets: Sequence[Instances]

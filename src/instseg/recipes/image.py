@@ -85,7 +85,7 @@ def prepare_data(cfg: DataConfig, out_dir: Path) -> DataSplits:
                 occlusion=s.occlusion,
                 cutout_root=cutouts,
             )
-        splits[split] = (ann, folder / "images")
+        splits[split] = (ann, folder)  # file_name in the JSON is "images/<id>.png"
     return DataSplits(splits["train"][0], splits["train"][1], splits["test"][0], splits["test"][1])
 
 
@@ -124,8 +124,8 @@ def build_model_from_config(cfg: ModelConfig, *, num_classes: int) -> torch.nn.M
     }
     if cfg.backbone_weights:
         kw["weights"] = cfg.backbone_weights
-    if cfg.random_init:
-        kw["random_init"] = True
+    if cfg.frozen_bn is not None:
+        kw["frozen_bn"] = cfg.frozen_bn
     model = build_model(cfg.name, **kw)
     if cfg.weights:
         from instseg.engine.checkpoint import load_model_weights
@@ -138,7 +138,14 @@ def model_meta(cfg: ImageTrainConfig, train_ds: Any) -> dict[str, Any]:
     """Everything needed to rebuild the model for inference from a weights file."""
     return {
         "task": "image",
-        "model": to_dict(cfg.model) | {"pretrained": False, "weights": None, "random_init": True},
+        # rebuilt without any weight file, with the BatchNorm layout it was trained with
+        "model": to_dict(cfg.model)
+        | {
+            "pretrained": False,
+            "weights": None,
+            "backbone_weights": None,
+            "frozen_bn": cfg.model.pretrained if cfg.model.frozen_bn is None else cfg.model.frozen_bn,
+        },
         "num_classes": len(train_ds.category_ids),
         "category_ids": list(train_ds.category_ids),
         "class_names": list(train_ds.category_names),

@@ -14,7 +14,7 @@ class ModelConfig:
     name: str = "effl0_fcos_maskrcnn"  # key of instseg.models.zoo.MODELS
     pretrained: bool = True  # ImageNet backbone weights (EfficientNet-Lite0 ships offline)
     backbone_weights: str | None = None  # user-given backbone weight file (e.g. ResNet-50)
-    random_init: bool = False  # allow a backbone without weights (must be said explicitly)
+    frozen_bn: bool | None = None  # backbone BatchNorm frozen/folded (None: when pretrained)
     class_aware_masks: bool = False  # one mask per class (True) or class-agnostic (False)
     weights: str | None = None  # full-model weights to start from (fine-tuning)
 

@@ -11,7 +11,7 @@ from instseg.models.video.instance_prototypes import (
     InstancePrototypeAttention,
     TemporalSegmentationModule,
 )
-from instseg.models.video.pcan import PCAN, ClipBatch, segmenter_hooks
+from instseg.models.video.pcan import PCAN, ClipBatch
 from instseg.models.video.tracker import Tracker, TrackHead
 from instseg.models.zoo import effl0_fcos_maskrcnn
 from instseg.structures import Instances
@@ -62,7 +62,7 @@ def _image_model() -> nn.Module:
 
 def test_loss_keys_backward_and_fall() -> None:
     seg = _image_model()
-    model = _pcan(segmenter_hooks(seg), tracker=Tracker())
+    model = _pcan(seg, tracker=Tracker())
     clip = ClipBatch(key=_frame(2), reference=_frame(0))
     losses = model.loss(clip)
     assert {"loss_cls", "loss_mask", "loss_track", "loss_track_aux", "loss_tsm"} <= set(losses)
@@ -94,7 +94,7 @@ def test_untrained_pcam_and_tsm_reproduce_the_image_model() -> None:
     """Zero-initialised fusion and TSM: PCAN's detections and masks equal the image model's."""
     seg = _image_model().eval()
     tracker = Tracker(init_score_thresh=0.0, obj_score_thresh=0.0)
-    model = _pcan(segmenter_hooks(seg), tracker=tracker).eval()
+    model = _pcan(seg, tracker=tracker).eval()
     frame = _frame(0)
     ref = seg.predict(frame)[0]
     state = model.init_state()
@@ -128,7 +128,7 @@ class _OracleSegmenter(nn.Module):
         return {"loss_dummy": sum(f.mean() for f in features.values())}
 
     def predict_from_features(
-        self, features: dict, padded: tuple[int, int], batch: Batch
+        self, features: dict, padded: tuple[int, int], batch: Batch, **kw: object
     ) -> list[Instances]:
         shift = int(batch.images[0, 0].nonzero()[:, 0].min()) - 10
         t = _frame(shift).targets[0]  # type: ignore[index]

@@ -24,8 +24,8 @@ frames is in :class:`VideoState` (the model holds none).
 
 What PCAN needs from the image model (:class:`FeatureSegmenter`): ``features(images) ->
 (features, padded_size)``, ``loss_from_features(features, padded_size, batch)`` and
-``predict_from_features(features, padded_size, batch)``. :func:`segmenter_hooks` gives them
-for the current ``InstanceSegmenter`` (see its docstring).
+``predict_from_features(features, padded_size, batch, *, return_head_outputs)``;
+``InstanceSegmenter`` provides all three.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from instseg.models.video.tracker import (
 )
 from instseg.structures import Instances
 
-__all__ = ["PCAN", "ClipBatch", "VideoState", "FeatureSegmenter", "segmenter_hooks"]
+__all__ = ["PCAN", "ClipBatch", "VideoState", "FeatureSegmenter"]
 
 Features = dict[str, Tensor]
 
@@ -75,7 +75,12 @@ class FeatureSegmenter(Protocol):
         """Detector + mask head losses on given features."""
 
     def predict_from_features(
-        self, features: Features, padded: tuple[int, int], batch: Batch
+        self,
+        features: Features,
+        padded: tuple[int, int],
+        batch: Batch,
+        *,
+        return_head_outputs: bool = False,
     ) -> list[Instances]:
         """B x Instances (boxes, labels, scores, masks bool (N, h, w)); ``extra["mask"]``
         (N, K, M, M) mask logits when available."""
@@ -101,8 +106,8 @@ class VideoState:
 
 class PCAN(nn.Module):
     """Args:
-    segmenter: the image model (a :class:`FeatureSegmenter`, or an ``InstanceSegmenter``
-        wrapped by :func:`segmenter_hooks`); registered as a submodule when it is one.
+    segmenter: the image model (a :class:`FeatureSegmenter`, e.g. ``InstanceSegmenter``);
+        registered as a submodule when it is one.
     pcam: frame-level PCAM over some FPN levels.
     track_head: association embedding head on 7x7 RoIs pooled from ``track_levels``.
     tracker: association settings (stateless).
@@ -137,10 +142,7 @@ class PCAN(nn.Module):
             if not callable(getattr(segmenter, m, None))
         ]
         if missing:
-            raise TypeError(
-                f"PCAN segmenter lacks {missing}; wrap an InstanceSegmenter with "
-                "instseg.models.video.pcan.segmenter_hooks(...)"
-            )
+            raise TypeError(f"PCAN segmenter lacks {missing} (InstanceSegmenter provides them)")
         if (instance_attention is None) != (tsm is None):
             raise ValueError("give both instance_attention and tsm, or neither")
         self.segmenter = segmenter
@@ -256,7 +258,7 @@ class PCAN(nn.Module):
             raise ValueError(f"predict_frame takes one frame, got a batch of {len(frame)}")
         feats, pad = self.segmenter.features(frame.images)
         fused, memory = self.pcam(feats, state.memory)
-        det = self.segmenter.predict_from_features(fused, pad, frame)[0]
+        det = self.segmenter.predict_from_features(fused, pad, frame, return_head_outputs=True)[0]
         emb = self.track_head(self.track_pool(fused, [det.boxes.float()], [pad]))
         ids, tracks = self.tracker.update(
             state.tracks, boxes=det.boxes, scores=det.scores, labels=det.labels, embeddings=emb
@@ -315,56 +317,6 @@ class PCAN(nn.Module):
         )
         attn = self.instance_attention.attend(roi, acc)
         return self.tsm(roi, initial_logits, attn), acc
-
-
-def segmenter_hooks(segmenter: nn.Module) -> nn.Module:
-    """Expose an ``InstanceSegmenter`` as a :class:`FeatureSegmenter`.
-
-    When the segmenter implements the three methods itself they are used. Otherwise (the
-    current ``InstanceSegmenter`` computes its features inside ``loss`` / ``predict``), its
-    ``loss`` / ``predict`` are called with its private ``_features`` answered by the given
-    features for the duration of the call (nothing is copied; remove this fallback once
-    ``InstanceSegmenter`` gains ``loss_from_features`` / ``predict_from_features``).
-    """
-    if all(
-        callable(getattr(segmenter, m, None))
-        for m in ("features", "loss_from_features", "predict_from_features")
-    ):
-        return segmenter
-    return _HookedSegmenter(segmenter)
-
-
-class _HookedSegmenter(nn.Module):
-    def __init__(self, segmenter: nn.Module) -> None:
-        super().__init__()
-        self.inner = segmenter
-        self.mask_thresh = float(getattr(segmenter, "mask_thresh", 0.5))
-
-    def features(self, images: Tensor) -> tuple[Features, tuple[int, int]]:
-        return self.inner._features(images)
-
-    def loss_from_features(
-        self, features: Features, padded: tuple[int, int], batch: Batch
-    ) -> dict[str, Tensor]:
-        with _given_features(self.inner, features, padded):
-            return self.inner.loss(batch)
-
-    def predict_from_features(
-        self, features: Features, padded: tuple[int, int], batch: Batch
-    ) -> list[Instances]:
-        with _given_features(self.inner, features, padded):
-            return self.inner.predict(batch, return_head_outputs=True)
-
-
-class _given_features:  # noqa: N801 - used as a context manager
-    def __init__(self, module: nn.Module, features: Features, padded: tuple[int, int]) -> None:
-        self.module, self.value = module, (features, padded)
-
-    def __enter__(self) -> None:
-        object.__setattr__(self.module, "_features", lambda images: self.value)
-
-    def __exit__(self, *exc: object) -> None:
-        object.__delattr__(self.module, "_features")
 
 
 # ---------------------------------------------------------------- helpers
