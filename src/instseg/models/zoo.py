@@ -263,3 +263,40 @@ def _segmenter(
         num_classes=num_classes,
         **{**defaults, **segmenter_kw},
     )
+
+
+# ------------------------------------------------ CPMask variants (survey ch. 4, ablation)
+# The fast default (EfficientNet-Lite0 + slim FCOS) with the class-agnostic commonality head; the
+# ablation baseline is ``effl0_fcos_maskrcnn`` itself (the same 4-conv head, class-agnostic).
+
+from instseg.models.heads import commonality as _cpmask  # noqa: E402
+
+
+def effl0_fcos_cpmask(*, num_classes: int, pretrained: bool = True, **kw: Any) -> InstanceSegmenter:
+    """CPMask: boundary-parsing module + non-local affinity-parsing unit."""
+    return effl0_fcos_maskrcnn(
+        num_classes=num_classes, pretrained=pretrained, mask_head=_cpmask.cpmask_head, **kw
+    )
+
+
+def effl0_fcos_cpmask_boundary(
+    *, num_classes: int, pretrained: bool = True, **kw: Any
+) -> InstanceSegmenter:
+    """CPMask ablation: boundary-parsing module only."""
+    head = _cpmask.cpmask_boundary_head
+    return effl0_fcos_maskrcnn(num_classes=num_classes, pretrained=pretrained, mask_head=head, **kw)
+
+
+def effl0_fcos_cpmask_affinity(
+    *, num_classes: int, pretrained: bool = True, **kw: Any
+) -> InstanceSegmenter:
+    """CPMask ablation: non-local affinity-parsing unit only."""
+    head = _cpmask.cpmask_affinity_head
+    return effl0_fcos_maskrcnn(num_classes=num_classes, pretrained=pretrained, mask_head=head, **kw)
+
+
+MODELS.update(
+    effl0_fcos_cpmask=effl0_fcos_cpmask,
+    effl0_fcos_cpmask_boundary=effl0_fcos_cpmask_boundary,
+    effl0_fcos_cpmask_affinity=effl0_fcos_cpmask_affinity,
+)
