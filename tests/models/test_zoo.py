@@ -51,7 +51,15 @@ def _check_predictions(out: list[Instances], batch: Batch) -> None:
         assert int(r.labels.min()) >= 0 and int(r.labels.max()) < 3
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+# Every detector with the baseline head, every head variant on the fast detector, and one
+# bilayer head on each other detector (the full 4 x 13 cross product would take minutes).
+CONTRACT_MODELS = sorted(
+    {n for n in MODELS if n.endswith("_maskrcnn") or n.startswith("effl0_fcos_")}
+    | {"effl0_frcnn_bcnet", "r50_fcos_bcnet", "r50_frcnn_cpmask"}
+)
+
+
+@pytest.mark.parametrize("name", CONTRACT_MODELS)
 def test_loss_backward_predict(name):
     torch.manual_seed(0)
     model = build_model(name, **SMALL)
@@ -74,7 +82,7 @@ def test_loss_backward_predict(name):
     _check_predictions(model.predict(batch), batch)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", CONTRACT_MODELS)
 def test_bf16_autocast_channels_last(name):
     torch.manual_seed(0)
     model = build_model(name, **SMALL).to(memory_format=torch.channels_last)
@@ -105,7 +113,9 @@ def test_pretrained_fast_default_builds_frozen_and_predicts():
 
 
 def test_build_model_errors():
-    with pytest.raises(KeyError, match="valid names: effl0_fcos_maskrcnn, effl0_frcnn_maskrcnn"):
+    with pytest.raises(
+        KeyError, match=r"unknown model 'maskrcnn_r101'; valid names: .*effl0_fcos_maskrcnn"
+    ):
         build_model("maskrcnn_r101", num_classes=3)
     with pytest.raises(ValueError, match="weights='/path/to/resnet50.pth'"):
         build_model("r50_fcos_maskrcnn", num_classes=3)

@@ -31,6 +31,7 @@ from instseg.models.backbones.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
 from instseg.models.backbones.resnet import ResNet50
 from instseg.models.detectors.faster_rcnn import FasterRCNN
 from instseg.models.detectors.fcos import FCOS
+from instseg.models.heads import bilayer, commonality
 from instseg.models.heads.base import MaskHead
 from instseg.models.heads.mask_rcnn import MaskRCNNHead
 from instseg.models.segmenter import InstanceSegmenter
@@ -200,11 +201,42 @@ def r50_frcnn_maskrcnn(
     )
 
 
+# BCNet (ch. 3) head variants for the ablations of Tables 3.1-3.4; each sits on any detector.
+_BILAYER_HEADS: dict[str, Callable[..., MaskHead]] = {
+    "bcnet": bilayer.bcnet_head,  # full BCNet: occluder mask+contour, guidance, GCN
+    "bcnet_paper": bilayer.bcnet_paper_head,  # 1 conv + GCN + 1 conv per layer (Sect. 3.2.2)
+    "bcnet_no_occ_targets": bilayer.bcnet_no_occluder_targets_head,  # Table 3.1: none
+    "bcnet_occ_mask": bilayer.bcnet_occluder_mask_head,  # Table 3.1: occluder mask only
+    "bcnet_occ_contour": bilayer.bcnet_occluder_contour_head,  # Table 3.1: contour only
+    "bcnet_no_guidance": bilayer.bcnet_no_guidance_head,  # Table 3.2
+    "bilayer_fcn": bilayer.bcnet_fcn_head,  # Table 3.3: bilayer with FCN blocks
+    "single_gcn": bilayer.single_gcn_head,  # Table 3.3: single layer with GCN
+    "single_fcn": bilayer.single_fcn_head,  # Table 3.3: single layer FCN
+}
+# CPMask (ch. 4) class-agnostic commonality heads; the ablation baseline is the plain
+# ``*_maskrcnn`` model (the same 4-conv head, class-agnostic by default).
+_COMMONALITY_HEADS: dict[str, Callable[..., MaskHead]] = {
+    "cpmask": commonality.cpmask_head,  # boundary parsing + non-local affinity parsing
+    "cpmask_boundary": commonality.cpmask_boundary_head,  # boundary-parsing module only
+    "cpmask_affinity": commonality.cpmask_affinity_head,  # affinity-parsing unit only
+}
+_DETECTORS: dict[str, Callable[..., InstanceSegmenter]] = {
+    "effl0_fcos": effl0_fcos_maskrcnn,
+    "effl0_frcnn": effl0_frcnn_maskrcnn,
+    "r50_fcos": r50_fcos_maskrcnn,
+    "r50_frcnn": r50_frcnn_maskrcnn,
+}
+
 MODELS: dict[str, Callable[..., InstanceSegmenter]] = {
     "effl0_fcos_maskrcnn": effl0_fcos_maskrcnn,
     "effl0_frcnn_maskrcnn": effl0_frcnn_maskrcnn,
     "r50_fcos_maskrcnn": r50_fcos_maskrcnn,
     "r50_frcnn_maskrcnn": r50_frcnn_maskrcnn,
+    **{
+        f"{det}_{head}": partial(builder, mask_head=factory)
+        for det, builder in _DETECTORS.items()
+        for head, factory in {**_BILAYER_HEADS, **_COMMONALITY_HEADS}.items()
+    },
 }
 
 
@@ -263,40 +295,3 @@ def _segmenter(
         num_classes=num_classes,
         **{**defaults, **segmenter_kw},
     )
-
-
-# ------------------------------------------------ CPMask variants (survey ch. 4, ablation)
-# The fast default (EfficientNet-Lite0 + slim FCOS) with the class-agnostic commonality head; the
-# ablation baseline is ``effl0_fcos_maskrcnn`` itself (the same 4-conv head, class-agnostic).
-
-from instseg.models.heads import commonality as _cpmask  # noqa: E402
-
-
-def effl0_fcos_cpmask(*, num_classes: int, pretrained: bool = True, **kw: Any) -> InstanceSegmenter:
-    """CPMask: boundary-parsing module + non-local affinity-parsing unit."""
-    return effl0_fcos_maskrcnn(
-        num_classes=num_classes, pretrained=pretrained, mask_head=_cpmask.cpmask_head, **kw
-    )
-
-
-def effl0_fcos_cpmask_boundary(
-    *, num_classes: int, pretrained: bool = True, **kw: Any
-) -> InstanceSegmenter:
-    """CPMask ablation: boundary-parsing module only."""
-    head = _cpmask.cpmask_boundary_head
-    return effl0_fcos_maskrcnn(num_classes=num_classes, pretrained=pretrained, mask_head=head, **kw)
-
-
-def effl0_fcos_cpmask_affinity(
-    *, num_classes: int, pretrained: bool = True, **kw: Any
-) -> InstanceSegmenter:
-    """CPMask ablation: non-local affinity-parsing unit only."""
-    head = _cpmask.cpmask_affinity_head
-    return effl0_fcos_maskrcnn(num_classes=num_classes, pretrained=pretrained, mask_head=head, **kw)
-
-
-MODELS.update(
-    effl0_fcos_cpmask=effl0_fcos_cpmask,
-    effl0_fcos_cpmask_boundary=effl0_fcos_cpmask_boundary,
-    effl0_fcos_cpmask_affinity=effl0_fcos_cpmask_affinity,
-)
