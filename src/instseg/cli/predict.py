@@ -34,21 +34,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def image_id_map(gt: str | None) -> dict[str, int]:
-    """file name (and stem) -> image id from a COCO annotation file."""
+    """COCO ``file_name`` (a relative path such as ``boat/00000.jpg``) -> image id."""
     if not gt:
         return {}
     from instseg.utils.io import read_json
 
     data = read_json(gt)
-    if "images" not in data:
+    if not isinstance(data, dict) or "images" not in data:
         raise ValueError(f"{gt}: not a COCO annotation file (no 'images')")
-    out: dict[str, int] = {}
-    for im in data["images"]:
-        name = str(im["file_name"])
-        out[name] = int(im["id"])
-        out[Path(name).name] = int(im["id"])
-        out[Path(name).stem] = int(im["id"])
-    return out
+    return {Path(str(im["file_name"])).as_posix(): int(im["id"]) for im in data["images"]}
+
+
+def lookup_image_id(ids: dict[str, int], path: Path | None, name: str) -> int | None:
+    """The id whose ``file_name`` is the longest trailing part of ``path`` (so ``boat/00000.jpg``
+    and ``bus/00000.jpg`` stay apart), else the one whose file name stem equals ``name``."""
+    if path is not None:
+        parts = path.resolve().parts
+        for k in range(len(parts), 0, -1):
+            hit = ids.get("/".join(parts[-k:]))
+            if hit is not None:
+                return hit
+    stems = [i for f, i in ids.items() if Path(f).stem == name]
+    return stems[0] if len(stems) == 1 else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,19 +78,18 @@ def run(args: argparse.Namespace) -> int:
     ids = image_id_map(args.gt)
     video = is_video(args.source)
     results, frames, missing = [], [], 0
-    for index, (name, image) in enumerate(
-        tqdm(iter_source(args.source), desc="predict", unit="img")
-    ):
-        inst = (
-            predictor(image, return_head_outputs=args.explain) if args.explain else predictor(image)
-        )
-        if name in ids:
-            image_id = ids[name]
-        elif ids:
-            missing += 1
-            continue
+    source = iter_source(args.source)
+    for index, (name, image, path) in enumerate(tqdm(source, desc="predict", unit="img")):
+        if ids:
+            found = lookup_image_id(ids, path, name)
+            if found is None:
+                missing += 1
+                continue
+            image_id = found
         else:
             image_id = int(name) if name.isdigit() else index
+        kw = {"return_head_outputs": True} if args.explain else {}
+        inst = predictor(image, **kw)
         cat_ids = predictor.category_ids or list(range(1, len(predictor.class_names) + 1))
         results += instances_to_coco_results(inst, image_id=image_id, category_ids=cat_ids)
         if args.save_vis:

@@ -28,10 +28,11 @@ def read_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
 
 
 def load_trained_model(
-    path: str | Path, *, device: torch.device | str = "cpu"
+    path: str | Path, *, device: torch.device | str = "cpu", **model_kw: Any
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Build the zoo model named in the file's meta, load weights (fp16 files are cast back to
-    fp32), put it in eval mode on ``device``."""
+    fp32), put it in eval mode on ``device``. ``model_kw`` go to the zoo builder (e.g.
+    ``fixed_num_detections`` for export)."""
     from instseg.config import from_dict
     from instseg.recipes.image import build_model_from_config
     from instseg.recipes.image_config import ModelConfig
@@ -42,7 +43,7 @@ def load_trained_model(
             f"{path}: weights are for task '{meta.get('task')}', not image segmentation"
         )
     mcfg = from_dict(ModelConfig, meta.get("model", {}), where=str(path))
-    model = build_model_from_config(mcfg, num_classes=int(meta["num_classes"]))
+    model = build_model_from_config(mcfg, num_classes=int(meta["num_classes"]), **model_kw)
     ref = model.state_dict()
     state = {
         k: (v.to(ref[k].dtype) if k in ref and v.is_floating_point() else v)

@@ -87,7 +87,7 @@ class ImagePredictor:
         with self._autocast():
             outs = self.model.predict(batch, **kw)
         results = []
-        for inst, im in zip(outs, images):
+        for inst, im in zip(outs, images, strict=False):
             inst = inst.to("cpu")
             inst = inst.replace(
                 boxes=inst.boxes.float(),

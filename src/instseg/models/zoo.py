@@ -58,16 +58,19 @@ def effl0_fcos_maskrcnn(
     frozen_bn: bool | None = None,
     fpn_channels: int = 64,
     head_convs: int = 2,
+    freeze_blocks: int = 2,
     **segmenter_kw: Any,
 ) -> InstanceSegmenter:
     """The fast default: EfficientNet-Lite0 (C3-C5) + slim FPN (P3-P7, 64 ch) + slim FCOS
-    (2 convs per tower) + 4-conv Mask R-CNN head at the FPN width."""
+    (2 convs per tower) + 4-conv Mask R-CNN head at the FPN width. With ``pretrained``, the
+    stem and the first ``freeze_blocks`` blocks (strides 2-4) stay frozen."""
     body = EfficientNetLite0(
         pretrained=pretrained,
         weights=weights,
         out_strides=(8, 16, 32),
         frozen_bn=pretrained if frozen_bn is None else frozen_bn,
         freeze_stem=pretrained,
+        freeze_blocks=freeze_blocks if pretrained else 0,
     )
     fpn = FPN(
         bottom_up=body,

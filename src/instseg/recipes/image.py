@@ -114,10 +114,12 @@ def build_datasets(cfg: DataConfig, splits: DataSplits) -> tuple[Any, Any]:
     return train_ds, test_ds
 
 
-def build_model_from_config(cfg: ModelConfig, *, num_classes: int) -> torch.nn.Module:
+def build_model_from_config(cfg: ModelConfig, *, num_classes: int, **extra: Any) -> torch.nn.Module:
+    """Zoo model for ``cfg``; ``extra`` keywords go to the builder (segmenter overrides)."""
     from instseg.models.zoo import build_model
 
     kw: dict[str, Any] = {
+        **extra,
         "num_classes": num_classes,
         "pretrained": cfg.pretrained,
         "class_aware_masks": cfg.class_aware_masks,
@@ -144,7 +146,9 @@ def model_meta(cfg: ImageTrainConfig, train_ds: Any) -> dict[str, Any]:
             "pretrained": False,
             "weights": None,
             "backbone_weights": None,
-            "frozen_bn": cfg.model.pretrained if cfg.model.frozen_bn is None else cfg.model.frozen_bn,
+            "frozen_bn": cfg.model.pretrained
+            if cfg.model.frozen_bn is None
+            else cfg.model.frozen_bn,
         },
         "num_classes": len(train_ds.category_ids),
         "category_ids": list(train_ds.category_ids),

@@ -1,7 +1,7 @@
 """Input sources for prediction: an image, a folder, a glob, or a video file (frames via PyAV).
 
-``iter_source(path)`` yields ``(name, rgb uint8 (H, W, 3))`` pairs; names are file stems for
-images and ``"%06d" % frame_index`` for video frames.
+``iter_source(path)`` yields ``(name, rgb uint8 (H, W, 3), path)``; names are file stems for
+images and ``"%06d" % frame_index`` for video frames (whose path is None).
 """
 
 from __future__ import annotations
@@ -69,11 +69,12 @@ def video_fps(path: str | Path, default: float = 24.0) -> float:
         return float(rate) if rate else default
 
 
-def iter_source(source: str | Path) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield (name, RGB frame) for an image / folder / glob / video source."""
+def iter_source(source: str | Path) -> Iterator[tuple[str, np.ndarray, Path | None]]:
+    """Yield (name, RGB frame, file path or None for video frames) for an image / folder /
+    glob / video source."""
     if is_video(source):
         for i, frame in enumerate(read_video_frames(source)):
-            yield f"{i:06d}", frame
+            yield f"{i:06d}", frame, None
         return
     for f in list_images(source):
-        yield f.stem, read_image(f)
+        yield f.stem, read_image(f), f

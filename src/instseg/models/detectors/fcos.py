@@ -145,7 +145,7 @@ class FCOS(nn.Module):
         """-> (P, 4) float32 stride-sized boxes centred on each point, and points per level."""
         out, sizes = [], []
         for name, s in zip(self.in_features, self.strides, strict=True):
-            h, w = features[name].shape[-2:]
+            h, w = (int(v) for v in features[name].shape[-2:])  # plain ints: traceable
             dev = features[name].device
             ys = (torch.arange(h, device=dev, dtype=torch.float32) + 0.5) * s
             xs = (torch.arange(w, device=dev, dtype=torch.float32) + 0.5) * s
