@@ -1,13 +1,27 @@
-"""Train the learned VOIN stages (a sketch; runs end to end on tiny settings on a CPU).
+"""Train the learned VOIN stages and pack them into one weights file (runs end to end on tiny
+settings on a CPU).
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/train_voin.py --stage shape --tiny --iters 20
-    .venv/bin/python scripts/train_voin.py --stage flow --iters 20000 --size 192 --out runs/flow
-    .venv/bin/python scripts/train_voin.py --stage generator --iters 50000 --out runs/gen
+One command, all three stages, one weights file (``--out/voin.pt``, fp16, the format of
+:func:`instseg.inference.inpainter.save_voin_weights`, loaded by ``instseg inpaint --weights``)::
+
+    # tiny smoke run (about 1-2 minutes on one CPU core)
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/train_voin.py --stage all --tiny --iters 30 \
+        --seed 0 --out runs/voin_tiny
+    # the long run behind src/instseg/weights/voin_default.pt (see the model card there)
+    .venv/bin/python scripts/train_voin.py --stage all --variant paper --iters-shape 20000 \
+        --iters-flow 20000 --iters-generator 50000 --size 192 --batch 4 --seed 0 --out runs/voin
+
+Single stages (each writes ``--out/model_final.pth``, engine checkpoint format) and packing::
+
+    .venv/bin/python scripts/train_voin.py --stage shape --tiny --iters 20 --out runs/shape
+    .venv/bin/python scripts/train_voin.py --stage pack --tiny --from runs/voin_tiny
 
 Data (self-supervised, Sect. 5.4.4): random clips of the DAVIS-2016 train subset, resized to
 ``--size`` pixels high; a synthetic occluder (:func:`synthetic_occluder`) moves over the object
 (:func:`occlude_clip`, 20-50 % occlusion); the annotated (modal) mask is the amodal target.
-DAVIS has no class labels, so every object is class 0 (``num_classes = 1``).
+DAVIS has no class labels, so every object is class 0 (``num_classes = 1``). The default
+sequences leave out boat, bus and elephant: they are the held-out evaluation sequences of
+``scripts/voin_baselines.py`` / ``scripts/repro_voin.py``.
 
 Stages (each trains one network; the pipeline :class:`VOIN` combines them at inference):
 
@@ -21,7 +35,9 @@ Stages (each trains one network; the pipeline :class:`VOIN` combines them at inf
   generator sees the propagation leftovers, a subset).
 
 ``shape`` and ``flow`` use the engine's :class:`Trainer`; the GAN loop alternates D and G steps
-by hand (two optimizers). Weights go to ``--out/model_final.pth`` (engine checkpoint format).
+by hand (two optimizers). ``--stage all`` trains them one after the other into
+``--out/{shape,flow,generator}/`` (seeded ``--seed``, ``--seed + 1``, ``--seed + 2``) and packs
+``--out/voin.pt``; ``--stage pack`` packs existing stage folders of ``--from``.
 """
 
 from __future__ import annotations
@@ -65,12 +81,10 @@ from instseg.models.inpainting.voin import VOIN_VARIANTS, VOINNets
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 DEFAULT_ROOT = DEFAULT_ROOT / "davis2016-train-subset"
+EVAL_SEQUENCES = ("boat", "bus", "elephant")  # held out: scripts/voin_baselines.py, repro_voin.py
 SEQUENCES = (
-    "boat",
     "breakdance-flare",
-    "bus",
     "dance-jump",
-    "elephant",
     "flamingo",
     "mallard-fly",
     "rollerblade",
@@ -79,31 +93,98 @@ SEQUENCES = (
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.tiny:
+        args.size, args.frames_per_seq, args.clip_len = 48, 8, 3
+        args.sequences = args.sequences[:2]
+        args.variant = "small"
+    if args.stage == "pack":
+        path = pack(args.from_dir, args)
+        print(f"packed: {path}")
+        return 0
+    if args.stage == "all":
+        out = args.out
+        for i, stage in enumerate(STAGES):
+            sub = argparse.Namespace(**{**vars(args), "out": out / stage, "seed": args.seed + i})
+            sub.iters = getattr(args, f"iters_{stage}") or args.iters
+            _train_stage(stage, sub)
+        path = pack(out, args)
+        print(f"done: {path}")
+        return 0
+    _train_stage(args.stage, args)
+    print(f"done: {args.out / 'model_final.pth'}")
+    return 0
+
+
+STAGES = ("shape", "flow", "generator")
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--stage", choices=("shape", "flow", "generator"), required=True)
+    p.add_argument("--stage", choices=(*STAGES, "all", "pack"), required=True)
+    p.add_argument("--variant", choices=sorted(VOIN_VARIANTS), default="paper",
+                   help="network sizes (--tiny forces 'small')")
     p.add_argument("--davis-root", type=Path, default=DEFAULT_ROOT)
     p.add_argument("--sequences", nargs="+", default=list(SEQUENCES))
     p.add_argument("--frames-per-seq", type=int, default=40)
     p.add_argument("--iters", type=int, default=1000)
+    for stage in STAGES:
+        p.add_argument(f"--iters-{stage}", type=int, default=None,
+                       help=f"iterations of the {stage} stage with --stage all (default --iters)")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--clip-len", type=int, default=5)
     p.add_argument("--size", type=int, default=128, help="frame height after resizing")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--tiny", action="store_true", help="tiny networks and data (smoke run)")
     p.add_argument("--out", type=Path, default=Path("runs/voin"))
+    p.add_argument("--from", dest="from_dir", type=Path, default=None,
+                   help="--stage pack: folder holding shape/, flow/, generator/")
+    p.add_argument("--weights-name", default="voin.pt", help="packed file name inside the folder")
+    p.add_argument("--full-precision", action="store_true", help="pack fp32 instead of fp16")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = p.parse_args(argv)
-    if args.tiny:
-        args.size, args.frames_per_seq, args.clip_len = 48, 8, 3
-        args.sequences = args.sequences[:2]
+    return p
+
+
+def _train_stage(stage: str, args: argparse.Namespace) -> None:
     seed_everything(args.seed)
     videos = load_videos(args.davis_root, args.sequences, args.frames_per_seq, args.size)
     clips = clip_stream(videos, np.random.default_rng(args.seed), args.clip_len)
-    stage = {"shape": train_shape, "flow": train_flow, "generator": train_generator}
-    stage[args.stage](args, clips)
-    print(f"done: {args.out / 'model_final.pth'}")
-    return 0
+    {"shape": train_shape, "flow": train_flow, "generator": train_generator}[stage](args, clips)
+
+
+def pack(folder: Path, args: argparse.Namespace) -> Path:
+    """Load ``folder/{shape,flow,generator}/model_final.pth`` into the variant's networks and
+    write ``folder/<weights-name>`` (one file, fp16 unless ``--full-precision``)."""
+    from instseg.engine.checkpoint import load_checkpoint_file, load_model_weights
+    from instseg.inference.inpainter import save_voin_weights
+
+    if folder is None:
+        raise SystemExit("--stage pack needs --from FOLDER")
+    nets = _nets(args)
+    iters = {}
+    for stage, net in zip(STAGES, (nets.shape_net, nets.flow_net, nets.generator), strict=True):
+        path = folder / stage / "model_final.pth"
+        load_model_weights(net, path)  # strict: raises naming the file on any mismatch
+        iters[stage] = int(load_checkpoint_file(path).get("iteration", 0))
+    meta = {
+        "iterations": iters,
+        "seed": args.seed,
+        "train_size": args.size,
+        "clip_len": args.clip_len,
+        "batch": args.batch,
+        "train_sequences": list(args.sequences),
+        "held_out_sequences": list(EVAL_SEQUENCES),
+        "data": "davis2016-train-subset + synthetic occluders (scripts/train_voin.py)",
+    }
+    return save_voin_weights(
+        nets, folder / args.weights_name, variant=args.variant, num_classes=1,
+        canvas_size=_canvas(args), trained=min(iters.values()) > 0,
+        half=not args.full_precision, meta=meta)
+
+
+def _canvas(args: argparse.Namespace) -> int:
+    return 32 if args.variant == "small" else 64
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -242,7 +323,7 @@ class FlowStage(nn.Module):
 
 
 def _nets(args: argparse.Namespace) -> VOINNets:
-    return VOIN_VARIANTS["small" if args.tiny else "paper"](num_classes=1)
+    return VOIN_VARIANTS["small" if args.tiny else args.variant](num_classes=1)
 
 
 def _run_trainer(args: argparse.Namespace, stage: nn.Module, loader: Iterator[dict]) -> None:
@@ -263,8 +344,7 @@ def _run_trainer(args: argparse.Namespace, stage: nn.Module, loader: Iterator[di
 
 def train_shape(args: argparse.Namespace, clips: Iterator[OccludedClip]) -> None:
     net = _nets(args).shape_net
-    canvas = 32 if args.tiny else 64
-    _run_trainer(args, ShapeStage(net), shape_batches(clips, args.batch, canvas))
+    _run_trainer(args, ShapeStage(net), shape_batches(clips, args.batch, _canvas(args)))
 
 
 def train_flow(args: argparse.Namespace, clips: Iterator[OccludedClip]) -> None:
@@ -274,9 +354,10 @@ def train_flow(args: argparse.Namespace, clips: Iterator[OccludedClip]) -> None:
 
 def train_generator(args: argparse.Namespace, clips: Iterator[OccludedClip]) -> None:
     dev = torch.device(args.device)
-    c = 8 if args.tiny else 64
+    small = args.tiny or args.variant == "small"
+    c = 8 if small else 64
     gen = _nets(args).generator.to(dev)
-    d_patch = TPatchGAN(base_channels=c, downsample=3 if args.tiny else 6).to(dev)
+    d_patch = TPatchGAN(base_channels=c, downsample=3 if small else 6).to(dev)
     d_cls = MultiClassDiscriminator(num_classes=1, base_channels=c).to(dev)
     opt_g = torch.optim.Adam(gen.parameters(), lr=args.lr, betas=(0.0, 0.99))
     opt_d = torch.optim.Adam(
