@@ -8,6 +8,8 @@ Subcommands (one explicit table, :data:`SUBCOMMANDS`):
   style JSON with amodal masks and per-frame depth order.
 - ``coco-occ``: the COCO-OCC split of a COCO ground-truth file (images whose objects overlap),
   through ``instseg.data.occlusion.extract_coco_occ``.
+- ``few-shot``: a seeded K-shot training subset of the novel classes
+  (``instseg.cli.data_fewshot``, ``instseg.data.few_shot``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from instseg.cli import data_fewshot as _fewshot
 
 __all__ = ["SUBCOMMANDS", "add_arguments", "run"]
 
@@ -156,6 +160,7 @@ SUBCOMMANDS: dict[
         "synthetic occlusion videos with amodal YouTube-VIS annotations",
     ),
     "coco-occ": (_add_coco_occ, _run_coco_occ, "extract the COCO-OCC (occluded) subset"),
+    **_fewshot.SUBCOMMANDS,
 }
 
 

@@ -1,5 +1,16 @@
 """``instseg eval CONFIG --weights W [key=value ...]``: COCO metrics of trained weights on the
-config's test set."""
+config's test set.
+
+- ``--class-split voc`` adds ``voc`` / ``non_voc`` AP inside each IoU type; a direction
+  (``voc->non_voc``, ``non_voc->voc``, ``base->novel``) adds ``base`` / ``novel``. Default: the
+  config's ``evaluation.class_split`` or ``data.class_split``.
+- ``--amodal``: amodal AP (GT segmentation replaced by the amodal mask; synthetic / KINS / COCOA
+  layouts). ``--occ``: AP on occluded instances (non-occluded ones become ignore regions) and AP
+  on the COCO-OCC images. See :mod:`instseg.evaluation.amodal` for the protocol.
+
+The masks are scored as what the weights were trained to predict (``model.mask_target`` in the
+weights' meta: visible or amodal).
+"""
 
 from __future__ import annotations
 
@@ -14,13 +25,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     p.add_argument("--weights", required=True, help="model.pt written by train/demo")
     p.add_argument("--out", default=None, help="folder for results.json and metrics.json")
-    p.add_argument("--class-split", default=None, help="also report AP per class split (voc)")
+    p.add_argument(
+        "--class-split",
+        default=None,
+        help="also report AP per class split: 'voc' (voc/non_voc) or a direction such as "
+        "'voc->non_voc' / 'base->novel' (base/novel)",
+    )
+    p.add_argument("--amodal", action="store_true", help="also report amodal AP")
+    p.add_argument(
+        "--occ",
+        action="store_true",
+        help="also report AP on occluded instances and on the COCO-OCC image subset",
+    )
+    p.add_argument(
+        "--min-occlusion",
+        type=float,
+        default=None,
+        help="occluded instance: 1 - visible/amodal area above this (default: config, 0.1)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from instseg.evaluation.coco import evaluate_coco, format_metrics_table
+    import dataclasses
+    import sys
+
+    from instseg.evaluation.coco import format_metrics_table
     from instseg.inference.loading import load_trained_model
-    from instseg.recipes.image import build_datasets, evaluate, prepare_data, resolve_device
+    from instseg.recipes.image import (
+        build_datasets,
+        evaluate,
+        prepare_data,
+        resolve_device,
+        resolve_eval_split,
+    )
     from instseg.recipes.image_config import ImageTrainConfig
     from instseg.utils.io import atomic_write_json
 
@@ -30,18 +67,41 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"config error: {e}") from None
     out = Path(args.out or cfg.out_dir)
     splits = prepare_data(cfg.data, Path(cfg.out_dir))
-    _, test_ds = build_datasets(cfg.data, splits)
     device = resolve_device(cfg.device)
-    model, _meta = load_trained_model(args.weights, device=device)
-    metrics = evaluate(model, test_ds, splits.test_json, amp=cfg.solver.amp, out_dir=out)
-    if args.class_split:
-        results = out / "results.json"
-        metrics["class_split"] = {
-            t: evaluate_coco(splits.test_json, results, iou_type=t, class_split=args.class_split)
-            for t in ("segm", "bbox")
-        }
-    for iou_type in ("segm", "bbox"):
-        if iou_type in metrics:
-            print(f"[{iou_type}]\n" + format_metrics_table(metrics[iou_type]))
+    model, meta = load_trained_model(args.weights, device=device)
+    target = str(meta.get("model", {}).get("mask_target", cfg.model.mask_target))
+    ev = cfg.evaluation
+    ev = dataclasses.replace(
+        ev,
+        amodal=ev.amodal or args.amodal,
+        occluded=ev.occluded or args.occ,
+        min_occlusion=ev.min_occlusion if args.min_occlusion is None else args.min_occlusion,
+    )
+    try:
+        _, test_ds = build_datasets(cfg.data, splits, mask_target="visible")
+        split = resolve_eval_split(
+            args.class_split or ev.class_split or cfg.data.class_split, splits.test_json
+        )
+        metrics = evaluate(
+            model,
+            test_ds,
+            splits.test_json,
+            amp=cfg.solver.amp,
+            out_dir=out,
+            mask_target=target,
+            eval_cfg=ev,
+            class_split=split,
+        )
+    except ValueError as e:
+        print(f"instseg eval: {e}", file=sys.stderr)
+        return 2
+    for key, group in metrics.items():
+        if key in ("segm", "bbox"):
+            print(f"[{key}]\n" + format_metrics_table(group))
+        elif isinstance(group, dict) and any(t in group for t in ("segm", "bbox")):
+            print(
+                f"[{key}]\n"
+                + format_metrics_table({t: group[t] for t in ("segm", "bbox") if t in group})
+            )
     atomic_write_json(out / "metrics.json", metrics, indent=2)
     return 0

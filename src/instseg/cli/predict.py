@@ -29,7 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--explain",
         action="store_true",
-        help="also save per-RoI head maps (occluder/occludee, boundary) for bilayer heads",
+        help="also save per-RoI panels of the mask head's maps to DIR/explain/ (top 3 RoIs: "
+        "occluder/occludee contours and masks for BCNet heads, boundary and one pixel's "
+        "affinity for CPMask heads, then the final mask)",
     )
 
 
@@ -104,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         if args.explain:
             from instseg.inference.explain import save_explanations
 
-            save_explanations(out / "explain", name, image, inst)
+            save_explanations(out / "explain", name, image, inst, class_names=predictor.class_names)
     if missing:
         log.warning("%d images of %s are not in %s and were skipped", missing, args.source, args.gt)
     atomic_write_json(out / "results.json", results)

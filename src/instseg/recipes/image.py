@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from instseg.config import dump_config, to_dict
-from instseg.recipes.image_config import DataConfig, ImageTrainConfig, ModelConfig
+from instseg.recipes.image_config import DataConfig, EvalConfig, ImageTrainConfig, ModelConfig
 from instseg.utils.io import atomic_write_json
 
 __all__ = [
@@ -25,8 +25,12 @@ __all__ = [
     "model_meta",
     "train",
     "evaluate",
+    "eval_class_split",
     "resolve_device",
+    "MASK_TARGETS",
 ]
+
+MASK_TARGETS = ("visible", "amodal")
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +73,8 @@ def prepare_data(cfg: DataConfig, out_dir: Path) -> DataSplits:
         ("train", s.num_train, s.seed_train),
         ("test", s.num_test, s.seed_test),
     ):
-        tag = f"{split}_n{num}_s{seed}_sz{s.image_size}_occ{s.occlusion:g}_o{s.min_objects}-{s.max_objects}"
+        tag = f"{split}_n{num}_s{seed}_sz{s.image_size}_occ{s.occlusion:g}"
+        tag += f"_o{s.min_objects}-{s.max_objects}"
         tag += "_cut" if cutouts else ""
         folder = cache / tag
         ann = folder / "annotations.json"
@@ -89,13 +94,25 @@ def prepare_data(cfg: DataConfig, out_dir: Path) -> DataSplits:
     return DataSplits(splits["train"][0], splits["train"][1], splits["test"][0], splits["test"][1])
 
 
-def build_datasets(cfg: DataConfig, splits: DataSplits) -> tuple[Any, Any]:
-    """(train dataset, test dataset) with the config's transforms."""
-    from instseg.data.coco import CocoInstanceDataset
-    from instseg.data.transforms import build_transforms
+def build_datasets(
+    cfg: DataConfig, splits: DataSplits, *, mask_target: str = "visible"
+) -> tuple[Any, Any]:
+    """(train dataset, test dataset) with the config's transforms.
 
+    Training transforms end with :class:`PartialMaskSupervision` when ``cfg.class_split`` is
+    set (novel classes: boxes only) and with :class:`UseAmodalMasks` when ``mask_target`` is
+    ``"amodal"`` (masks and boxes become amodal)."""
+    from instseg.data.coco import CocoInstanceDataset
+    from instseg.data.transforms import Compose, build_transforms
+
+    if mask_target not in MASK_TARGETS:
+        raise ValueError(f"model.mask_target must be one of {MASK_TARGETS}, got {mask_target!r}")
     train_tf = build_transforms(
-        train=True, min_size=tuple(cfg.min_size), max_size=cfg.max_size, flip=cfg.flip
+        train=True,
+        min_size=tuple(cfg.min_size),
+        max_size=cfg.max_size,
+        flip=cfg.flip > 0,
+        flip_prob=cfg.flip,
     )
     test_tf = build_transforms(train=False, min_size=(cfg.test_min_size,), max_size=cfg.max_size)
     train_ds = CocoInstanceDataset(
@@ -105,6 +122,26 @@ def build_datasets(cfg: DataConfig, splits: DataSplits) -> tuple[Any, Any]:
         filter_empty=cfg.filter_empty,
         skip_bad_images=cfg.skip_bad_images,
     )
+    extra: list[Any] = []
+    if cfg.class_split:
+        from instseg.data.class_split import PartialMaskSupervision
+
+        base, novel = _resolve_direction(cfg.class_split, splits.train_json)
+        log.info(
+            "class split %s: %d base, %d novel classes", cfg.class_split, len(base), len(novel)
+        )
+        extra.append(PartialMaskSupervision.from_category_ids(train_ds.category_ids, base))
+    if mask_target == "amodal":
+        from instseg.data.amodal_target import UseAmodalMasks
+
+        if train_ds.layout == "coco":
+            raise ValueError(
+                f"{splits.train_json}: model.mask_target=amodal needs amodal masks "
+                "(synthetic, KINS or COCOA layout); this is a plain COCO file"
+            )
+        extra.append(UseAmodalMasks())
+    if extra:
+        train_ds.transforms = Compose([train_tf, *extra])
     test_ds = CocoInstanceDataset(
         splits.test_json,
         splits.test_root,
@@ -112,6 +149,43 @@ def build_datasets(cfg: DataConfig, splits: DataSplits) -> tuple[Any, Any]:
         category_ids=train_ds.category_ids,
     )
     return train_ds, test_ds
+
+
+def eval_class_split(cfg: ImageTrainConfig, gt_json: Path) -> Any:
+    """The class split the evaluation reports: ``evaluation.class_split`` or else
+    ``data.class_split``. ``"voc"`` stays ``"voc"`` (:class:`COCOEvaluator` adds ``voc`` /
+    ``non_voc``); a direction ("voc->non_voc", "base->novel", ...) becomes
+    ``{"base": ids, "novel": ids}``; None when neither is set."""
+    name = cfg.evaluation.class_split or cfg.data.class_split
+    return resolve_eval_split(name, gt_json)
+
+
+def resolve_eval_split(name: str | None, gt_json: str | Path) -> Any:
+    """``None``/"none" -> None, "voc" -> "voc", a direction -> {"base": ids, "novel": ids}."""
+    if not name or name == "none":
+        return None
+    if name == "voc":
+        return "voc"
+    base, novel = _resolve_direction(name, gt_json)
+    return {"base": base, "novel": novel}
+
+
+def _resolve_direction(name: str, gt_json: str | Path) -> tuple[list[int], list[int]]:
+    from instseg.data.class_split import resolve_split
+    from instseg.data.coco import detect_layout
+    from instseg.utils.io import read_json
+
+    data = read_json(gt_json)
+    cats = data.get("categories") if isinstance(data, dict) else None
+    if cats is None and isinstance(data, dict):
+        if detect_layout(data.get("annotations") or []) == "cocoa":  # COCOA: no categories
+            cats = [{"id": 1, "name": "thing"}, {"id": 2, "name": "stuff"}]
+    if not isinstance(cats, list):
+        raise ValueError(f"{gt_json}: no 'categories' to resolve class split {name!r}")
+    try:
+        return resolve_split(cats, name)
+    except ValueError as e:
+        raise ValueError(f"{gt_json}: {e}") from None
 
 
 def build_model_from_config(cfg: ModelConfig, *, num_classes: int, **extra: Any) -> torch.nn.Module:
@@ -181,7 +255,8 @@ def train(cfg: ImageTrainConfig, *, resume: bool = False, progress: bool = True)
         splits = prepare_data(cfg.data, out_dir)
     dist.barrier()
     splits = prepare_data(cfg.data, out_dir)  # no-op when already generated
-    train_ds, test_ds = build_datasets(cfg.data, splits)
+    train_ds, test_ds = build_datasets(cfg.data, splits, mask_target=cfg.model.mask_target)
+    class_split = eval_class_split(cfg, splits.test_json)
     model = build_model_from_config(cfg.model, num_classes=len(train_ds.category_ids)).to(device)
     s = cfg.solver
     optimizer = build_optimizer(
@@ -199,7 +274,15 @@ def train(cfg: ImageTrainConfig, *, resume: bool = False, progress: bool = True)
 
     def eval_fn() -> dict[str, Any]:
         return evaluate(
-            model, test_ds, splits.test_json, amp=s.amp, out_dir=out_dir, progress=progress
+            model,
+            test_ds,
+            splits.test_json,
+            amp=s.amp,
+            out_dir=out_dir,
+            progress=progress,
+            mask_target=cfg.model.mask_target,
+            eval_cfg=cfg.evaluation,
+            class_split=class_split,
         )
 
     callbacks: list[Any] = [ProgressBar(enabled=progress)]
@@ -248,17 +331,71 @@ def evaluate(
     out_dir: Path | None = None,
     batch_size: int = 2,
     progress: bool = True,
+    mask_target: str = "visible",
+    eval_cfg: EvalConfig | None = None,
+    class_split: Any = None,
 ) -> dict[str, Any]:
-    """COCO bbox+segm metrics of ``model`` on ``dataset`` (distributed-aware)."""
-    from instseg.data.build import build_test_loader
-    from instseg.evaluation.coco import COCOEvaluator
-    from instseg.evaluation.evaluator import inference_on_dataset
+    """COCO bbox+segm metrics of ``model`` on ``dataset`` (distributed-aware).
 
+    ``gt_json`` may be in any layout of :mod:`instseg.data.coco`; the masks are scored against
+    its ``mask_target`` masks (a converted GT is written to ``out_dir`` where needed, see
+    :func:`instseg.evaluation.amodal.write_eval_gt`). ``class_split`` ("voc" or a dict name ->
+    category ids) nests per-split metrics in each IoU type. ``eval_cfg.amodal`` /
+    ``eval_cfg.occluded`` add the groups of :func:`~instseg.evaluation.amodal.evaluate_occlusion`
+    (``amodal``, ``amodal_occluded``, ``occluded``, ``coco_occ``) next to ``bbox``/``segm``.
+    """
+    import tempfile
+
+    if out_dir is None:
+        with tempfile.TemporaryDirectory(prefix="instseg_eval_") as tmp:
+            return evaluate(
+                model,
+                dataset,
+                gt_json,
+                amp=amp,
+                out_dir=Path(tmp),
+                batch_size=batch_size,
+                progress=progress,
+                mask_target=mask_target,
+                eval_cfg=eval_cfg,
+                class_split=class_split,
+            )
+    from instseg.data.build import build_test_loader
+    from instseg.evaluation.amodal import evaluate_occlusion, write_eval_gt
+    from instseg.evaluation.coco import COCOEvaluator
+    from instseg.evaluation.evaluator import inference_on_dataset, is_main_process
+
+    eval_cfg = eval_cfg or EvalConfig()
+    out_dir = Path(out_dir)
+    if is_main_process():
+        out_dir.mkdir(parents=True, exist_ok=True)
+    score_gt = write_eval_gt(gt_json, out_dir, target=mask_target)  # type: ignore[arg-type]
     loader = build_test_loader(dataset, batch_size=batch_size)
-    evaluator = COCOEvaluator(gt_json, category_ids=list(dataset.category_ids), out_dir=out_dir)
+    evaluator = COCOEvaluator(
+        score_gt, category_ids=list(dataset.category_ids), out_dir=out_dir, class_split=class_split
+    )
     was_training = model.training
     model.eval()
     try:
-        return inference_on_dataset(model, loader, evaluator, amp=amp == "bf16", progress=progress)
+        metrics = inference_on_dataset(
+            model, loader, evaluator, amp=amp == "bf16", progress=progress
+        )
     finally:
         model.train(was_training)
+    if metrics and (eval_cfg.amodal or eval_cfg.occluded):
+        metrics.update(
+            evaluate_occlusion(
+                gt_json,
+                out_dir / "results.json",
+                work_dir=out_dir,
+                target=mask_target,  # type: ignore[arg-type]
+                amodal=eval_cfg.amodal,
+                occluded=eval_cfg.occluded,
+                coco_occ=eval_cfg.occluded,
+                min_occlusion=eval_cfg.min_occlusion,
+                min_overlap=eval_cfg.min_overlap,
+                img_ids=list(dataset.image_ids),
+                class_split=class_split,
+            )
+        )
+    return metrics

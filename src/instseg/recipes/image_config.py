@@ -16,7 +16,12 @@ class ModelConfig:
     backbone_weights: str | None = None  # user-given backbone weight file (e.g. ResNet-50)
     frozen_bn: bool | None = None  # backbone BatchNorm frozen/folded (None: when pretrained)
     class_aware_masks: bool = False  # one mask per class (True) or class-agnostic (False)
-    weights: str | None = None  # full-model weights to start from (fine-tuning)
+    weights: str | None = None  # full-model weights to start from (fine-tuning, few-shot)
+    # which mask the mask head learns and the evaluation scores: "visible" (modal) or "amodal"
+    # (the full extent incl. occluded parts; needs a synthetic / KINS / COCOA layout). With
+    # "amodal" the training boxes become the amodal boxes and BCNet's occludee branch is
+    # supervised with the amodal masks (occluder targets still come from visible masks).
+    mask_target: str = "visible"
 
 
 @dataclass
@@ -49,6 +54,9 @@ class DataConfig:
     num_workers: int = 0  # DataLoader workers per process
     filter_empty: bool = True  # drop training images without annotations
     skip_bad_images: bool = True  # skip (and count) unreadable training images instead of failing
+    # partially supervised training (CPMask): "voc->non_voc" | "non_voc->voc" | "base->novel";
+    # novel classes keep box supervision only; evaluation adds "base" / "novel" AP
+    class_split: str | None = None
 
 
 @dataclass
@@ -66,10 +74,24 @@ class SolverConfig:
 
 
 @dataclass
+class EvalConfig:
+    amodal: bool = False  # also report amodal AP (GT segmentation replaced by the amodal mask)
+    occluded: bool = False  # also report AP on occluded instances and on the COCO-OCC images
+    min_occlusion: float = 0.1  # an instance is occluded when 1 - visible/amodal area > this
+    # COCO-OCC images: some pair of boxes has IoU >= this (also the occluded-instance rule for
+    # plain COCO data, which has no amodal masks)
+    min_overlap: float = 0.2
+    # AP per class split without changing training: "voc" or a data.class_split direction
+    # (e.g. the fully supervised "oracle" of survey Table 4.1); default: data.class_split
+    class_split: str | None = None
+
+
+@dataclass
 class ImageTrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
     out_dir: str = "runs/image"  # checkpoints, logs, metrics
     device: str = "auto"  # auto | cpu | cuda
