@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     timing_flow = {"corrupted": 0.0, "clean": 0.0}
     epe_num, epe_den, prop_frac = 0.0, 0, {m: [] for m in METHODS}
     for name, info in manifest["sequences"].items():
-        frames, holes, amodal = (_load(split / k / name, info["files"])
+        frames, holes, amodal = (load_pngs(split / k / name, info["files"])
                                  for k in ("frames", "holes", "amodal"))
         holes, amodal = holes > 127, amodal > 127
         clean = np.stack([read_image(p) for p in info["source_frames"]])
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 out = res.frames
                 prop_frac[method].append((res.propagated.sum(), holes.sum()))
             timing[method] += time.perf_counter() - t
-            _save(args.out / "pred" / method / name, info["files"], out)
+            save_pngs(args.out / "pred" / method / name, info["files"], out)
     results = {m: evaluate_inpainting(args.out / "pred" / m, split / "gt", split / "holes")
                for m in METHODS}
     epe = epe_num / max(epe_den, 1)
@@ -143,13 +143,15 @@ def _print_table(results, timing, timing_flow, epe, prop_frac, args, manifest) -
           "s/frame includes the flow computation for flow methods.")
 
 
-def _load(folder: Path, files: list[str]) -> np.ndarray:
+def load_pngs(folder: Path, files: list[str]) -> np.ndarray:
+    """Stack ``folder/<file>`` PNGs as stored (RGB (T, H, W, 3) or L (T, H, W) uint8)."""
     return np.stack([np.asarray(Image.open(folder / f)) for f in files])
 
 
-def _save(folder: Path, files: list[str], frames: np.ndarray) -> None:
+def save_pngs(folder: Path, files: list[str], frames: np.ndarray) -> None:
+    """Write each (H, W[, 3]) uint8 array of ``frames`` as ``folder/<file>``."""
     folder.mkdir(parents=True, exist_ok=True)
-    for f, x in zip(files, frames):
+    for f, x in zip(files, frames, strict=True):
         Image.fromarray(x).save(folder / f)
 
 
