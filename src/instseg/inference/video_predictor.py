@@ -1,0 +1,136 @@
+"""``VideoPredictor``: online PCAN tracking, one frame at a time.
+
+predictor = VideoPredictor.from_weights("runs/pcan/model.pt")
+for frame in frames:                      # RGB uint8 (H, W, 3)
+    inst = predictor(frame)               # Instances at the frame's size, with track_ids
+predictor.reset()                         # next video
+
+Everything that persists between frames is the model's :class:`VideoState` (prototype memory
+of at most T frames, live tracks, per-track instance prototypes), held here, never in the
+model. Memory and time per frame are constant: the memory is a bounded FIFO, tracks unseen for
+``keep_alive`` frames are dropped and so are their instance prototypes.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from instseg.data.batch import Batch, collate_images
+from instseg.data.transforms import resize
+from instseg.models.video.pcan import PCAN, VideoState
+from instseg.structures import Instances
+from instseg.structures.ops import resize_instances
+
+__all__ = ["VideoPredictor", "load_video_model"]
+
+
+def load_video_model(
+    path: str | Path, *, device: torch.device | str = "cpu"
+) -> tuple[PCAN, dict[str, Any]]:
+    """Rebuild the PCAN named in a ``model.pt``'s meta (``task: video``), load its weights,
+    eval mode on ``device``. -> (model, meta)."""
+    from instseg.config import from_dict
+    from instseg.inference.loading import read_weights_file
+    from instseg.recipes.video import build_video_model_from_config
+    from instseg.recipes.video_config import VideoModelConfig
+
+    state, meta = read_weights_file(path)
+    if meta.get("task") != "video":
+        raise ValueError(
+            f"{path}: weights are for task '{meta.get('task', 'image')}', not video (PCAN); "
+            "train one with scripts/train_pcan.py"
+        )
+    mcfg = from_dict(VideoModelConfig, meta.get("model", {}), where=str(path))
+    model = build_video_model_from_config(mcfg, num_classes=int(meta["num_classes"]))
+    ref = model.state_dict()
+    state = {
+        k: (v.to(ref[k].dtype) if k in ref and v.is_floating_point() else v)
+        for k, v in state.items()
+    }
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: weights do not match PCAN '{mcfg.name}': "
+            f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}"
+        )
+    return model.to(device).eval(), meta
+
+
+class VideoPredictor:
+    """Holds a PCAN in eval mode, its preprocessing settings and the :class:`VideoState`.
+
+    Args:
+        model: a built :class:`PCAN` (see :meth:`from_weights` for a weights file).
+        meta: the weights' meta (class names, category ids, test sizes), optional.
+        device: "cpu", "cuda" or "auto" (the model is moved there).
+        min_size / max_size: test-time resize (default: meta's, else 256 / 512).
+        amp: "bf16" (autocast) or "none".
+        score_thresh: drop tracked detections below this score.
+    """
+
+    def __init__(
+        self,
+        model: PCAN,
+        *,
+        meta: dict[str, Any] | None = None,
+        device: str = "auto",
+        min_size: int | None = None,
+        max_size: int | None = None,
+        amp: str = "bf16",
+        score_thresh: float = 0.0,
+    ) -> None:
+        if device == "auto":
+            device = str(next(model.parameters()).device)
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.meta = dict(meta or {})
+        self.min_size = int(min_size or self.meta.get("test_min_size", 256))
+        self.max_size = int(max_size or self.meta.get("max_size", 512))
+        self.amp, self.score_thresh = amp, score_thresh
+        self.class_names: list[str] = list(self.meta.get("class_names", []))
+        self.category_ids: list[int] = list(self.meta.get("category_ids", []))
+        self.state: VideoState = model.init_state()
+
+    @classmethod
+    def from_weights(cls, weights: str | Path, *, device: str = "auto", **kw: Any) -> VideoPredictor:
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model, meta = load_video_model(weights, device=device)
+        return cls(model, meta=meta, device=device, **kw)
+
+    def reset(self) -> None:
+        """Forget the current video (memory, tracks, instance prototypes)."""
+        self.state = self.model.init_state()
+
+    @torch.no_grad()
+    def __call__(self, frame: np.ndarray) -> Instances:
+        """RGB uint8 (H, W, 3) -> Instances at (H, W) (CPU): boxes, labels, scores, masks bool,
+        ``track_ids`` int64 (ids are stable across frames of one video)."""
+        if frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"VideoPredictor takes RGB (H, W, 3) frames, got {frame.shape}")
+        h, w = frame.shape[:2]
+        image = torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1)))
+        scale = min(self.min_size / min(h, w), self.max_size / max(h, w))
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        image, _ = resize(image, Instances.empty((h, w)), size)
+        padded, sizes = collate_images([image.float()])
+        batch = Batch(images=padded.to(self.device), image_sizes=sizes, orig_sizes=[(h, w)])
+        ctx = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16)
+            if self.amp == "bf16"
+            else nullcontext()
+        )
+        with ctx:
+            inst, self.state = self.model.predict_frame(batch, self.state)
+        inst = inst.to("cpu")
+        inst = inst.replace(
+            boxes=inst.boxes.float(), scores=inst.scores.float() if inst.scores is not None else None
+        )
+        if inst.scores is not None and self.score_thresh > 0:
+            inst = inst[inst.scores >= self.score_thresh]
+        return resize_instances(inst, (h, w))

@@ -1,0 +1,349 @@
+"""PCAN video recipe: config -> YouTube-VIS videos -> (key, reference) pairs -> PCAN ->
+Trainer -> YouTube-VIS AP on held-out videos; writes an ``instseg track``-ready ``model.pt``.
+
+Training data: every annotated frame of every video is a key frame (a few times, with fresh
+references), its reference drawn within ``max_gap`` frames
+(:func:`~instseg.data.clips.sample_frame_pairs`). Both frames of a pair get the *same* random
+transform (one seed for both), so an object's track id, position and scale stay consistent
+between them. The stream is the engine's seeded :class:`TrainingSampler`, so a resumed run sees
+exactly the pairs and augmentations it would have seen.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from instseg.config import dump_config, to_dict
+from instseg.data.batch import Batch
+from instseg.data.build import TrainingSampler, collate_samples
+from instseg.data.clips import FramePair, annotated_frames, sample_frame_pairs
+from instseg.data.transforms import Compose, build_transforms
+from instseg.data.ytvis import Video, YTVISDataset, load_ytvis_dataset
+from instseg.models.video.pcan import PCAN, ClipBatch
+from instseg.recipes.image import resolve_device
+from instseg.recipes.video_config import VideoDataConfig, VideoModelConfig, VideoTrainConfig
+from instseg.utils.image import read_image
+from instseg.utils.io import atomic_write_json
+
+__all__ = [
+    "VideoSplits",
+    "DeviceClipBatch",
+    "VideoPairDataset",
+    "collate_clips",
+    "prepare_video_data",
+    "build_pair_dataset",
+    "build_clip_loader",
+    "build_video_model_from_config",
+    "video_model_meta",
+    "train_video",
+    "evaluate_video",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VideoSplits:
+    """YouTube-VIS JSON + frame root of the train split and (optionally) the test split."""
+
+    train_json: Path
+    train_root: Path
+    test_json: Path | None
+    test_root: Path | None
+
+
+@dataclass
+class DeviceClipBatch(ClipBatch):
+    """A :class:`ClipBatch` that the trainer can move to a device (``.to``)."""
+
+    def to(self, device: torch.device | str) -> DeviceClipBatch:
+        return DeviceClipBatch(key=self.key.to(device), reference=self.reference.to(device))
+
+
+class VideoPairDataset:
+    """(key, reference) frame pairs of YouTube-VIS videos.
+
+    ``get(i, generator)`` -> ``{"key": sample, "reference": sample}``, each sample a dict as
+    :func:`collate_samples` takes (``image`` uint8 (3, h, w), ``instances`` with ``track_ids``
+    = annotation ids, ``labels`` contiguous, ``masks`` bool (N, h, w); ``file_name``,
+    ``orig_size``). Crowd tracks are dropped. ``__getitem__((i, seed))`` seeds the generator
+    (the form :class:`TrainingSampler` keys take).
+    """
+
+    def __init__(
+        self,
+        videos: Sequence[Video],
+        pairs: Sequence[FramePair],
+        *,
+        label_of: dict[int, int],
+        transforms: Compose | None,
+    ) -> None:
+        if not pairs:
+            raise ValueError("VideoPairDataset: no frame pairs (are any frames annotated?)")
+        self.videos, self.pairs = list(videos), list(pairs)
+        self.label_of, self.transforms = label_of, transforms
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, dict[str, Any]]:
+        if isinstance(key, tuple):
+            return self.get(key[0], generator=torch.Generator().manual_seed(key[1]))
+        return self.get(key)
+
+    def get(
+        self, index: int, *, generator: torch.Generator | None = None
+    ) -> dict[str, dict[str, Any]]:
+        p = self.pairs[index]
+        seed = int(torch.randint(2**62, (), generator=generator))
+        video = self.videos[p.video]
+        return {"key": self._frame(video, p.key, seed), "reference": self._frame(video, p.reference, seed)}
+
+    def _frame(self, video: Video, t: int, seed: int) -> dict[str, Any]:
+        array = read_image(video.frame_paths[t])
+        if array.shape[:2] != (video.height, video.width):
+            raise ValueError(
+                f"{video.frame_paths[t]}: frame is {array.shape[1]}x{array.shape[0]}, the JSON "
+                f"says {video.width}x{video.height} (video '{video.name}')"
+            )
+        image = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+        inst = video.instances(t, label_of=self.label_of)
+        crowd = inst.extra.get("iscrowd")
+        if crowd is not None and bool(crowd.any()):
+            inst = inst[crowd == 0]
+        if self.transforms is not None:
+            image, inst = self.transforms(image, inst, generator=torch.Generator().manual_seed(seed))
+        return {
+            "image": image,
+            "instances": inst,
+            "file_name": video.file_names[t],
+            "orig_size": (video.height, video.width),
+        }
+
+
+def collate_clips(samples: Sequence[dict[str, dict[str, Any]]]) -> DeviceClipBatch:
+    """Pair samples -> :class:`ClipBatch` of two :class:`Batch` es (B pairs; images
+    (B, 3, Hp, Wp) float32 0..255, targets with ``track_ids``)."""
+    return DeviceClipBatch(
+        key=collate_samples([s["key"] for s in samples]),
+        reference=collate_samples([s["reference"] for s in samples]),
+    )
+
+
+def prepare_video_data(cfg: VideoDataConfig, out_dir: Path) -> VideoSplits:
+    """YouTube-VIS paths; generates the synthetic videos (once per settings) when no
+    ``train_json`` is given."""
+    if cfg.train_json:
+        test = (Path(cfg.test_json), Path(cfg.test_root or cfg.train_root)) if cfg.test_json else None
+        return VideoSplits(
+            Path(cfg.train_json), Path(cfg.train_root), *(test if test else (None, None))
+        )
+    from instseg.data.synthetic import SceneConfig
+    from instseg.data.synthetic_cutouts import find_default_cutout_root
+    from instseg.data.synthetic_video import VideoConfig, generate_videos
+
+    s = cfg.synthetic
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else out_dir / "data"
+    cutouts = find_default_cutout_root() if s.cutouts else None
+    scene = SceneConfig(
+        image_size=(s.image_size, s.image_size),
+        min_objects=s.min_objects,
+        max_objects=s.max_objects,
+        occlusion=s.occlusion,
+    )
+    vcfg = VideoConfig(scene=scene, num_frames=s.num_frames, max_speed=s.max_speed)
+    found = {}
+    for split, num, seed in (("train", s.num_train, s.seed_train), ("test", s.num_test, s.seed_test)):
+        tag = (
+            f"video_{split}_n{num}_f{s.num_frames}_s{seed}_sz{s.image_size}_occ{s.occlusion:g}"
+            f"_o{s.min_objects}-{s.max_objects}_v{s.max_speed:g}" + ("_cut" if cutouts else "")
+        )
+        folder = cache / tag
+        if not (folder / "annotations.json").is_file():
+            log.info("generating %d synthetic %s videos into %s", num, split, folder)
+            generate_videos(folder, num_videos=num, seed=seed, cutout_root=cutouts, config=vcfg)
+        found[split] = (folder / "annotations.json", folder)
+    return VideoSplits(*found["train"], *found["test"])
+
+
+def build_pair_dataset(
+    data: YTVISDataset, cfg: VideoDataConfig, *, seed: int, repeats: int = 4
+) -> VideoPairDataset:
+    """Training pairs: each annotated frame is a key ``repeats`` times (references drawn with
+    seeds ``seed .. seed + repeats - 1``), with the config's train transforms."""
+    valid = annotated_frames(data.videos)
+    pairs: list[FramePair] = []
+    for r in range(repeats):
+        pairs += sample_frame_pairs(data.videos, max_gap=cfg.max_gap, seed=seed + r, valid=valid)
+    tf = build_transforms(
+        train=True, min_size=tuple(cfg.min_size), max_size=cfg.max_size, flip_prob=cfg.flip
+    )
+    label_of = {c: i for i, c in enumerate(data.categories)}
+    return VideoPairDataset(data.videos, pairs, label_of=label_of, transforms=tf)
+
+
+def build_clip_loader(
+    dataset: VideoPairDataset,
+    *,
+    batch_size: int,
+    num_workers: int = 0,
+    seed: int = 0,
+    start_iter: int = 0,
+) -> DataLoader:
+    """Infinite, seeded, rank-sharded loader of :class:`ClipBatch` (``batch_size`` pairs per
+    step); iteration ``i`` with ``start_iter=s`` equals iteration ``s + i`` with 0."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    sampler = TrainingSampler(len(dataset), seed=seed, start=start_iter * batch_size)
+    return DataLoader(
+        dataset,  # type: ignore[arg-type]
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_clips,
+        drop_last=True,
+        persistent_workers=num_workers > 0,
+    )
+
+
+def build_video_model_from_config(cfg: VideoModelConfig, *, num_classes: int) -> PCAN:
+    """PCAN zoo model for ``cfg`` (segmenter optionally from an image ``model.pt``)."""
+    from instseg.engine.checkpoint import load_model_weights
+    from instseg.models.video.zoo import build_pcan
+
+    kw: dict[str, Any] = {
+        "num_classes": num_classes,
+        "image_model": cfg.image_model,
+        "pretrained": cfg.pretrained,
+        "class_aware_masks": cfg.class_aware_masks,
+        "memory_length": cfg.memory_length,
+    }
+    if cfg.frozen_bn is not None:
+        kw["frozen_bn"] = cfg.frozen_bn
+    model = build_pcan(cfg.name, **kw)
+    if cfg.image_weights:
+        load_model_weights(model.segmenter, cfg.image_weights, strict=False)
+    if cfg.weights:
+        load_model_weights(model, cfg.weights, strict=False)
+    return model
+
+
+def video_model_meta(cfg: VideoTrainConfig, data: YTVISDataset) -> dict[str, Any]:
+    """Everything :func:`~instseg.inference.video_predictor.load_video_model` needs."""
+    frozen = cfg.model.pretrained if cfg.model.frozen_bn is None else cfg.model.frozen_bn
+    return {
+        "task": "video",
+        "model": to_dict(cfg.model)
+        | {"pretrained": False, "weights": None, "image_weights": None, "frozen_bn": frozen},
+        "num_classes": len(data.categories),
+        "category_ids": list(data.categories),
+        "class_names": list(data.categories.values()),
+        "test_min_size": cfg.data.test_min_size,
+        "max_size": cfg.data.max_size,
+    }
+
+
+def train_video(
+    cfg: VideoTrainConfig, *, resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Train PCAN (resumable), evaluate YouTube-VIS AP on the test split at the end, write
+    ``out_dir/model.pt`` (weights + meta) and ``metrics.json``. Single process."""
+    from instseg.engine.checkpoint import Checkpointer, save_weights
+    from instseg.engine.optim import build_optimizer, build_scheduler
+    from instseg.engine.trainer import ProgressBar, TensorBoardWriter, Trainer, seed_everything
+
+    out_dir = Path(cfg.out_dir)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, out_dir / "config.yaml")
+    splits = prepare_video_data(cfg.data, out_dir)
+    train_data = load_ytvis_dataset(splits.train_json, splits.train_root)
+    train_ds = build_pair_dataset(train_data, cfg.data, seed=cfg.seed)
+    model = build_video_model_from_config(cfg.model, num_classes=len(train_data.categories))
+    model = model.to(device)
+    s = cfg.solver
+    optimizer = build_optimizer(
+        model, name=s.optimizer, lr=s.lr, weight_decay=s.weight_decay, momentum=s.momentum
+    )
+    scheduler = build_scheduler(
+        optimizer, name=s.schedule, max_iters=s.max_iters, warmup_iters=s.warmup_iters,
+        steps=tuple(s.steps),
+    )  # fmt: skip
+    checkpointer = Checkpointer(model, optimizer=optimizer, scheduler=scheduler, save_dir=out_dir)
+
+    def eval_fn() -> dict[str, Any]:
+        if splits.test_json is None:
+            return {}
+        test = load_ytvis_dataset(splits.test_json, splits.test_root or ".")
+        return evaluate_video(
+            model, test, category_ids=list(train_data.categories), min_size=cfg.data.test_min_size,
+            max_size=cfg.data.max_size, amp=s.amp, max_videos=cfg.eval_videos or None,
+            out_dir=out_dir,
+        )  # fmt: skip
+
+    trainer = Trainer(
+        model=model, optimizer=optimizer, scheduler=scheduler, data_loader=[],
+        max_iters=s.max_iters, device=device, amp=s.amp, grad_clip=s.grad_clip,
+        checkpointer=checkpointer, checkpoint_period=cfg.checkpoint_period,
+        callbacks=[ProgressBar(enabled=progress), TensorBoardWriter(out_dir / "tb")],
+        log_period=cfg.log_period, eval_fn=eval_fn, eval_period=cfg.eval_period, out_dir=out_dir,
+    )  # fmt: skip
+    start_iter = trainer.resume_or_load(resume=True) if resume else 0
+    trainer.data_loader = build_clip_loader(
+        train_ds, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers,
+        seed=cfg.seed, start_iter=start_iter,
+    )  # fmt: skip
+    trainer.train()
+    metrics = trainer.eval_results
+    save_weights(model, out_dir / "model.pt", meta=video_model_meta(cfg, train_data))
+    atomic_write_json(out_dir / "metrics.json", metrics, indent=2)
+    return metrics
+
+
+@torch.no_grad()
+def evaluate_video(
+    model: PCAN,
+    gt: YTVISDataset,
+    *,
+    category_ids: Sequence[int],
+    min_size: int,
+    max_size: int,
+    amp: str = "bf16",
+    max_videos: int | None = None,
+    out_dir: Path | None = None,
+) -> dict[str, Any]:
+    """YouTube-VIS AP / AR (percent) of online PCAN tracking on the first ``max_videos``
+    videos of ``gt`` (frames at the video's size; see :class:`YTVISEvaluator`)."""
+    from instseg.evaluation.vis import YTVISEvaluator
+    from instseg.inference.video_predictor import VideoPredictor
+
+    evaluator = YTVISEvaluator(gt, category_ids=category_ids, out_dir=out_dir)
+    predictor = VideoPredictor(
+        model, min_size=min_size, max_size=max_size, amp="bf16" if amp == "bf16" else "none"
+    )
+    was_training = model.training
+    try:
+        for video in gt.videos[:max_videos]:
+            predictor.reset()
+            for t, path in enumerate(video.frame_paths):
+                inst = predictor(read_image(path))
+                frame = Batch(
+                    images=torch.zeros(1, 3, 1, 1),
+                    image_sizes=[inst.image_size],
+                    file_names=[video.file_names[t]],
+                )
+                evaluator.process(frame, [inst])
+        return evaluator.evaluate()
+    finally:
+        model.train(was_training)

@@ -1,0 +1,72 @@
+"""Config dataclasses for PCAN video training (``scripts/train_pcan.py``, ``instseg track``).
+
+YAML files under ``configs/`` (e.g. ``configs/pcan_synthetic.yaml``) set any subset of these
+fields; ``key.sub=value`` overrides are type-checked (see :mod:`instseg.config`). The solver is
+the image recipe's :class:`~instseg.recipes.image_config.SolverConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from instseg.recipes.image_config import SolverConfig
+
+
+@dataclass
+class VideoModelConfig:
+    name: str = "pcan_fast"  # key of instseg.models.video.zoo.PCAN_MODELS
+    image_model: str = "effl0_fcos_maskrcnn"  # key of instseg.models.zoo.MODELS (image part)
+    pretrained: bool = True  # ImageNet backbone weights (EfficientNet-Lite0 ships offline)
+    frozen_bn: bool | None = None  # backbone BatchNorm frozen/folded (None: when pretrained)
+    class_aware_masks: bool = False  # one mask per class (True) or class-agnostic (False)
+    memory_length: int = 8  # T: frames of prototypes kept in the PCAM memory
+    image_weights: str | None = None  # image model.pt to start the segmenter from (recommended)
+    weights: str | None = None  # full PCAN weights to start from (fine-tuning)
+
+
+@dataclass
+class SyntheticVideoConfig:
+    num_train: int = 60  # videos in the generated training split
+    num_test: int = 8  # videos in the held-out split
+    num_frames: int = 12  # frames per video
+    seed_train: int = 0  # generator seed of the training split
+    seed_test: int = 1000  # generator seed of the held-out split (different clips)
+    image_size: int = 192  # square frame side in pixels
+    occlusion: float = 0.4  # first-frame layout: 0 = spread apart, 1 = piled up
+    min_objects: int = 2
+    max_objects: int = 4
+    max_speed: float = 0.03  # pixels per frame, as a fraction of the shorter side
+    cutouts: bool = True  # paste real object cutouts from ../shared/data when present
+
+
+@dataclass
+class VideoDataConfig:
+    # YouTube-VIS JSON + frame root; leave train_json empty to use synthetic videos
+    train_json: str = ""
+    train_root: str = ""
+    test_json: str = ""  # "" with train_json set: no evaluation
+    test_root: str = ""
+    synthetic: SyntheticVideoConfig = field(default_factory=SyntheticVideoConfig)
+    cache_dir: str = ""  # where synthetic data is generated ("" = <out_dir>/data)
+    min_size: list[int] = field(default_factory=lambda: [160, 192, 224])  # train short sides
+    max_size: int = 400  # longest side cap (train and test)
+    test_min_size: int = 192  # test short side
+    flip: float = 0.5  # horizontal flip probability (same draw for both frames of a pair)
+    max_gap: int = 3  # |key - reference| <= max_gap frames
+    batch_size: int = 4  # (key, reference) pairs per step
+    num_workers: int = 0  # DataLoader workers per process
+
+
+@dataclass
+class VideoTrainConfig:
+    model: VideoModelConfig = field(default_factory=VideoModelConfig)
+    data: VideoDataConfig = field(default_factory=VideoDataConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    seed: int = 0
+    out_dir: str = "runs/pcan"  # checkpoints, logs, metrics, model.pt
+    device: str = "auto"  # auto | cpu | cuda
+    eval_period: int = 0  # evaluate every N iterations (0 = only at the end)
+    eval_videos: int = 0  # videos of the test split to evaluate (0 = all)
+    checkpoint_period: int = 500  # write a resumable checkpoint every N iterations
+    log_period: int = 20
+    threads: int = 0  # torch CPU threads (0 = leave torch's default)
