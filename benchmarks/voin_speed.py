@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     canvas = int(meta.get("canvas_size", 64 if args.variant == "paper" else 32))
     frames, vis, holes, am = make_clip(args.frames)
     kw = {"canvas_size": canvas, "flow_preset": args.preset, "progress": False,
-          "window": args.frames}
+          "window": args.frames, "overlap": 0}
     full = VOIN(shape_net=nets.shape_net, flow_net=nets.flow_net, generator=nets.generator, **kw)
     gen_only = VOIN(generator=nets.generator, use_flow=False, **kw)
     fwd, bwd = clip_flows(frames, preset=args.preset)
