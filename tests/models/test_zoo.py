@@ -101,13 +101,13 @@ def test_pretrained_fast_default_builds_frozen_and_predicts():
     model = build_model("effl0_fcos_maskrcnn", num_classes=3, max_detections=6).eval()
     stem = model.backbone.bottom_up.body.conv_stem
     assert isinstance(stem, FrozenBNConv2d) and not stem.weight.requires_grad
-    assert model.backbone.out_channels == 64 and model.backbone.names == [
-        "p3",
-        "p4",
-        "p5",
-        "p6",
-        "p7",
-    ]
+    assert model.backbone.out_channels == 64
+    assert model.backbone.names == ["p2", "p3", "p4", "p5", "p6", "p7"]
+    assert model.detector.in_features == ["p3", "p4", "p5", "p6", "p7"]  # FCOS on P3-P7
+    assert model.mask_roi_pool.featmap_names == ["p2", "p3", "p4", "p5"]  # masks from P2-P5
+    body = model.backbone.bottom_up.body
+    frozen = [all(not p.requires_grad for p in blk.parameters()) for blk in body.blocks]
+    assert frozen[:2] == [True, True] and not any(frozen[2:])  # strides <= 4 frozen
     batch = tiny_batch()
     _check_predictions(model.predict(batch), batch)
 

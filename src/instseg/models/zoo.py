@@ -59,15 +59,18 @@ def effl0_fcos_maskrcnn(
     fpn_channels: int = 64,
     head_convs: int = 2,
     freeze_blocks: int = 2,
+    mask_p2: bool = True,
     **segmenter_kw: Any,
 ) -> InstanceSegmenter:
-    """The fast default: EfficientNet-Lite0 (C3-C5) + slim FPN (P3-P7, 64 ch) + slim FCOS
-    (2 convs per tower) + 4-conv Mask R-CNN head at the FPN width. With ``pretrained``, the
-    stem and the first ``freeze_blocks`` blocks (strides 2-4) stay frozen."""
+    """The fast default: EfficientNet-Lite0 + slim FPN (64 ch) + slim FCOS on P3-P7 (2 convs per
+    tower) + 4-conv Mask R-CNN head at the FPN width. With ``mask_p2`` the FPN also builds P2
+    (stride 4) for the mask RoIAlign only (P2-P5), which sharpens masks of small objects.
+    With ``pretrained``, the stem and the first ``freeze_blocks`` blocks (strides 2-4) stay
+    frozen."""
     body = EfficientNetLite0(
         pretrained=pretrained,
         weights=weights,
-        out_strides=(8, 16, 32),
+        out_strides=(4, 8, 16, 32) if mask_p2 else (8, 16, 32),
         frozen_bn=pretrained if frozen_bn is None else frozen_bn,
         freeze_stem=pretrained,
         freeze_blocks=freeze_blocks if pretrained else 0,
@@ -77,15 +80,18 @@ def effl0_fcos_maskrcnn(
         out_channels=fpn_channels,
         extra_blocks=LastLevelP6P7(fpn_channels, fpn_channels),
     )
+    det_levels = [n for n, s in zip(fpn.names, fpn.strides, strict=True) if s >= 8]
     detector = FCOS(
         in_channels=fpn_channels,
-        in_features=fpn.names,
-        strides=fpn.strides,
+        in_features=det_levels,
+        strides=[s for s in fpn.strides if s >= 8],
         num_classes=num_classes,
         num_convs=head_convs,
         norm_groups=16,
         topk_candidates=300,
     )
+    if mask_p2:
+        segmenter_kw = {"mask_in_features": ["p2", "p3", "p4", "p5"], **segmenter_kw}
     return _segmenter(
         fpn,
         detector,
