@@ -85,7 +85,7 @@ class BackboneFeatures:
     def __call__(self, frame: np.ndarray) -> Tensor:
         frame = _shrink(frame, self.max_side)
         h, w = frame.shape[:2]
-        x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float()
+        x = torch.from_numpy(np.array(frame, np.float32)).permute(2, 0, 1)[None]
         x = (x.to(self.device) - self.mean) / self.std
         x = F.pad(x, (0, (-w) % 32, 0, (-h) % 32))
         feats = self.body(x)
