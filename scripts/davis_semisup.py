@@ -42,24 +42,35 @@ from instseg.inference.propagate import (
 )
 from instseg.utils.image import read_image
 
-DEFAULT_ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis2016-train-subset"
+DEFAULT_ROOT = (
+    Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis2016-train-subset"
+)
 HELD_OUT = ("bus", "soccerball", "mallard-fly")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", default=str(DEFAULT_ROOT), help="DAVIS folder (JPEGImages/, Annotations/)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--root", default=str(DEFAULT_ROOT), help="DAVIS folder (JPEGImages/, Annotations/)"
+    )
     p.add_argument("--sequences", nargs="+", default=list(HELD_OUT))
     p.add_argument("--max-side", type=int, default=480, help="longer side the methods see")
     p.add_argument("--max-frames", type=int, default=0, help="first N frames per sequence (0: all)")
-    p.add_argument("--methods", nargs="+",
-                   default=["prototypes", "nn-affinity", "nn-affinity-nowin", "dis-flow"])
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=["prototypes", "nn-affinity", "nn-affinity-nowin", "dis-flow"],
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="write results JSON here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     features = BackboneFeatures(max_side=args.max_side)
-    rows: dict[str, dict[str, list]] = {m: {"J": [], "F": [], "time": [], "frames": []} for m in args.methods}
+    rows: dict[str, dict[str, list]] = {
+        m: {"J": [], "F": [], "time": [], "frames": []} for m in args.methods
+    }
     per_seq: dict[str, dict[str, float]] = {}
     for seq in list_davis_sequences(args.root, sequences=args.sequences):
         n = len(seq) if args.max_frames <= 0 else min(len(seq), args.max_frames)
@@ -81,13 +92,20 @@ def main() -> None:
             rows[method]["time"].append(dt)
             rows[method]["frames"].append(n)
             per_seq.setdefault(seq.name, {})[method] = (np.mean(js) + np.mean(fs)) * 50
-            print(f"{seq.name:12s} {method:18s} J&F {per_seq[seq.name][method]:5.1f}  "
-                  f"({n} frames, {dt:.1f} s)", flush=True)
+            print(
+                f"{seq.name:12s} {method:18s} J&F {per_seq[seq.name][method]:5.1f}  "
+                f"({n} frames, {dt:.1f} s)",
+                flush=True,
+            )
     table = _table(rows, per_seq, args)
     print(table)
     if args.out:
-        out = {"settings": vars(args), "per_sequence": per_seq,
-               "overall": {m: _summary(r) for m, r in rows.items()}, "table": table}
+        out = {
+            "settings": vars(args),
+            "per_sequence": per_seq,
+            "overall": {m: _summary(r) for m, r in rows.items()},
+            "table": table,
+        }
         Path(args.out).write_text(json.dumps(out, indent=2))
 
 
@@ -117,12 +135,16 @@ def _table(rows, per_seq, args) -> str:
     for m, r in rows.items():
         s = _summary(r)
         cells = " | ".join(f"{per_seq[q][m]:.1f}" for q in seqs)
-        lines.append(f"| {m} | {s['J&F-Mean']:.1f} | {s['J-Mean']:.1f} | {s['F-Mean']:.1f} | "
-                     f"{cells} | {s['ms_per_frame']:.0f} |")
+        lines.append(
+            f"| {m} | {s['J&F-Mean']:.1f} | {s['J-Mean']:.1f} | {s['F-Mean']:.1f} | "
+            f"{cells} | {s['ms_per_frame']:.0f} |"
+        )
     frames = "all" if args.max_frames <= 0 else f"first {args.max_frames}"
-    lines.append(f"\nframes: {frames} per sequence; methods see frames at longer side "
-                 f"{args.max_side}px; J&F at 854x480; ms/frame includes feature extraction "
-                 f"(shared by the feature methods, counted for each).")
+    lines.append(
+        f"\nframes: {frames} per sequence; methods see frames at longer side "
+        f"{args.max_side}px; J&F at 854x480; ms/frame includes feature extraction "
+        f"(shared by the feature methods, counted for each)."
+    )
     return "\n".join(lines)
 
 

@@ -63,10 +63,14 @@ def _pcan() -> PCAN:
     torch.manual_seed(0)
     return PCAN(
         segmenter=ColourSegmenter(),
-        pcam=build_multilevel_pcam(levels=("p3", "p4", "p5"), in_channels=C, num_prototypes=4, key_channels=8),
+        pcam=build_multilevel_pcam(
+            levels=("p3", "p4", "p5"), in_channels=C, num_prototypes=4, key_channels=8
+        ),
         track_head=TrackHead(in_channels=C, num_convs=1, conv_channels=16, fc_dim=32, embed_dim=16),
         tracker=Tracker(similarity="cosine", match_thresh=0.5, init_score_thresh=0.5),
-        instance_attention=InstancePrototypeAttention(in_channels=C, key_channels=8, num_fg=3, num_bg=3),
+        instance_attention=InstancePrototypeAttention(
+            in_channels=C, key_channels=8, num_fg=3, num_bg=3
+        ),
         tsm=TemporalSegmentationModule(in_channels=C, hidden=8),
         memory_length=3,
     )
@@ -97,7 +101,9 @@ def test_identities_stay_constant_and_state_is_bounded() -> None:
         red = inst.masks[inst.labels == 0][0]
         assert red[18, 16 + 3 * t]  # the red square's centre, at the frame's own size
         st = pred.state
-        sizes.append((st.memory.num_frames("p3"), st.memory.num_prototypes(), len(st.tracks.tracks)))
+        sizes.append(
+            (st.memory.num_frames("p3"), st.memory.num_prototypes(), len(st.tracks.tracks))
+        )
     assert ids_by_label[0] == {0} and ids_by_label[1] == {1}  # one id per object, all frames
     assert [s[0] for s in sizes] == [1, 2, 3, 3, 3, 3, 3, 3]  # FIFO memory of T=3 frames
     assert len({s[1] for s in sizes[2:]}) == 1 and all(s[2] == 2 for s in sizes)

@@ -77,7 +77,10 @@ def test_davis_ytvis_json_gives_pairs() -> None:
     ds = build_pair_dataset(data, VideoDataConfig(min_size=[96], max_size=160), seed=0, repeats=1)
     s = ds[(0, 5)]
     k, r = s["key"], s["reference"]
-    assert k["image"].shape[-2:] == r["image"].shape[-2:] and tuple(k["image"].shape[-2:]) == (90, 160)
+    assert k["image"].shape[-2:] == r["image"].shape[-2:] and tuple(k["image"].shape[-2:]) == (
+        90,
+        160,
+    )
     assert k["instances"].track_ids.tolist() == r["instances"].track_ids.tolist()
     assert k["instances"].masks.any()
 

@@ -184,13 +184,18 @@ def _video_results(
 
 def _run_semisup(args: argparse.Namespace, frames: Iterator, out: Path, fps: float) -> int:
     from instseg.data.davis import write_davis_label
-    from instseg.inference.propagate import BackboneFeatures, PrototypePropagator
-    from instseg.inference.propagate import propagate_features
+    from instseg.inference.propagate import (
+        BackboneFeatures,
+        PrototypePropagator,
+        propagate_features,
+    )
 
     name0, frame0, _ = next(frames)
     first = _first_labels(Path(args.init_masks), name0, frame0.shape[:2])
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
-    features = BackboneFeatures(max_side=args.max_side, device="cpu" if device == "auto" else device)
+    features = BackboneFeatures(
+        max_side=args.max_side, device="cpu" if device == "auto" else device
+    )
     prop = PrototypePropagator(momentum=args.momentum, window=args.window)
     pending: list[tuple[str, np.ndarray]] = []
 

@@ -157,7 +157,9 @@ class PrototypePropagator:
         running = update_instance_prototypes(
             state.running, cur, mode=self.update, momentum=self.momentum
         )
-        seen = (fg > 0).flatten(1).any(1)  # an object lost this frame keeps its prototypes and window
+        seen = (
+            (fg > 0).flatten(1).any(1)
+        )  # an object lost this frame keeps its prototypes and window
         running = _select(seen, running, state.running)
         prev = torch.where(seen[:, None, None], won, state.prev)
         return probs, replace(state, running=running, prev=prev)
@@ -372,7 +374,7 @@ def spatial_window(prev: Tensor, window: float) -> Tensor:
             continue
         d = cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, 3)
         r = max(2.0, window * float(np.sqrt(m.sum() / np.pi)))
-        out.append(np.exp(-(np.maximum(d - r, 0) / r) ** 2).astype(np.float32))
+        out.append(np.exp(-((np.maximum(d - r, 0) / r) ** 2)).astype(np.float32))
     return torch.from_numpy(np.stack(out))
 
 

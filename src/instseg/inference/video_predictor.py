@@ -97,7 +97,9 @@ class VideoPredictor:
         self.state: VideoState = model.init_state()
 
     @classmethod
-    def from_weights(cls, weights: str | Path, *, device: str = "auto", **kw: Any) -> VideoPredictor:
+    def from_weights(
+        cls, weights: str | Path, *, device: str = "auto", **kw: Any
+    ) -> VideoPredictor:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         model, meta = load_video_model(weights, device=device)
@@ -129,7 +131,8 @@ class VideoPredictor:
             inst, self.state = self.model.predict_frame(batch, self.state)
         inst = inst.to("cpu")
         inst = inst.replace(
-            boxes=inst.boxes.float(), scores=inst.scores.float() if inst.scores is not None else None
+            boxes=inst.boxes.float(),
+            scores=inst.scores.float() if inst.scores is not None else None,
         )
         if inst.scores is not None and self.score_thresh > 0:
             inst = inst[inst.scores >= self.score_thresh]

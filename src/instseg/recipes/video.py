@@ -105,7 +105,10 @@ class VideoPairDataset:
         p = self.pairs[index]
         seed = int(torch.randint(2**62, (), generator=generator))
         video = self.videos[p.video]
-        return {"key": self._frame(video, p.key, seed), "reference": self._frame(video, p.reference, seed)}
+        return {
+            "key": self._frame(video, p.key, seed),
+            "reference": self._frame(video, p.reference, seed),
+        }
 
     def _frame(self, video: Video, t: int, seed: int) -> dict[str, Any]:
         array = read_image(video.frame_paths[t])
@@ -120,7 +123,9 @@ class VideoPairDataset:
         if crowd is not None and bool(crowd.any()):
             inst = inst[crowd == 0]
         if self.transforms is not None:
-            image, inst = self.transforms(image, inst, generator=torch.Generator().manual_seed(seed))
+            image, inst = self.transforms(
+                image, inst, generator=torch.Generator().manual_seed(seed)
+            )
         return {
             "image": image,
             "instances": inst,
@@ -142,7 +147,9 @@ def prepare_video_data(cfg: VideoDataConfig, out_dir: Path) -> VideoSplits:
     """YouTube-VIS paths; generates the synthetic videos (once per settings) when no
     ``train_json`` is given."""
     if cfg.train_json:
-        test = (Path(cfg.test_json), Path(cfg.test_root or cfg.train_root)) if cfg.test_json else None
+        test = (
+            (Path(cfg.test_json), Path(cfg.test_root or cfg.train_root)) if cfg.test_json else None
+        )
         return VideoSplits(
             Path(cfg.train_json), Path(cfg.train_root), *(test if test else (None, None))
         )
@@ -161,7 +168,10 @@ def prepare_video_data(cfg: VideoDataConfig, out_dir: Path) -> VideoSplits:
     )
     vcfg = VideoConfig(scene=scene, num_frames=s.num_frames, max_speed=s.max_speed)
     found = {}
-    for split, num, seed in (("train", s.num_train, s.seed_train), ("test", s.num_test, s.seed_test)):
+    for split, num, seed in (
+        ("train", s.num_train, s.seed_train),
+        ("test", s.num_test, s.seed_test),
+    ):
         tag = (
             f"video_{split}_n{num}_f{s.num_frames}_s{seed}_sz{s.image_size}_occ{s.occlusion:g}"
             f"_o{s.min_objects}-{s.max_objects}_v{s.max_speed:g}" + ("_cut" if cutouts else "")
