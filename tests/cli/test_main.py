@@ -12,7 +12,9 @@ def test_help_lists_every_command(capsys):
 
 
 def test_console_script_help_runs():
-    r = subprocess.run([sys.executable, "-m", "instseg.cli.main", "--help"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "instseg.cli.main", "--help"], capture_output=True, text=True
+    )
     assert r.returncode == 0 and "instseg" in r.stdout
 
 
