@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["load_trained_model", "read_weights_file"]
+__all__ = ["load_exact_state", "load_trained_model", "read_weights_file"]
 
 
 def read_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -44,6 +44,15 @@ def load_trained_model(
         )
     mcfg = from_dict(ModelConfig, meta.get("model", {}), where=str(path))
     model = build_model_from_config(mcfg, num_classes=int(meta["num_classes"]), **model_kw)
+    load_exact_state(model, state, source=f"{path} (model '{mcfg.name}')")
+    return model.to(device).eval(), meta
+
+
+def load_exact_state(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str
+) -> None:
+    """Load ``state`` into ``model``: fp16 release tensors are cast to the parameters' dtypes;
+    any missing or unexpected key is an error naming ``source``."""
     ref = model.state_dict()
     state = {
         k: (v.to(ref[k].dtype) if k in ref and v.is_floating_point() else v)
@@ -52,7 +61,6 @@ def load_trained_model(
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(
-            f"{path}: weights do not match model '{mcfg.name}': "
+            f"{source}: weights do not match the model: "
             f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}"
         )
-    return model.to(device).eval(), meta

@@ -35,7 +35,7 @@ def load_video_model(
     """Rebuild the PCAN named in a ``model.pt``'s meta (``task: video``), load its weights,
     eval mode on ``device``. -> (model, meta)."""
     from instseg.config import from_dict
-    from instseg.inference.loading import read_weights_file
+    from instseg.inference.loading import load_exact_state, read_weights_file
     from instseg.recipes.video import build_video_model_from_config
     from instseg.recipes.video_config import VideoModelConfig
 
@@ -47,17 +47,7 @@ def load_video_model(
         )
     mcfg = from_dict(VideoModelConfig, meta.get("model", {}), where=str(path))
     model = build_video_model_from_config(mcfg, num_classes=int(meta["num_classes"]))
-    ref = model.state_dict()
-    state = {
-        k: (v.to(ref[k].dtype) if k in ref and v.is_floating_point() else v)
-        for k, v in state.items()
-    }
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"{path}: weights do not match PCAN '{mcfg.name}': "
-            f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}"
-        )
+    load_exact_state(model, state, source=f"{path} (PCAN '{mcfg.name}')")
     return model.to(device).eval(), meta
 
 
