@@ -13,7 +13,7 @@ resume.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -167,8 +167,11 @@ def build_train_loader(
     rank: int | None = None,
     world_size: int | None = None,
     shuffle: bool = True,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
 ) -> DataLoader:
-    """Infinite loader of :class:`Batch` (``batch_size`` images per rank per step).
+    """Infinite loader of :class:`Batch` (``batch_size`` images per rank per step); another
+    ``collate_fn`` (e.g. video clip pairs) may replace :func:`collate_samples`. The dataset
+    needs ``get(index, *, generator)``.
 
     Iteration ``i`` of a loader built with ``start_iter=s`` equals iteration ``s + i`` of one
     built with ``start_iter=0`` (same seed, rank and world size).
@@ -188,7 +191,7 @@ def build_train_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=partial(collate_samples, size_divisibility=size_divisibility),
+        collate_fn=collate_fn or partial(collate_samples, size_divisibility=size_divisibility),
         drop_last=True,
         worker_init_fn=_worker_init if num_workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from instseg.config import dump_config, to_dict
 from instseg.data.batch import Batch
-from instseg.data.build import TrainingSampler, collate_samples
+from instseg.data.build import build_train_loader, collate_samples
 from instseg.data.clips import FramePair, annotated_frames, sample_frame_pairs
 from instseg.data.transforms import Compose, build_transforms
 from instseg.data.ytvis import Video, YTVISDataset, load_ytvis_dataset
@@ -35,7 +35,6 @@ from instseg.utils.io import atomic_write_json
 
 __all__ = [
     "VideoSplits",
-    "DeviceClipBatch",
     "VideoPairDataset",
     "collate_clips",
     "prepare_video_data",
@@ -58,14 +57,6 @@ class VideoSplits:
     train_root: Path
     test_json: Path | None
     test_root: Path | None
-
-
-@dataclass
-class DeviceClipBatch(ClipBatch):
-    """A :class:`ClipBatch` that the trainer can move to a device (``.to``)."""
-
-    def to(self, device: torch.device | str) -> DeviceClipBatch:
-        return DeviceClipBatch(key=self.key.to(device), reference=self.reference.to(device))
 
 
 class VideoPairDataset:
@@ -134,10 +125,10 @@ class VideoPairDataset:
         }
 
 
-def collate_clips(samples: Sequence[dict[str, dict[str, Any]]]) -> DeviceClipBatch:
+def collate_clips(samples: Sequence[dict[str, dict[str, Any]]]) -> ClipBatch:
     """Pair samples -> :class:`ClipBatch` of two :class:`Batch` es (B pairs; images
     (B, 3, Hp, Wp) float32 0..255, targets with ``track_ids``)."""
-    return DeviceClipBatch(
+    return ClipBatch(
         key=collate_samples([s["key"] for s in samples]),
         reference=collate_samples([s["reference"] for s in samples]),
     )
@@ -210,17 +201,13 @@ def build_clip_loader(
 ) -> DataLoader:
     """Infinite, seeded, rank-sharded loader of :class:`ClipBatch` (``batch_size`` pairs per
     step); iteration ``i`` with ``start_iter=s`` equals iteration ``s + i`` with 0."""
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    sampler = TrainingSampler(len(dataset), seed=seed, start=start_iter * batch_size)
-    return DataLoader(
-        dataset,  # type: ignore[arg-type]
+    return build_train_loader(
+        dataset,
         batch_size=batch_size,
-        sampler=sampler,
         num_workers=num_workers,
+        seed=seed,
+        start_iter=start_iter,
         collate_fn=collate_clips,
-        drop_last=True,
-        persistent_workers=num_workers > 0,
     )
 
 

@@ -94,6 +94,12 @@ class ClipBatch:
     key: Batch
     reference: Batch
 
+    def __len__(self) -> int:
+        return len(self.key)
+
+    def to(self, device: torch.device | str) -> ClipBatch:
+        return ClipBatch(key=self.key.to(device), reference=self.reference.to(device))
+
 
 @dataclass(frozen=True)
 class VideoState:
