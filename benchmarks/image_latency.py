@@ -4,7 +4,7 @@ Same image(s), same input size (short side 512 and 800), 2 threads, exactly 20 d
 through each mask head; median latency, GFLOPs (torch.utils.flop_counter) and attained GFLOP/s.
 Prints a table and the ratios the detector issue targets:
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/image_latency.py [--sizes 512 800] [--runs 10]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/image_latency.py [--sizes 512 800]
 
 Peers: torchvision ``maskrcnn_resnet50_fpn`` (random init, 20 detections) and, when installed
 (``.venv/bin/pip install --no-deps -r benchmarks/requirements.txt``), Ultralytics
@@ -225,7 +225,8 @@ def main() -> None:
             gf = count_gflops(fn)
             rows.append((size, label, sec * 1000, gf, gf / sec))
             print(
-                f"{size:4d}  {label:42s} {sec * 1000:9.1f} ms  {gf:7.1f} GFLOP  {gf / sec:6.1f} GFLOP/s",
+                f"{size:4d}  {label:42s} {sec * 1000:9.1f} ms  {gf:7.1f} GFLOP  "
+                f"{gf / sec:6.1f} GFLOP/s",
                 flush=True,
             )
     print("\n| size | model | median ms | GFLOPs | GFLOP/s |\n|---|---|---:|---:|---:|")

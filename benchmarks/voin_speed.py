@@ -44,8 +44,9 @@ def make_clip(t: int, h: int = 480, w: int = 854, seed: int = 0) -> tuple[np.nda
     tex = cv2.GaussianBlur(tex, (9, 9), 0)
     frames = np.stack([tex[:, 2 * (t - i) : 2 * (t - i) + w] for i in range(t)])
     yy, xx = np.mgrid[:h, :w]
-    amodal = np.stack([((yy - 240) / 100) ** 2 + ((xx - 400 - 2 * i) / 130) ** 2 < 1
-                       for i in range(t)])
+    amodal = np.stack(
+        [((yy - 240) / 100) ** 2 + ((xx - 400 - 2 * i) / 130) ** 2 < 1 for i in range(t)]
+    )
     bar = np.zeros_like(amodal)
     for i in range(t):
         bar[i, 200 + 3 * i : 260 + 3 * i] = True
@@ -82,8 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         label = f"{args.variant}, random weights (timing only)"
     canvas = int(meta.get("canvas_size", 64 if args.variant == "paper" else 32))
     frames, vis, holes, am = make_clip(args.frames)
-    kw = {"canvas_size": canvas, "flow_preset": args.preset, "progress": False,
-          "window": args.frames, "overlap": 0}
+    kw = {
+        "canvas_size": canvas,
+        "flow_preset": args.preset,
+        "progress": False,
+        "window": args.frames,
+        "overlap": 0,
+    }
     full = VOIN(shape_net=nets.shape_net, flow_net=nets.flow_net, generator=nets.generator, **kw)
     gen_only = VOIN(generator=nets.generator, use_flow=False, **kw)
     fwd, bwd = clip_flows(frames, preset=args.preset)
@@ -100,9 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         "VOIN end to end": timed(lambda: full(frames, vis, amodal=am), r),
     }
     n = args.frames
-    print(f"VOIN stages on {n} frames of 480x854, {label}; "
-          f"{platform.processor() or platform.machine()}, {args.threads} thread(s), "
-          f"DIS '{args.preset}', best of {r}")
+    print(
+        f"VOIN stages on {n} frames of 480x854, {label}; "
+        f"{platform.processor() or platform.machine()}, {args.threads} thread(s), "
+        f"DIS '{args.preset}', best of {r}"
+    )
     print(f"| {'stage':<16} | {'s/frame':>8} | {'x Telea':>8} |")
     print(f"|{'-' * 18}|{'-' * 10}|{'-' * 10}|")
     for k, v in rows.items():

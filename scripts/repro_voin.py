@@ -82,9 +82,16 @@ def main(argv: list[str] | None = None) -> int:
             continue
         results[name] = _run_split(name, split, manifest, nets, meta, args)
         _print_table(name, results[name], nets is not None)
-    atomic_write_json(args.out / "results.json", {
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "weights_meta": meta, "machine": _machine(args), "results": results}, indent=1)
+    atomic_write_json(
+        args.out / "results.json",
+        {
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "weights_meta": meta,
+            "machine": _machine(args),
+            "results": results,
+        },
+        indent=1,
+    )
     print(f"wrote {args.out / 'results.json'}")
     return 0
 
@@ -93,19 +100,38 @@ def main(argv: list[str] | None = None) -> int:
 def _davis_split(args: argparse.Namespace) -> tuple[Path, dict]:
     split = args.out / "davis" / "split"
     manifest = make_eval_split(
-        args.davis_root, args.sequences, seed=args.seed, out_dir=split, num_frames=args.frames,
-        occlusion_ratio=tuple(args.ratio), occluder_sequences=args.occluder_sequences,
-        synthetic_prob=0.5)
+        args.davis_root,
+        args.sequences,
+        seed=args.seed,
+        out_dir=split,
+        num_frames=args.frames,
+        occlusion_ratio=tuple(args.ratio),
+        occluder_sequences=args.occluder_sequences,
+        synthetic_prob=0.5,
+    )
     return split, manifest
 
 
-def make_synthetic_split(out: Path, *, num_videos: int, seed: int, size: tuple[int, int],
-                         frames: int, occlusion: float = 0.8) -> dict[str, Any]:
+def make_synthetic_split(
+    out: Path,
+    *,
+    num_videos: int,
+    seed: int,
+    size: tuple[int, int],
+    frames: int,
+    occlusion: float = 0.8,
+) -> dict[str, Any]:
     """Synthetic clips with real occlusion and exact de-occluded ground truth (module
     docstring), written like :func:`make_eval_split`; returns the manifest."""
     cfg = VideoConfig(scene=SceneConfig(image_size=size, occlusion=occlusion), num_frames=frames)
-    manifest: dict[str, Any] = {"seed": seed, "size": list(size), "frames": frames,
-                                "occlusion": occlusion, "sequences": {}, "skipped": 0}
+    manifest: dict[str, Any] = {
+        "seed": seed,
+        "size": list(size),
+        "frames": frames,
+        "occlusion": occlusion,
+        "sequences": {},
+        "skipped": 0,
+    }
     for v in range(num_videos):
         rendered, objects = make_video(np.random.default_rng([seed, v]), cfg)
         fr = np.stack(rendered)
@@ -122,34 +148,56 @@ def make_synthetic_split(out: Path, *, num_videos: int, seed: int, size: tuple[i
         am, vis = np.stack(o["amodal"]), np.stack(o["visible"])
         near = [np.stack(x["amodal"]) for x in objects[:best]]
         occ = np.any(near, axis=0) if near else np.zeros_like(am)
-        gt = np.stack([composite(f, [(o["sprite"], p)]) for f, p in zip(
-            fr, o["positions"], strict=True)])
-        arrays = {"frames": fr, "gt": gt, "visible": vis, "holes": am & ~vis, "amodal": am,
-                  "occluder": occ}
+        gt = np.stack(
+            [composite(f, [(o["sprite"], p)]) for f, p in zip(fr, o["positions"], strict=True)]
+        )
+        arrays = {
+            "frames": fr,
+            "gt": gt,
+            "visible": vis,
+            "holes": am & ~vis,
+            "amodal": am,
+            "occluder": occ,
+        }
         name = f"{v + 1:06d}"
         files = [f"{t:05d}.png" for t in range(frames)]
         for kind in SPLIT_KINDS:
             a = arrays[kind]
-            save_pngs(out / kind / name, files, a if a.dtype == np.uint8 else a.astype(
-                np.uint8) * 255)
+            save_pngs(
+                out / kind / name, files, a if a.dtype == np.uint8 else a.astype(np.uint8) * 255
+            )
         manifest["sequences"][name] = {
-            "files": files, "object": o["name"],
-            "achieved_ratio": float(np.mean((am & ~vis).sum((1, 2)) / np.maximum(
-                am.sum((1, 2)), 1)))}
+            "files": files,
+            "object": o["name"],
+            "achieved_ratio": float(
+                np.mean((am & ~vis).sum((1, 2)) / np.maximum(am.sum((1, 2)), 1))
+            ),
+        }
     atomic_write_json(out / "manifest.json", manifest, indent=1)
     return manifest
 
 
 def _synthetic_split(args: argparse.Namespace) -> tuple[Path, dict]:
     split = args.out / "synthetic" / "split"
-    m = make_synthetic_split(split, num_videos=args.synthetic, seed=args.synth_seed,
-                             size=(args.synth_size, args.synth_size), frames=args.synth_frames)
+    m = make_synthetic_split(
+        split,
+        num_videos=args.synthetic,
+        seed=args.synth_seed,
+        size=(args.synth_size, args.synth_size),
+        frames=args.synth_frames,
+    )
     return split, m
 
 
 # ------------------------------------------------------------------------------------ methods
-def _run_split(name: str, split: Path, manifest: dict, nets: VOINNets | None, meta: dict,
-               args: argparse.Namespace) -> dict[str, Any]:
+def _run_split(
+    name: str,
+    split: Path,
+    manifest: dict,
+    nets: VOINNets | None,
+    meta: dict,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
     methods = BASELINES + (LEARNED if nets is not None else ())
     timing = {m: 0.0 for m in methods}
     stages = {s: 0.0 for s in STAGES}
@@ -157,21 +205,23 @@ def _run_split(name: str, split: Path, manifest: dict, nets: VOINNets | None, me
     pipes = _pipelines(nets, meta, args) if nets is not None else {}
     for seq, info in manifest["sequences"].items():
         frames = load_pngs(split / "frames" / seq, info["files"])
-        vis, holes, am = (load_pngs(split / k / seq, info["files"]) > 127
-                          for k in ("visible", "holes", "amodal"))
+        vis, holes, am = (
+            load_pngs(split / k / seq, info["files"]) > 127 for k in ("visible", "holes", "amodal")
+        )
         n_frames += len(frames)
         outs = _baselines(frames, holes, am, timing, stages, args)
         if nets is not None:
             outs.update(_learned(pipes, frames, vis, holes, am, timing, stages, shape_iou))
         for m, out in outs.items():
             save_pngs(args.out / name / "pred" / m / seq, info["files"], out)
-    res = {m: evaluate_inpainting(args.out / name / "pred" / m, split / "gt", split / "holes")
-           for m in methods}
+    res = {
+        m: evaluate_inpainting(args.out / name / "pred" / m, split / "gt", split / "holes")
+        for m in methods
+    }
     return {
         "num_frames": n_frames,
         "hw": list(frames.shape[1:3]),
-        "methods": {m: {**r["mean"], "s_per_frame": timing[m] / n_frames}
-                    for m, r in res.items()},
+        "methods": {m: {**r["mean"], "s_per_frame": timing[m] / n_frames} for m, r in res.items()},
         "stages_s_per_frame": {s: t / n_frames for s, t in stages.items()},
         "shape_iou": float(np.mean(shape_iou)) if shape_iou else None,
     }
@@ -200,13 +250,19 @@ def _baselines(frames, holes, am, timing, stages, args) -> dict[str, np.ndarray]
 
 
 def _pipelines(nets: VOINNets, meta: dict, args: argparse.Namespace) -> dict[str, VOIN]:
-    kw = {"window": args.window, "overlap": args.overlap, "flow_preset": args.preset,
-          "canvas_size": int(meta.get("canvas_size", 64)), "progress": False}
+    kw = {
+        "window": args.window,
+        "overlap": args.overlap,
+        "flow_preset": args.preset,
+        "canvas_size": int(meta.get("canvas_size", 64)),
+        "progress": False,
+    }
     return {
         "flow": VOIN(flow_net=nets.flow_net, **kw),
         "generator only": VOIN(generator=nets.generator, use_flow=False, **kw),
-        "VOIN": VOIN(shape_net=nets.shape_net, flow_net=nets.flow_net,
-                     generator=nets.generator, **kw),
+        "VOIN": VOIN(
+            shape_net=nets.shape_net, flow_net=nets.flow_net, generator=nets.generator, **kw
+        ),
     }
 
 
@@ -243,16 +299,24 @@ def _learned(pipes, frames, vis, holes, am, timing, stages, shape_iou) -> dict[s
 def _print_table(name: str, r: dict[str, Any], learned: bool) -> None:
     h, w = r["hw"]
     print(f"\n{name}: {r['num_frames']} frames of {h}x{w}")
-    head = (f"| {'method':<22} | {'hole PSNR':>9} | {'hole SSIM':>9} | {'frame PSNR':>10} | "
-            f"{'frame SSIM':>10} | {'s/frame':>7} |")
+    head = (
+        f"| {'method':<22} | {'hole PSNR':>9} | {'hole SSIM':>9} | {'frame PSNR':>10} | "
+        f"{'frame SSIM':>10} | {'s/frame':>7} |"
+    )
     print(head)
     print("|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
     for m, v in r["methods"].items():
-        print(f"| {m:<22} | {v['hole_psnr']:9.2f} | {v['hole_ssim']:9.4f} | "
-              f"{v['frame_psnr']:10.2f} | {v['frame_ssim']:10.4f} | {v['s_per_frame']:7.3f} |")
+        print(
+            f"| {m:<22} | {v['hole_psnr']:9.2f} | {v['hole_ssim']:9.4f} | "
+            f"{v['frame_psnr']:10.2f} | {v['frame_ssim']:10.4f} | {v['s_per_frame']:7.3f} |"
+        )
     st = r["stages_s_per_frame"]
-    print("stages, s/frame: " + ", ".join(
-        f"{s} {t:.4f}" for s, t in st.items() if learned or s in ("dis", "propagation", "telea")))
+    print(
+        "stages, s/frame: "
+        + ", ".join(
+            f"{s} {t:.4f}" for s, t in st.items() if learned or s in ("dis", "propagation", "telea")
+        )
+    )
     if r["shape_iou"] is not None:
         print(f"shape completion amodal IoU vs GT: {r['shape_iou']:.3f}")
 
@@ -267,8 +331,10 @@ def _load_nets(path: Path | None) -> tuple[VOINNets | None, dict]:
     overlap = set(meta.get("train_sequences", [])) & set(EVAL_SEQUENCES)
     if overlap:
         print(f"WARNING: {path} was trained on evaluation sequences {sorted(overlap)}")
-    print(f"weights: {path} (variant {meta.get('variant')}, iterations "
-          f"{meta.get('iterations')}, trained={meta.get('trained')})")
+    print(
+        f"weights: {path} (variant {meta.get('variant')}, iterations "
+        f"{meta.get('iterations')}, trained={meta.get('trained')})"
+    )
     return nets, meta
 
 
@@ -279,8 +345,11 @@ def _machine(args: argparse.Namespace) -> str:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--weights", type=Path, default=None, help="VOIN weights file")
-    p.add_argument("--davis-root", type=Path,
-                   default=REPO / ".." / "shared" / "data" / "davis2016-train-subset")
+    p.add_argument(
+        "--davis-root",
+        type=Path,
+        default=REPO / ".." / "shared" / "data" / "davis2016-train-subset",
+    )
     p.add_argument("--out", type=Path, default=Path("/tmp/repro_voin"))
     p.add_argument("--sequences", nargs="+", default=list(EVAL_SEQUENCES))
     p.add_argument("--occluder-sequences", nargs="*", default=list(OCCLUDER_SEQUENCES))

@@ -122,23 +122,36 @@ STAGES = ("shape", "flow", "generator")
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--stage", choices=(*STAGES, "all", "pack"), required=True)
-    p.add_argument("--variant", choices=sorted(VOIN_VARIANTS), default="paper",
-                   help="network sizes (--tiny forces 'small')")
+    p.add_argument(
+        "--variant",
+        choices=sorted(VOIN_VARIANTS),
+        default="paper",
+        help="network sizes (--tiny forces 'small')",
+    )
     p.add_argument("--davis-root", type=Path, default=DEFAULT_ROOT)
     p.add_argument("--sequences", nargs="+", default=list(SEQUENCES))
     p.add_argument("--frames-per-seq", type=int, default=40)
     p.add_argument("--iters", type=int, default=1000)
     for stage in STAGES:
-        p.add_argument(f"--iters-{stage}", type=int, default=None,
-                       help=f"iterations of the {stage} stage with --stage all (default --iters)")
+        p.add_argument(
+            f"--iters-{stage}",
+            type=int,
+            default=None,
+            help=f"iterations of the {stage} stage with --stage all (default --iters)",
+        )
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--clip-len", type=int, default=5)
     p.add_argument("--size", type=int, default=128, help="frame height after resizing")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--tiny", action="store_true", help="tiny networks and data (smoke run)")
     p.add_argument("--out", type=Path, default=Path("runs/voin"))
-    p.add_argument("--from", dest="from_dir", type=Path, default=None,
-                   help="--stage pack: folder holding shape/, flow/, generator/")
+    p.add_argument(
+        "--from",
+        dest="from_dir",
+        type=Path,
+        default=None,
+        help="--stage pack: folder holding shape/, flow/, generator/",
+    )
     p.add_argument("--weights-name", default="voin.pt", help="packed file name inside the folder")
     p.add_argument("--full-precision", action="store_true", help="pack fp32 instead of fp16")
     p.add_argument("--seed", type=int, default=0)
@@ -178,9 +191,15 @@ def pack(folder: Path, args: argparse.Namespace) -> Path:
         "data": "davis2016-train-subset + synthetic occluders (scripts/train_voin.py)",
     }
     return save_voin_weights(
-        nets, folder / args.weights_name, variant=args.variant, num_classes=1,
-        canvas_size=_canvas(args), trained=min(iters.values()) > 0,
-        half=not args.full_precision, meta=meta)
+        nets,
+        folder / args.weights_name,
+        variant=args.variant,
+        num_classes=1,
+        canvas_size=_canvas(args),
+        trained=min(iters.values()) > 0,
+        half=not args.full_precision,
+        meta=meta,
+    )
 
 
 def _canvas(args: argparse.Namespace) -> int:

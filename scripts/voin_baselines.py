@@ -53,10 +53,21 @@ from instseg.utils.io import atomic_write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL_SEQUENCES = ("boat", "bus", "elephant")
-OCCLUDER_SEQUENCES = ("breakdance-flare", "dance-jump", "flamingo", "mallard-fly",
-                      "rollerblade", "soccerball")
-METHODS = ("input", "telea", "navier-stokes", "prop(corrupted flow)+telea",
-           "prop(clean flow)+telea")
+OCCLUDER_SEQUENCES = (
+    "breakdance-flare",
+    "dance-jump",
+    "flamingo",
+    "mallard-fly",
+    "rollerblade",
+    "soccerball",
+)
+METHODS = (
+    "input",
+    "telea",
+    "navier-stokes",
+    "prop(corrupted flow)+telea",
+    "prop(clean flow)+telea",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,22 +76,34 @@ def main(argv: list[str] | None = None) -> int:
     split = args.out / "split"
     t0 = time.perf_counter()
     manifest = make_eval_split(
-        args.davis_root, args.sequences, seed=args.seed, out_dir=split, num_frames=args.frames,
-        start=args.start, occlusion_ratio=tuple(args.ratio),
-        occluder_sequences=args.occluder_sequences, synthetic_prob=args.synthetic_prob,
-        corruption=args.corruption)
+        args.davis_root,
+        args.sequences,
+        seed=args.seed,
+        out_dir=split,
+        num_frames=args.frames,
+        start=args.start,
+        occlusion_ratio=tuple(args.ratio),
+        occluder_sequences=args.occluder_sequences,
+        synthetic_prob=args.synthetic_prob,
+        corruption=args.corruption,
+    )
     t_split = time.perf_counter() - t0
-    print(f"split: {split} ({t_split:.1f}s), seed {args.seed}, {args.frames} frames/sequence, "
-          f"corruption '{args.corruption}'")
+    print(
+        f"split: {split} ({t_split:.1f}s), seed {args.seed}, {args.frames} frames/sequence, "
+        f"corruption '{args.corruption}'"
+    )
     for name, info in manifest["sequences"].items():
-        print(f"  {name:<10} occluder {info['occluder']:<22} ratio target "
-              f"{info['target_ratio']:.3f} achieved {info['achieved_ratio']:.3f}")
+        print(
+            f"  {name:<10} occluder {info['occluder']:<22} ratio target "
+            f"{info['target_ratio']:.3f} achieved {info['achieved_ratio']:.3f}"
+        )
     timing = {m: 0.0 for m in METHODS}
     timing_flow = {"corrupted": 0.0, "clean": 0.0}
     epe_num, epe_den, prop_frac = 0.0, 0, {m: [] for m in METHODS}
     for name, info in manifest["sequences"].items():
-        frames, holes, amodal = (load_pngs(split / k / name, info["files"])
-                                 for k in ("frames", "holes", "amodal"))
+        frames, holes, amodal = (
+            load_pngs(split / k / name, info["files"]) for k in ("frames", "holes", "amodal")
+        )
         holes, amodal = holes > 127, amodal > 127
         clean = np.stack([read_image(p) for p in info["source_frames"]])
         flows = {}
@@ -100,32 +123,48 @@ def main(argv: list[str] | None = None) -> int:
                 out = inpaint_opencv(frames, holes, method="telea" if method == "telea" else "ns")
             else:
                 fwd, bwd = flows["corrupted" if "corrupted" in method else "clean"]
-                res = propagation_baseline(frames, holes, fwd, bwd, amodal=amodal,
-                                           cycle_threshold=args.cycle_threshold)
+                res = propagation_baseline(
+                    frames, holes, fwd, bwd, amodal=amodal, cycle_threshold=args.cycle_threshold
+                )
                 out = res.frames
                 prop_frac[method].append((res.propagated.sum(), holes.sum()))
             timing[method] += time.perf_counter() - t
             save_pngs(args.out / "pred" / method / name, info["files"], out)
-    results = {m: evaluate_inpainting(args.out / "pred" / m, split / "gt", split / "holes")
-               for m in METHODS}
+    results = {
+        m: evaluate_inpainting(args.out / "pred" / m, split / "gt", split / "holes")
+        for m in METHODS
+    }
     epe = epe_num / max(epe_den, 1)
     _print_table(results, timing, timing_flow, epe, prop_frac, args, manifest)
-    summary = {m: {**r["mean"], "per_sequence": r["per_sequence"], "seconds": timing[m]}
-               for m, r in results.items()}
-    atomic_write_json(args.out / "results.json", {
-        "args": {k: str(v) for k, v in vars(args).items()}, "flow_seconds": timing_flow,
-        "epe_corrupted_vs_clean_flow_in_holes": epe, "methods": summary}, indent=1)
+    summary = {
+        m: {**r["mean"], "per_sequence": r["per_sequence"], "seconds": timing[m]}
+        for m, r in results.items()
+    }
+    atomic_write_json(
+        args.out / "results.json",
+        {
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "flow_seconds": timing_flow,
+            "epe_corrupted_vs_clean_flow_in_holes": epe,
+            "methods": summary,
+        },
+        indent=1,
+    )
     print(f"wrote {args.out / 'results.json'}")
     return 0
 
 
 def _print_table(results, timing, timing_flow, epe, prop_frac, args, manifest) -> None:
     n_frames = sum(len(s["files"]) for s in manifest["sequences"].values())
-    print(f"\n{len(manifest['sequences'])} sequences x {args.frames} frames = {n_frames} frames; "
-          f"DIS preset '{args.preset}', cycle threshold {args.cycle_threshold} px; "
-          f"{platform.processor() or platform.machine()}, {args.threads} OpenCV thread(s)")
-    head = (f"| {'method':<27} | flow | {'EPE':>5} | {'hole PSNR':>9} | {'hole SSIM':>9} | "
-            f"{'frame PSNR':>10} | {'frame SSIM':>10} | {'prop %':>6} | {'s/frame':>7} |")
+    print(
+        f"\n{len(manifest['sequences'])} sequences x {args.frames} frames = {n_frames} frames; "
+        f"DIS preset '{args.preset}', cycle threshold {args.cycle_threshold} px; "
+        f"{platform.processor() or platform.machine()}, {args.threads} OpenCV thread(s)"
+    )
+    head = (
+        f"| {'method':<27} | flow | {'EPE':>5} | {'hole PSNR':>9} | {'hole SSIM':>9} | "
+        f"{'frame PSNR':>10} | {'frame SSIM':>10} | {'prop %':>6} | {'s/frame':>7} |"
+    )
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     for m, r in results.items():
@@ -133,14 +172,21 @@ def _print_table(results, timing, timing_flow, epe, prop_frac, args, manifest) -
         flow_t = timing_flow["corrupted" if "corrupted" in m else "clean"] if uses else 0.0
         e = f"{epe:5.2f}" if "corrupted" in m else (" 0.00" if "clean" in m else "    -")
         pf = prop_frac[m]
-        prop = f"{100 * sum(a for a, _ in pf) / max(sum(b for _, b in pf), 1):6.1f}" if pf else \
-            "     -"
+        prop = (
+            f"{100 * sum(a for a, _ in pf) / max(sum(b for _, b in pf), 1):6.1f}"
+            if pf
+            else "     -"
+        )
         mean = r["mean"]
-        print(f"| {m:<27} | {'yes' if uses else 'no ':<4} | {e} | {mean['hole_psnr']:9.2f} | "
-              f"{mean['hole_ssim']:9.4f} | {mean['frame_psnr']:10.2f} | "
-              f"{mean['frame_ssim']:10.4f} | {prop} | {(timing[m] + flow_t) / n_frames:7.3f} |")
-    print("EPE: corrupted-frame DIS flow vs clean-frame DIS flow inside the holes (pseudo-GT). "
-          "s/frame includes the flow computation for flow methods.")
+        print(
+            f"| {m:<27} | {'yes' if uses else 'no ':<4} | {e} | {mean['hole_psnr']:9.2f} | "
+            f"{mean['hole_ssim']:9.4f} | {mean['frame_psnr']:10.2f} | "
+            f"{mean['frame_ssim']:10.4f} | {prop} | {(timing[m] + flow_t) / n_frames:7.3f} |"
+        )
+    print(
+        "EPE: corrupted-frame DIS flow vs clean-frame DIS flow inside the holes (pseudo-GT). "
+        "s/frame includes the flow computation for flow methods."
+    )
 
 
 def load_pngs(folder: Path, files: list[str]) -> np.ndarray:
@@ -157,19 +203,31 @@ def save_pngs(folder: Path, files: list[str], frames: np.ndarray) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--davis-root", type=Path,
-                   default=REPO / ".." / "shared" / "data" / "davis2016-train-subset")
+    p.add_argument(
+        "--davis-root",
+        type=Path,
+        default=REPO / ".." / "shared" / "data" / "davis2016-train-subset",
+    )
     p.add_argument("--out", type=Path, default=Path("/tmp/voin_baselines"))
     p.add_argument("--sequences", nargs="+", default=list(EVAL_SEQUENCES))
     p.add_argument("--occluder-sequences", nargs="*", default=list(OCCLUDER_SEQUENCES))
     p.add_argument("--frames", type=int, default=20)
     p.add_argument("--start", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ratio", type=float, nargs=2, default=(0.2, 0.5),
-                   help="occlusion ratio range, sampled per sequence")
+    p.add_argument(
+        "--ratio",
+        type=float,
+        nargs=2,
+        default=(0.2, 0.5),
+        help="occlusion ratio range, sampled per sequence",
+    )
     p.add_argument("--synthetic-prob", type=float, default=0.5)
-    p.add_argument("--corruption", default="occluder", choices=("occluder", "zero"),
-                   help="occluder: paste the occluder (de-occlusion); zero: zero the hole only")
+    p.add_argument(
+        "--corruption",
+        default="occluder",
+        choices=("occluder", "zero"),
+        help="occluder: paste the occluder (de-occlusion); zero: zero the hole only",
+    )
     p.add_argument("--preset", default="medium", choices=("ultrafast", "fast", "medium", "fine"))
     p.add_argument("--cycle-threshold", type=float, default=5.0)
     p.add_argument("--threads", type=int, default=1, help="cv2.setNumThreads")

@@ -109,7 +109,9 @@ def _coerce(tp: Any, value: Any, *, where: str, key: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise ConfigError(f"{where}: {key} must have {len(args)} items, got {value!r}")
-            return tuple(_coerce(a, v, where=where, key=key) for a, v in zip(args, value))
+            return tuple(
+                _coerce(a, v, where=where, key=key) for a, v in zip(args, value, strict=False)
+            )
         inner = args[0] if args else Any
         items = [_coerce(inner, v, where=where, key=key) for v in value]
         return tuple(items) if origin is tuple else items

@@ -31,8 +31,12 @@ def clip_dir(tmp_path_factory) -> Path:
     clip = occlude_clip(frames, masks, synthetic_occluder(rng), rng=rng, occlusion_ratio=0.3)
     assert clip.holes.any((1, 2)).all()
     root = tmp_path_factory.mktemp("davis_clip")
-    arrays = {"frames": clip.frames, "visible": clip.visible, "holes": clip.holes,
-              "occluder": clip.occluder}
+    arrays = {
+        "frames": clip.frames,
+        "visible": clip.visible,
+        "holes": clip.holes,
+        "occluder": clip.occluder,
+    }
     for kind, arr in arrays.items():
         (root / kind).mkdir()
         for p, a in zip(paths, arr, strict=True):
@@ -46,13 +50,25 @@ def tiny_weights(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     nets = VOIN_VARIANTS["small"](num_classes=1)
     path = tmp_path_factory.mktemp("voin_w") / "voin_tiny.pt"
-    return save_voin_weights(nets, path, variant="small", num_classes=1, canvas_size=32,
-                             trained=False)
+    return save_voin_weights(
+        nets, path, variant="small", num_classes=1, canvas_size=32, trained=False
+    )
 
 
 def _args(clip: Path, out: Path, *extra: str) -> list[str]:
-    return ["inpaint", "--source", str(clip / "frames"), "--visible-masks", str(clip / "visible"),
-            "--out", str(out), "--no-progress", "--flow-preset", "ultrafast", *extra]
+    return [
+        "inpaint",
+        "--source",
+        str(clip / "frames"),
+        "--visible-masks",
+        str(clip / "visible"),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--flow-preset",
+        "ultrafast",
+        *extra,
+    ]
 
 
 def _check_outputs(clip: Path, out: Path) -> dict[str, np.ndarray]:
@@ -76,8 +92,20 @@ def _read(folder: Path, stem: str) -> np.ndarray:
 
 def test_inpaint_with_weights_fills_only_holes(clip_dir, tiny_weights, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(_args(clip_dir, out, "--holes", str(clip_dir / "holes"),
-                    "--weights", str(tiny_weights), "--window", "3", "--overlap", "1"))
+    rc = main(
+        _args(
+            clip_dir,
+            out,
+            "--holes",
+            str(clip_dir / "holes"),
+            "--weights",
+            str(tiny_weights),
+            "--window",
+            "3",
+            "--overlap",
+            "1",
+        )
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "marked untrained" in captured.err
@@ -92,8 +120,16 @@ def test_inpaint_with_weights_fills_only_holes(clip_dir, tiny_weights, tmp_path,
 
 def test_inpaint_predicts_region_without_holes(clip_dir, tiny_weights, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(_args(clip_dir, out, "--weights", str(tiny_weights),
-                    "--occluder-masks", str(clip_dir / "occluder")))
+    rc = main(
+        _args(
+            clip_dir,
+            out,
+            "--weights",
+            str(tiny_weights),
+            "--occluder-masks",
+            str(clip_dir / "occluder"),
+        )
+    )
     assert rc == 0, capsys.readouterr().err
     for stem in _check_outputs(clip_dir, out):
         amodal = _read(out / "amodal", stem) > 0
@@ -119,11 +155,21 @@ def test_inpaint_fallback_without_weights(clip_dir, tmp_path, monkeypatch, capsy
     assert rc == 1 and "pass --holes" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flag, zero", [("--no-flow", "propagated"), ("--no-generator",
-                                                                       "generated")])
+@pytest.mark.parametrize(
+    "flag, zero", [("--no-flow", "propagated"), ("--no-generator", "generated")]
+)
 def test_switches(clip_dir, tiny_weights, tmp_path, capsys, flag, zero):
-    rc = main(_args(clip_dir, tmp_path / "out", "--holes", str(clip_dir / "holes"),
-                    "--weights", str(tiny_weights), flag))
+    rc = main(
+        _args(
+            clip_dir,
+            tmp_path / "out",
+            "--holes",
+            str(clip_dir / "holes"),
+            "--weights",
+            str(tiny_weights),
+            flag,
+        )
+    )
     text = capsys.readouterr().out
     assert rc == 0
     line = next(x for x in text.splitlines() if "hole pixels" in x)

@@ -36,8 +36,7 @@ def _occlude(seed: int, ratio: float = 0.3, corruption: str = "occluder"):
     frames, masks = _clip()
     rng = np.random.default_rng(seed)
     occ = synthetic_occluder(rng, size=48)
-    return occlude_clip(frames, masks, occ, rng=rng, occlusion_ratio=ratio,
-                        corruption=corruption)
+    return occlude_clip(frames, masks, occ, rng=rng, occlusion_ratio=ratio, corruption=corruption)
 
 
 def test_mask_invariants_and_frames_differ_only_in_holes():
@@ -108,7 +107,8 @@ def tiny_davis(tmp_path):
         ad.mkdir(parents=True)
         for t in range(6):
             Image.fromarray((rng.random((H, W, 3)) * 255).astype(np.uint8)).save(
-                jd / f"{t:05d}.jpg")
+                jd / f"{t:05d}.jpg"
+            )
             m = np.zeros((H, W), np.uint8)
             cv2.circle(m, (30 + 2 * t + 10 * k, 36), 16, 255, -1)
             Image.fromarray(m).save(ad / f"{t:05d}.png")
@@ -126,8 +126,12 @@ def test_load_davis_sequence(tiny_davis):
 
 
 def test_eval_split_is_fixed_for_a_seed(tiny_davis, tmp_path):
-    kw = dict(num_frames=5, occlusion_ratio=(0.2, 0.4), occluder_sequences=["alpha", "beta"],
-              synthetic_prob=0.0)
+    kw = dict(
+        num_frames=5,
+        occlusion_ratio=(0.2, 0.4),
+        occluder_sequences=["alpha", "beta"],
+        synthetic_prob=0.0,
+    )
     m1 = make_eval_split(tiny_davis, ["alpha", "beta"], seed=3, out_dir=tmp_path / "s1", **kw)
     make_eval_split(tiny_davis, ["beta"], seed=3, out_dir=tmp_path / "s2", **kw)
     m3 = make_eval_split(tiny_davis, ["beta"], seed=4, out_dir=tmp_path / "s3", **kw)

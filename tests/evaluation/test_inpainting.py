@@ -93,8 +93,18 @@ def test_evaluate_inpainting_folders_and_cli(tmp_path):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     out = tmp_path / "m.json"
-    args = parser.parse_args(["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
-                              "--holes", str(tmp_path / "holes"), "--out", str(out)])
+    args = parser.parse_args(
+        [
+            "--pred",
+            str(tmp_path / "pred"),
+            "--gt",
+            str(tmp_path / "gt"),
+            "--holes",
+            str(tmp_path / "holes"),
+            "--out",
+            str(out),
+        ]
+    )
     assert run(args) == 0
     saved = json.loads(out.read_text())
     assert saved["mean"]["hole_psnr"] == pytest.approx(res["mean"]["hole_psnr"])
@@ -119,11 +129,16 @@ def test_lpips_loads_user_weight_files(tmp_path):
     torch.manual_seed(0)
     feats = alexnet(weights=None).features.state_dict()
     torch.save({f"features.{k}": v for k, v in feats.items()}, tmp_path / "alex_backbone.pth")
-    lins = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1)
-            for i, c in enumerate((64, 192, 384, 256, 256))}
+    lins = {
+        f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1)
+        for i, c in enumerate((64, 192, 384, 256, 256))
+    }
     torch.save(lins, tmp_path / "alex.pth")
-    metric = LPIPS(net="alex", backbone_weights=tmp_path / "alex_backbone.pth",
-                   linear_weights=tmp_path / "alex.pth")
+    metric = LPIPS(
+        net="alex",
+        backbone_weights=tmp_path / "alex_backbone.pth",
+        linear_weights=tmp_path / "alex.pth",
+    )
     a = torch.rand(2, 3, 64, 64)
     b = (a + 0.3 * torch.randn_like(a)).clamp(0, 1)
     assert torch.allclose(metric(a, a), torch.zeros(2), atol=1e-6)
@@ -137,5 +152,8 @@ def test_lpips_loads_user_weight_files(tmp_path):
     del lins["lin4.model.1.weight"]
     torch.save(lins, tmp_path / "bad.pth")
     with pytest.raises(LPIPSUnavailable, match="lin4"):
-        LPIPS(net="alex", backbone_weights=tmp_path / "alex_backbone.pth",
-              linear_weights=tmp_path / "bad.pth")
+        LPIPS(
+            net="alex",
+            backbone_weights=tmp_path / "alex_backbone.pth",
+            linear_weights=tmp_path / "bad.pth",
+        )

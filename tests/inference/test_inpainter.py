@@ -39,8 +39,15 @@ def _clip(t: int = 5, h: int = 48, w: int = 64) -> tuple[np.ndarray, ...]:
 def weights(tmp_path) -> Path:
     torch.manual_seed(0)
     nets = VOIN_VARIANTS["small"](num_classes=1)
-    return save_voin_weights(nets, tmp_path / "w.pt", variant="small", num_classes=1,
-                             canvas_size=32, trained=False, meta={"seed": 0})
+    return save_voin_weights(
+        nets,
+        tmp_path / "w.pt",
+        variant="small",
+        num_classes=1,
+        canvas_size=32,
+        trained=False,
+        meta={"seed": 0},
+    )
 
 
 def test_weights_round_trip_fp16(weights):
@@ -59,8 +66,9 @@ def test_load_rejects_other_files(tmp_path):
     with pytest.raises(ValueError, match="not a VOIN weights file"):
         load_voin_weights(other)
     nets = VOIN_VARIANTS["small"](num_classes=1)
-    path = save_voin_weights(nets, tmp_path / "v.pt", variant="small", num_classes=1,
-                             canvas_size=32, trained=False)
+    path = save_voin_weights(
+        nets, tmp_path / "v.pt", variant="small", num_classes=1, canvas_size=32, trained=False
+    )
     data = torch.load(path, weights_only=True)
     data["meta"]["variant"] = "paper"  # small tensors under the paper variant's name
     torch.save(data, tmp_path / "bad.pt")
@@ -120,8 +128,9 @@ def test_streaming_run_equals_in_memory(tmp_path):
             img = a if a.dtype == np.uint8 else a.astype(np.uint8) * 255
             Image.fromarray(img).save(tmp_path / kind / f"f{i:03d}.png")
     inp = Inpainter(nets=None, window=3, overlap=1, progress=False)
-    s = inp.run(tmp_path / "frames", tmp_path / "visible", tmp_path / "out",
-                holes_dir=tmp_path / "holes")
+    s = inp.run(
+        tmp_path / "frames", tmp_path / "visible", tmp_path / "out", holes_dir=tmp_path / "holes"
+    )
     ref = inp.inpaint(frames, vis, holes=holes)  # VOIN windows the whole clip the same way
     assert s.num_frames == 7 and s.hole_pixels == holes.sum()
     assert s.propagated + s.telea == s.hole_pixels and s.generated == 0

@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     }
     print(json.dumps(summary, indent=2))
     print(
-        f"next: instseg predict --weights {out / 'model.pt'} --source <image|folder|video> --save-vis"
+        f"next: instseg predict --weights {out / 'model.pt'} "
+        "--source <image|folder|video> --save-vis"
     )
     return 0
 

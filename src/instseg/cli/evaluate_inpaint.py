@@ -19,11 +19,13 @@ __all__ = ["SUBCOMMANDS", "add_arguments", "run"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pred", required=True, type=Path, help="folder of inpainted frames")
     parser.add_argument("--gt", required=True, type=Path, help="folder of ground-truth frames")
-    parser.add_argument("--holes", required=True, type=Path,
-                        help="folder of hole masks (L PNG, >127 = hole)")
+    parser.add_argument(
+        "--holes", required=True, type=Path, help="folder of hole masks (L PNG, >127 = hole)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="write metrics JSON here")
-    parser.add_argument("--per-frame", action="store_true",
-                        help="keep per-frame rows in the JSON (always computed)")
+    parser.add_argument(
+        "--per-frame", action="store_true", help="keep per-frame rows in the JSON (always computed)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,10 +52,14 @@ def format_table(res: dict[str, Any]) -> str:
     rows = [head, "-" * len(head)]
     items = list(res["per_sequence"].items()) + [("mean", res["mean"])]
     for name, m in items:
-        rows.append(f"{name or '.':<24} {m['hole_psnr']:>9.2f} {m['hole_ssim']:>9.4f} "
-                    f"{m['frame_psnr']:>9.2f} {m['frame_ssim']:>9.4f}")
-    rows.append(f"{res['num_frames']} frames, {res['empty_hole_frames']} with an empty hole; "
-                f"PSNR capped at {res['psnr_cap']:.0f} dB")
+        rows.append(
+            f"{name or '.':<24} {m['hole_psnr']:>9.2f} {m['hole_ssim']:>9.4f} "
+            f"{m['frame_psnr']:>9.2f} {m['frame_ssim']:>9.4f}"
+        )
+    rows.append(
+        f"{res['num_frames']} frames, {res['empty_hole_frames']} with an empty hole; "
+        f"PSNR capped at {res['psnr_cap']:.0f} dB"
+    )
     return "\n".join(rows)
 
 

@@ -23,28 +23,59 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", required=True, help="video file or folder of frames")
-    parser.add_argument("--visible-masks", required=True, type=Path,
-                        help="folder of visible object masks, <frame stem>.png")
-    parser.add_argument("--holes", type=Path, default=None,
-                        help="folder of masks of the region to fill (default: amodal shape "
-                        "completion minus visible)")
-    parser.add_argument("--occluder-masks", type=Path, default=None,
-                        help="folder of occluder masks; the filled region is clipped to them")
+    parser.add_argument(
+        "--visible-masks",
+        required=True,
+        type=Path,
+        help="folder of visible object masks, <frame stem>.png",
+    )
+    parser.add_argument(
+        "--holes",
+        type=Path,
+        default=None,
+        help="folder of masks of the region to fill (default: amodal shape "
+        "completion minus visible)",
+    )
+    parser.add_argument(
+        "--occluder-masks",
+        type=Path,
+        default=None,
+        help="folder of occluder masks; the filled region is clipped to them",
+    )
     parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--weights", type=Path, default=None,
-                        help="VOIN weights file (default: the installed voin_default.pt)")
-    parser.add_argument("--no-flow", action="store_true",
-                        help="skip flow completion + propagation (all holes to the generator)")
-    parser.add_argument("--no-generator", action="store_true",
-                        help="fill what propagation leaves with OpenCV Telea instead")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="VOIN weights file (default: the installed voin_default.pt)",
+    )
+    parser.add_argument(
+        "--no-flow",
+        action="store_true",
+        help="skip flow completion + propagation (all holes to the generator)",
+    )
+    parser.add_argument(
+        "--no-generator",
+        action="store_true",
+        help="fill what propagation leaves with OpenCV Telea instead",
+    )
     parser.add_argument("--window", type=int, default=12, help="frames per temporal window")
     parser.add_argument("--overlap", type=int, default=4, help="frames shared by two windows")
-    parser.add_argument("--label", type=int, default=0,
-                        help="class id for a class-aware shape network")
-    parser.add_argument("--flow-preset", default="medium",
-                        choices=("ultrafast", "fast", "medium", "fine"), help="DIS preset")
-    parser.add_argument("--fps", type=float, default=None,
-                        help="video.mp4 frame rate (default: the source's, or 24)")
+    parser.add_argument(
+        "--label", type=int, default=0, help="class id for a class-aware shape network"
+    )
+    parser.add_argument(
+        "--flow-preset",
+        default="medium",
+        choices=("ultrafast", "fast", "medium", "fine"),
+        help="DIS preset",
+    )
+    parser.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        help="video.mp4 frame rate (default: the source's, or 24)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -55,34 +86,53 @@ def run(args: argparse.Namespace) -> int:
 
     prog = "instseg inpaint"
     if not 0 <= args.overlap < args.window:
-        print(f"{prog}: need 0 <= --overlap < --window, got {args.overlap}, {args.window}",
-              file=sys.stderr)
+        print(
+            f"{prog}: need 0 <= --overlap < --window, got {args.overlap}, {args.window}",
+            file=sys.stderr,
+        )
         return 2
     try:
         inp = Inpainter.from_weights(
-            args.weights, use_flow=not args.no_flow, use_generator=not args.no_generator,
-            window=args.window, overlap=args.overlap, label=args.label,
-            flow_preset=args.flow_preset, device=args.device, progress=not args.no_progress)
+            args.weights,
+            use_flow=not args.no_flow,
+            use_generator=not args.no_generator,
+            window=args.window,
+            overlap=args.overlap,
+            label=args.label,
+            flow_preset=args.flow_preset,
+            device=args.device,
+            progress=not args.no_progress,
+        )
     except (OSError, ValueError, CheckpointError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
     if not inp.learned:
-        print(f"WARNING: no learned VOIN model is installed ({DEFAULT_WEIGHTS} not found) and "
-              "no --weights was given. Using the non-learned fallback: propagation along DIS "
-              "flow + OpenCV Telea for the leftovers (no shape completion, no generator).",
-              file=sys.stderr)
+        print(
+            f"WARNING: no learned VOIN model is installed ({DEFAULT_WEIGHTS} not found) and "
+            "no --weights was given. Using the non-learned fallback: propagation along DIS "
+            "flow + OpenCV Telea for the leftovers (no shape completion, no generator).",
+            file=sys.stderr,
+        )
     elif not inp.meta.get("trained"):
         print(f"WARNING: {inp.source} is marked untrained (meta trained=False)", file=sys.stderr)
     print(f"model: {inp.describe()}")
     try:
-        s = inp.run(args.source, args.visible_masks, args.out, holes_dir=args.holes,
-                    occluder_dir=args.occluder_masks, fps=args.fps)
+        s = inp.run(
+            args.source,
+            args.visible_masks,
+            args.out,
+            holes_dir=args.holes,
+            occluder_dir=args.occluder_masks,
+            fps=args.fps,
+        )
     except (OSError, ValueError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 1
     share = (lambda n: f"{100 * n / s.hole_pixels:.1f}%") if s.hole_pixels else (lambda n: "-")
-    print(f"{s.num_frames} frames, {s.hole_pixels} hole pixels: propagated "
-          f"{share(s.propagated)}, generated {share(s.generated)}, Telea {share(s.telea)}")
+    print(
+        f"{s.num_frames} frames, {s.hole_pixels} hole pixels: propagated "
+        f"{share(s.propagated)}, generated {share(s.generated)}, Telea {share(s.telea)}"
+    )
     for k, p in s.outputs.items():
         print(f"  {k}: {p}")
     return 0

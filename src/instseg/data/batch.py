@@ -50,8 +50,11 @@ class Batch:
         )
 
 
-def collate_images(images: list[Tensor], size_divisibility: int = 32) -> tuple[Tensor, list[tuple[int, int]]]:
-    """Pad (3, h_i, w_i) float tensors to (B, 3, Hp, Wp); Hp, Wp multiples of ``size_divisibility``."""
+def collate_images(
+    images: list[Tensor], size_divisibility: int = 32
+) -> tuple[Tensor, list[tuple[int, int]]]:
+    """Pad (3, h_i, w_i) float tensors to (B, 3, Hp, Wp); Hp and Wp are multiples of
+    ``size_divisibility``."""
     sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
     hmax = max(s[0] for s in sizes)
     wmax = max(s[1] for s in sizes)

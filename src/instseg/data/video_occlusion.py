@@ -104,8 +104,13 @@ class OccludedClip:
 
 
 def load_davis_sequence(
-    root: str | Path, name: str, *, start: int = 0, num_frames: int | None = None,
-    stride: int = 1, resolution: str = "480p",
+    root: str | Path,
+    name: str,
+    *,
+    start: int = 0,
+    num_frames: int | None = None,
+    stride: int = 1,
+    resolution: str = "480p",
 ) -> tuple[np.ndarray, np.ndarray, list[Path]]:
     """Read a DAVIS folder sequence: ``root/JPEGImages/<res>/<name>/*.jpg`` and
     ``root/Annotations/<res>/<name>/*.png`` (any value > 127 is foreground).
@@ -142,8 +147,11 @@ def occluder_from_mask(image: np.ndarray, mask: np.ndarray, *, source: str = "")
     if ys.size == 0:
         raise ValueError(f"occluder_from_mask: empty mask ({source or 'no source'})")
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    return Occluder(np.ascontiguousarray(image[y0:y1, x0:x1]),
-                    np.ascontiguousarray(mask[y0:y1, x0:x1].astype(bool)), source)
+    return Occluder(
+        np.ascontiguousarray(image[y0:y1, x0:x1]),
+        np.ascontiguousarray(mask[y0:y1, x0:x1].astype(bool)),
+        source,
+    )
 
 
 def synthetic_occluder(rng: np.random.Generator, *, size: int = 96) -> Occluder:
@@ -163,8 +171,12 @@ def synthetic_occluder(rng: np.random.Generator, *, size: int = 96) -> Occluder:
 
 
 def sample_occluder_track(
-    masks: np.ndarray, occluder: Occluder, *, rng: np.random.Generator,
-    occlusion_ratio: float = 0.3, iters: int = 16,
+    masks: np.ndarray,
+    occluder: Occluder,
+    *,
+    rng: np.random.Generator,
+    occlusion_ratio: float = 0.3,
+    iters: int = 16,
 ) -> OccluderTrack:
     """A smooth trajectory over the object in ``masks`` (T, H, W) bool and the occluder scale
     whose mean covered fraction is closest to ``occlusion_ratio`` (in (0, 1])."""
@@ -175,6 +187,7 @@ def sample_occluder_track(
     centers = _smooth_path(masks, rng)
     area = float(masks.reshape(len(masks), -1).sum(1)[masks.any((1, 2))].mean())
     base = float(occluder.mask.sum())
+
     # c = occluder area / object area. Coverage mostly grows with c, but not always for thin
     # or hollow cutouts, so: coarse log grid, then bisection inside the first bracketing pair.
     def cov(log_c: float) -> float:
@@ -199,7 +212,11 @@ def sample_occluder_track(
 
 
 def render_occlusion(
-    frames: np.ndarray, masks: np.ndarray, occluder: Occluder, track: OccluderTrack, *,
+    frames: np.ndarray,
+    masks: np.ndarray,
+    occluder: Occluder,
+    track: OccluderTrack,
+    *,
     corruption: Corruption = "occluder",
 ) -> OccludedClip:
     """Paste ``occluder`` along ``track`` over ``frames`` (T, H, W, 3) uint8 with object
@@ -209,8 +226,9 @@ def render_occlusion(
     frames = np.asarray(frames, np.uint8)
     amodal = np.asarray(masks, bool)
     if frames.shape[:3] != amodal.shape or len(track.centers) != len(frames):
-        raise ValueError(f"frames {frames.shape}, masks {amodal.shape} and track "
-                         f"({len(track.centers)}) disagree")
+        raise ValueError(
+            f"frames {frames.shape}, masks {amodal.shape} and track ({len(track.centers)}) disagree"
+        )
     rgb, om, anchor = _scaled(occluder, track.scale)
     occ_masks = np.zeros_like(amodal)
     pasted = frames.copy()
@@ -232,14 +250,27 @@ def render_occlusion(
     area = amodal.reshape(len(frames), -1).sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.where(area > 0, holes.reshape(len(frames), -1).sum(1) / area, np.nan)
-    return OccludedClip(frames=inp, gt=gt, clean=frames, amodal=amodal, visible=visible,
-                        holes=holes, occluder=occ_masks, ratio=ratio.astype(np.float64),
-                        track=track)
+    return OccludedClip(
+        frames=inp,
+        gt=gt,
+        clean=frames,
+        amodal=amodal,
+        visible=visible,
+        holes=holes,
+        occluder=occ_masks,
+        ratio=ratio.astype(np.float64),
+        track=track,
+    )
 
 
 def occlude_clip(
-    frames: np.ndarray, masks: np.ndarray, occluder: Occluder, *, rng: np.random.Generator,
-    occlusion_ratio: float = 0.3, corruption: Corruption = "occluder",
+    frames: np.ndarray,
+    masks: np.ndarray,
+    occluder: Occluder,
+    *,
+    rng: np.random.Generator,
+    occlusion_ratio: float = 0.3,
+    corruption: Corruption = "occluder",
 ) -> OccludedClip:
     """:func:`sample_occluder_track` then :func:`render_occlusion`."""
     track = sample_occluder_track(masks, occluder, rng=rng, occlusion_ratio=occlusion_ratio)
@@ -247,10 +278,16 @@ def occlude_clip(
 
 
 def make_eval_split(
-    davis_root: str | Path, sequences: Sequence[str], *, seed: int, out_dir: str | Path,
-    num_frames: int | None = 20, start: int = 0,
+    davis_root: str | Path,
+    sequences: Sequence[str],
+    *,
+    seed: int,
+    out_dir: str | Path,
+    num_frames: int | None = 20,
+    start: int = 0,
     occlusion_ratio: float | tuple[float, float] = (0.2, 0.5),
-    occluder_sequences: Sequence[str] = (), synthetic_prob: float = 0.5,
+    occluder_sequences: Sequence[str] = (),
+    synthetic_prob: float = 0.5,
     corruption: Corruption = "occluder",
 ) -> dict[str, Any]:
     """Write a fixed evaluation split (layout in the module docstring) and return its manifest.
@@ -264,29 +301,44 @@ def make_eval_split(
     """
     out = Path(out_dir)
     manifest: dict[str, Any] = {
-        "davis_root": str(davis_root), "seed": int(seed), "num_frames": num_frames,
-        "start": start, "corruption": corruption,
-        "occlusion_ratio": (float(occlusion_ratio) if isinstance(occlusion_ratio, (int, float))
-                            else [float(r) for r in occlusion_ratio]),
-        "occluder_sequences": list(occluder_sequences), "synthetic_prob": synthetic_prob,
+        "davis_root": str(davis_root),
+        "seed": int(seed),
+        "num_frames": num_frames,
+        "start": start,
+        "corruption": corruption,
+        "occlusion_ratio": (
+            float(occlusion_ratio)
+            if isinstance(occlusion_ratio, (int, float))
+            else [float(r) for r in occlusion_ratio]
+        ),
+        "occluder_sequences": list(occluder_sequences),
+        "synthetic_prob": synthetic_prob,
         "layout": "<kind>/<sequence>/%05d.png; kinds: " + ", ".join(SPLIT_KINDS),
         "sequences": {},
     }
     for name in sequences:
         rng = np.random.default_rng([int(seed), zlib.crc32(name.encode())])
-        frames, masks, paths = load_davis_sequence(davis_root, name, start=start,
-                                                   num_frames=num_frames)
-        ratio = (float(occlusion_ratio) if isinstance(occlusion_ratio, (int, float))
-                 else float(rng.uniform(*occlusion_ratio)))
+        frames, masks, paths = load_davis_sequence(
+            davis_root, name, start=start, num_frames=num_frames
+        )
+        ratio = (
+            float(occlusion_ratio)
+            if isinstance(occlusion_ratio, (int, float))
+            else float(rng.uniform(*occlusion_ratio))
+        )
         pool = [s for s in occluder_sequences if s != name]
         occ = _pick_occluder(davis_root, pool, rng, synthetic_prob)
-        clip = occlude_clip(frames, masks, occ, rng=rng, occlusion_ratio=ratio,
-                            corruption=corruption)
+        clip = occlude_clip(
+            frames, masks, occ, rng=rng, occlusion_ratio=ratio, corruption=corruption
+        )
         names = _write_clip(out, name, clip)
         manifest["sequences"][name] = {
-            "source_frames": [str(p) for p in paths], "files": names,
-            "occluder": occ.source, "occluder_scale": clip.track.scale,
-            "target_ratio": ratio, "achieved_ratio": float(np.nanmean(clip.ratio)),
+            "source_frames": [str(p) for p in paths],
+            "files": names,
+            "occluder": occ.source,
+            "occluder_scale": clip.track.scale,
+            "target_ratio": ratio,
+            "achieved_ratio": float(np.nanmean(clip.ratio)),
             "per_frame_ratio": [round(float(r), 6) for r in clip.ratio],
             "centers": np.round(clip.track.centers, 3).tolist(),
         }
@@ -319,8 +371,12 @@ def _smooth_path(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cents + drift + wobble + start
 
 
-def _scaled(occ: Occluder, scale: float, *, with_rgb: bool = True,
-            ) -> tuple[np.ndarray | None, np.ndarray, tuple[float, float]]:
+def _scaled(
+    occ: Occluder,
+    scale: float,
+    *,
+    with_rgb: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray, tuple[float, float]]:
     """Resized (rgb, mask) and the mask centroid (x, y), the point that follows the track."""
     h, w = occ.mask.shape
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
@@ -331,8 +387,9 @@ def _scaled(occ: Occluder, scale: float, *, with_rgb: bool = True,
     return rgb, m, anchor
 
 
-def _placement(hw: tuple[int, int], patch: tuple[int, int], anchor: tuple[float, float],
-               center: np.ndarray):
+def _placement(
+    hw: tuple[int, int], patch: tuple[int, int], anchor: tuple[float, float], center: np.ndarray
+):
     """Slices (image, patch) putting patch point ``anchor`` (x, y) at ``center`` (x, y),
     clipped to the image."""
     y0 = int(round(center[1] - anchor[1]))
@@ -341,8 +398,10 @@ def _placement(hw: tuple[int, int], patch: tuple[int, int], anchor: tuple[float,
     iy1, ix1 = min(y0 + patch[0], hw[0]), min(x0 + patch[1], hw[1])
     if iy1 <= iy0 or ix1 <= ix0:
         return None, None
-    return ((slice(iy0, iy1), slice(ix0, ix1)),
-            (slice(iy0 - y0, iy1 - y0), slice(ix0 - x0, ix1 - x0)))
+    return (
+        (slice(iy0, iy1), slice(ix0, ix1)),
+        (slice(iy0 - y0, iy1 - y0), slice(ix0 - x0, ix1 - x0)),
+    )
 
 
 def _coverage(masks: np.ndarray, occ: Occluder, centers: np.ndarray, scale: float) -> np.ndarray:
@@ -358,8 +417,9 @@ def _coverage(masks: np.ndarray, occ: Occluder, centers: np.ndarray, scale: floa
         return np.where(area > 0, cov / area, np.nan)
 
 
-def _pick_occluder(root: str | Path, pool: Sequence[str], rng: np.random.Generator,
-                   synthetic_prob: float) -> Occluder:
+def _pick_occluder(
+    root: str | Path, pool: Sequence[str], rng: np.random.Generator, synthetic_prob: float
+) -> Occluder:
     if not pool or rng.random() < synthetic_prob:
         return synthetic_occluder(rng)
     name = pool[int(rng.integers(len(pool)))]
@@ -374,13 +434,19 @@ def _pick_occluder(root: str | Path, pool: Sequence[str], rng: np.random.Generat
 
 
 def _write_clip(out: Path, name: str, clip: OccludedClip) -> list[str]:
-    arrays = {"frames": clip.frames, "gt": clip.gt, "visible": clip.visible,
-              "holes": clip.holes, "amodal": clip.amodal, "occluder": clip.occluder}
+    arrays = {
+        "frames": clip.frames,
+        "gt": clip.gt,
+        "visible": clip.visible,
+        "holes": clip.holes,
+        "amodal": clip.amodal,
+        "occluder": clip.occluder,
+    }
     names = [f"{t:05d}.png" for t in range(len(clip.frames))]
     for kind, arr in arrays.items():
         d = out / kind / name
         d.mkdir(parents=True, exist_ok=True)
-        for fn, a in zip(names, arr):
+        for fn, a in zip(names, arr, strict=False):
             img = a if a.dtype == np.uint8 else (a.astype(np.uint8) * 255)
             Image.fromarray(img).save(d / fn)
     return names

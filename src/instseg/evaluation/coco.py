@@ -414,7 +414,7 @@ def _prepare_results(
     counts at the image's size and no bbox; bbox -> bbox (from the mask if absent)."""
     if not isinstance(anns, list):
         raise ValueError(
-            f"{source}: results must be a JSON list of objects, " f"got {type(anns).__name__}"
+            f"{source}: results must be a JSON list of objects, got {type(anns).__name__}"
         )
     imgs, cats = coco_gt.imgs, set(coco_gt.getCatIds())
     bad_imgs: set[Any] = set()

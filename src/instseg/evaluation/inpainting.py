@@ -53,8 +53,9 @@ logger = logging.getLogger(__name__)
 PSNR_CAP = 100.0
 
 
-def psnr(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None, *,
-         data_range: float = 255.0) -> float:
+def psnr(
+    pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None, *, data_range: float = 255.0
+) -> float:
     """PSNR in dB of ``pred`` vs ``gt`` ((H, W[, C])), over ``mask`` (H, W) pixels if given.
     Returns ``inf`` for a perfect match and NaN for an empty mask."""
     pred, gt = _pair(pred, gt)
@@ -68,8 +69,9 @@ def psnr(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None, *,
     return float(peak_signal_noise_ratio(gt, pred, data_range=data_range))
 
 
-def ssim(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None, *,
-         data_range: float = 255.0) -> float:
+def ssim(
+    pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None, *, data_range: float = 255.0
+) -> float:
     """SSIM of ``pred`` vs ``gt`` ((H, W[, C])); with ``mask`` the mean of the SSIM map over
     the mask pixels (NaN for an empty mask), otherwise skimage's mean SSIM."""
     pred, gt = _pair(pred, gt)
@@ -96,9 +98,12 @@ def frame_metrics(pred: np.ndarray, gt: np.ndarray, hole: np.ndarray) -> dict[st
     mssim, smap = structural_similarity(gt, pred, **kw)  # one SSIM pass for both values
     smap = smap.mean(-1) if smap.ndim == 3 else smap
     hole = _mask(hole, gt)
-    return {"hole_psnr": psnr(pred, gt, hole),
-            "hole_ssim": float(smap[hole].mean()) if hole.any() else float("nan"),
-            "frame_psnr": psnr(pred, gt), "frame_ssim": float(mssim)}
+    return {
+        "hole_psnr": psnr(pred, gt, hole),
+        "hole_ssim": float(smap[hole].mean()) if hole.any() else float("nan"),
+        "frame_psnr": psnr(pred, gt),
+        "frame_ssim": float(mssim),
+    }
 
 
 class InpaintingEvaluator:
@@ -132,8 +137,9 @@ class InpaintingEvaluator:
         }
 
 
-def evaluate_inpainting(pred_dir: str | Path, gt_dir: str | Path,
-                        holes_dir: str | Path) -> dict[str, Any]:
+def evaluate_inpainting(
+    pred_dir: str | Path, gt_dir: str | Path, holes_dir: str | Path
+) -> dict[str, Any]:
     """Score every image under ``gt_dir`` against the file with the same relative path (any
     image extension) under ``pred_dir``, with the hole mask (> 127 = hole) under ``holes_dir``.
 
@@ -147,15 +153,19 @@ def evaluate_inpainting(pred_dir: str | Path, gt_dir: str | Path,
     for name, files, d in (("prediction", pred_files, pred_dir), ("hole", hole_files, holes_dir)):
         missing = sorted(set(gt_files) - set(files))
         if missing:
-            raise FileNotFoundError(f"{d}: {len(missing)} {name} files missing, e.g. "
-                                    f"'{missing[0]}' (needed for {gt_files[missing[0]]})")
+            raise FileNotFoundError(
+                f"{d}: {len(missing)} {name} files missing, e.g. "
+                f"'{missing[0]}' (needed for {gt_files[missing[0]]})"
+            )
     ev = InpaintingEvaluator()
     for key in sorted(gt_files):
         gt = read_image(gt_files[key])
         pred = read_image(pred_files[key])
         if pred.shape != gt.shape:
-            raise ValueError(f"{pred_files[key]}: size {pred.shape[:2]} != ground truth "
-                             f"{gt.shape[:2]} ({gt_files[key]})")
+            raise ValueError(
+                f"{pred_files[key]}: size {pred.shape[:2]} != ground truth "
+                f"{gt.shape[:2]} ({gt_files[key]})"
+            )
         with Image.open(hole_files[key]) as im:
             hole = np.asarray(im.convert("L")) > 127
         if hole.shape != gt.shape[:2]:
@@ -187,9 +197,13 @@ class LPIPS(nn.Module):
     _SHIFT = (-0.030, -0.088, -0.188)
     _SCALE = (0.458, 0.448, 0.450)
 
-    def __init__(self, *, net: Literal["alex", "vgg"] = "alex",
-                 backbone_weights: str | Path | None = None,
-                 linear_weights: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        net: Literal["alex", "vgg"] = "alex",
+        backbone_weights: str | Path | None = None,
+        linear_weights: str | Path | None = None,
+    ) -> None:
         super().__init__()
         if net not in _LPIPS_LAYERS:
             raise ValueError(f"net must be 'alex' or 'vgg', got {net!r}")
@@ -199,23 +213,27 @@ class LPIPS(nn.Module):
                     f"LPIPS ({net}) needs a local {what} weights file"
                     + (f"; '{p}' does not exist" if p is not None else "")
                     + ". The 'lpips' package is not installed and weights are never "
-                    "downloaded; pass backbone_weights=<torchvision {0} state dict> and "
-                    "linear_weights=<LPIPS {1}.pth>, or report PSNR/SSIM only."
-                    .format("alexnet" if net == "alex" else "vgg16", net))
+                    "downloaded; pass backbone_weights=<torchvision {} state dict> and "
+                    "linear_weights=<LPIPS {}.pth>, or report PSNR/SSIM only.".format(
+                        "alexnet" if net == "alex" else "vgg16", net
+                    )
+                )
         from torchvision.models import alexnet, vgg16
 
         features = (alexnet if net == "alex" else vgg16)(weights=None).features
         state = torch.load(backbone_weights, map_location="cpu", weights_only=True)
-        feat_state = {k.removeprefix("features."): v for k, v in state.items()
-                      if k.startswith("features.")}
+        feat_state = {
+            k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")
+        }
         features.load_state_dict(feat_state)
         spans, chans = _LPIPS_LAYERS[net]
         self.slices = nn.ModuleList(nn.Sequential(*features[a:b]) for a, b in spans)
         self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in chans)
         lin_state = torch.load(linear_weights, map_location="cpu", weights_only=True)
         for i, lin in enumerate(self.lins):
-            key = next((k for k in (f"lin{i}.model.1.weight", f"lin{i}.weight")
-                        if k in lin_state), None)
+            key = next(
+                (k for k in (f"lin{i}.model.1.weight", f"lin{i}.weight") if k in lin_state), None
+            )
             if key is None:
                 raise LPIPSUnavailable(f"{linear_weights}: no 'lin{i}' weight in the file")
             lin.weight.data.copy_(lin_state[key])
@@ -223,11 +241,12 @@ class LPIPS(nn.Module):
         self.register_buffer("scale", torch.tensor(self._SCALE).view(1, 3, 1, 1))
         self.eval().requires_grad_(False)
 
-    def forward(self, pred: torch.Tensor, gt: torch.Tensor,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         x, y = ((t * 2 - 1 - self.shift) / self.scale for t in (pred, gt))
         total = pred.new_zeros(pred.shape[0])
-        for sl, lin in zip(self.slices, self.lins):
+        for sl, lin in zip(self.slices, self.lins, strict=False):
             x, y = sl(x), sl(y)
             d = lin((_unit(x) - _unit(y)) ** 2)  # (N, 1, h, w)
             if mask is None:

@@ -276,15 +276,19 @@ class Inpainter:
         bar = tqdm(total=len(names), desc="inpaint", unit="frame", disable=not self.progress)
         for s, e, k0, k1 in wins:
             frames = reader.frames(s, e)
-            masks = {k: np.stack([read_mask(p[i], frames.shape[1:3]) for i in range(s, e)])
-                     for k, p in mask_paths.items()}
-            res = self.inpaint(frames, masks["visible"], holes=masks.get("holes"),
-                               occluder=masks.get("occluder"))
+            masks = {
+                k: np.stack([read_mask(p[i], frames.shape[1:3]) for i in range(s, e)])
+                for k, p in mask_paths.items()
+            }
+            res = self.inpaint(
+                frames, masks["visible"], holes=masks.get("holes"), occluder=masks.get("occluder")
+            )
             for i in range(k0, k1):
                 j = i - s
                 Image.fromarray(res.frames[j]).save(out / "frames" / f"{names[i]}.png")
                 Image.fromarray(res.amodal[j].astype(np.uint8) * 255).save(
-                    out / "amodal" / f"{names[i]}.png")
+                    out / "amodal" / f"{names[i]}.png"
+                )
             kept = slice(k0 - s, k1 - s)
             summary.hole_pixels += int(res.holes[kept].sum())
             summary.propagated += int(res.propagated[kept].sum())
@@ -295,15 +299,15 @@ class Inpainter:
         bar.close()
         if fps is None:
             fps = video_fps(source) if is_video(source) else 24.0
-        video = write_video(out / "video.mp4",
-                            (read_image(out / "frames" / f"{n}.png") for n in names), fps=fps)
+        video = write_video(
+            out / "video.mp4", (read_image(out / "frames" / f"{n}.png") for n in names), fps=fps
+        )
         summary.outputs = {"frames": out / "frames", "amodal": out / "amodal", "video": video}
         return summary
 
     # ------------------------------------------------------------------------------ helpers
     def _class_aware(self) -> bool:
         return self.voin.shape_net is not None and self.voin.shape_net.num_classes > 0
-
 
 
 def hull_amodal(visible: np.ndarray, occluder: np.ndarray) -> np.ndarray:
@@ -340,8 +344,10 @@ def list_frames(source: str | Path) -> list[str]:
     stems = [f.stem for f in files]
     dup = sorted({s for s in stems if stems.count(s) > 1})
     if dup:
-        raise ValueError(f"{source}: several frames share a name (stem) {dup[:3]}; "
-                         "masks are matched by stem, so frame names must be unique")
+        raise ValueError(
+            f"{source}: several frames share a name (stem) {dup[:3]}; "
+            "masks are matched by stem, so frame names must be unique"
+        )
     return stems
 
 

@@ -89,7 +89,8 @@ class Instances:
         return self._map(lambda t: t[index])
 
     def to(self, *args: Any, **kwargs: Any) -> Instances:
-        """Move every tensor (``.to(device)``); dtypes are kept unless a dtype is given for floats."""
+        """Move every tensor (``.to(device)``); dtypes are kept unless a dtype is given (floats
+        only)."""
 
         def move(t: Tensor) -> Tensor:
             if t.is_floating_point():
@@ -103,7 +104,8 @@ class Instances:
 
     @staticmethod
     def cat(items: list[Instances]) -> Instances:
-        """Concatenate instances of the same image. Optional fields must be present in all or none."""
+        """Concatenate instances of the same image. Optional fields must be present in all
+        items or in none."""
         if not items:
             raise ValueError("Instances.cat needs at least one item")
         size = items[0].image_size

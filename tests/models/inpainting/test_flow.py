@@ -37,8 +37,9 @@ def test_warp_torch_matches_numpy_bilinear():
     img = _texture(32, 36).astype(np.float32)
     flow = np.full((32, 36, 2), (1.25, 0.5), np.float32)
     ref = warp(img, flow)
-    t = warp(torch.from_numpy(img).permute(2, 0, 1)[None],
-             torch.from_numpy(flow).permute(2, 0, 1)[None])
+    t = warp(
+        torch.from_numpy(img).permute(2, 0, 1)[None], torch.from_numpy(flow).permute(2, 0, 1)[None]
+    )
     got = t[0].permute(1, 2, 0).numpy()
     np.testing.assert_allclose(got[1:-2, 1:-2], ref[1:-2, 1:-2], atol=1e-2)
 

@@ -17,8 +17,9 @@ def _translating_clip(t_len: int, dx: int, dy: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     big = cv2.GaussianBlur((rng.random((H + 40, W + 60, 3)) * 255).astype(np.uint8), (3, 3), 0)
     y0, x0 = 20, 30
-    frames = np.stack([big[y0 - dy * t: y0 - dy * t + H, x0 - dx * t: x0 - dx * t + W]
-                       for t in range(t_len)])
+    frames = np.stack(
+        [big[y0 - dy * t : y0 - dy * t + H, x0 - dx * t : x0 - dx * t + W] for t in range(t_len)]
+    )
     fwd = np.zeros((t_len - 1, H, W, 2), np.float32)
     fwd[..., 0], fwd[..., 1] = dx, dy
     return frames, fwd, -fwd
@@ -61,9 +62,9 @@ def test_inconsistent_flow_pixel_is_rejected_by_cycle_check():
 def test_pixels_leaving_the_image_are_not_filled():
     frames, fwd, bwd = _translating_clip(2, dx=4, dy=0)
     holes = np.zeros((2, H, W), bool)
-    holes[0, 10:12, W - 3:] = True  # x + 4 > W - 1
+    holes[0, 10:12, W - 3 :] = True  # x + 4 > W - 1
     res = propagate(frames, holes, fwd, bwd)
-    assert res.unfilled[0, 10:12, W - 3:].all()
+    assert res.unfilled[0, 10:12, W - 3 :].all()
 
 
 def test_amodal_restricts_targets_and_sources():
@@ -71,8 +72,8 @@ def test_amodal_restricts_targets_and_sources():
     holes = np.zeros((2, H, W), bool)
     holes[0, 10:20, 10:20] = True
     amodal = np.zeros((2, H, W), bool)
-    amodal[0, 10:20, 10:18] = True       # hole columns 18, 19 are outside the object
-    amodal[1, 10:20, 12:18] = True       # sources x+2 in 12..17 -> targets x in 10..15
+    amodal[0, 10:20, 10:18] = True  # hole columns 18, 19 are outside the object
+    amodal[1, 10:20, 12:18] = True  # sources x+2 in 12..17 -> targets x in 10..15
     res = propagate(frames, holes, fwd, bwd, amodal=amodal)
     assert res.filled[0, 10:20, 10:16].all()
     assert res.unfilled[0, 10:20, 16:18].all()  # source lands on background in frame 1
@@ -97,7 +98,7 @@ def test_baselines_fill_only_holes_and_flag_fallback():
     frames, fwd, bwd = _translating_clip(3, dx=5, dy=0)
     holes = np.zeros((3, H, W), bool)
     holes[:, 15:25, 20:28] = True  # 8 px wide, 5 px/frame: reachable within 2 steps
-    holes[0, 0:4, W - 4:] = True  # frame 0 near the right border: x + 5 leaves the image
+    holes[0, 0:4, W - 4 :] = True  # frame 0 near the right border: x + 5 leaves the image
     corrupted = frames.copy()
     corrupted[holes] = 255
     for method in ("telea", "ns"):
@@ -108,6 +109,6 @@ def test_baselines_fill_only_holes_and_flag_fallback():
     res = propagation_baseline(corrupted, holes, fwd, bwd)
     assert (res.propagated | res.fallback).sum() == holes.sum()
     assert not (res.propagated & res.fallback).any()
-    assert res.fallback[0, 0:4, W - 4:].all() and res.fallback.sum() == 16
+    assert res.fallback[0, 0:4, W - 4 :].all() and res.fallback.sum() == 16
     assert res.propagated_fraction == 1 - 16 / holes.sum()
     np.testing.assert_array_equal(res.frames[res.propagated], frames[res.propagated])

@@ -21,8 +21,13 @@ from instseg.models.inpainting.propagation import propagate
 __all__ = ["inpaint_opencv", "PropagationBaselineResult", "propagation_baseline"]
 
 
-def inpaint_opencv(frames: np.ndarray, holes: np.ndarray, *,
-                   method: Literal["telea", "ns"] = "telea", radius: float = 5.0) -> np.ndarray:
+def inpaint_opencv(
+    frames: np.ndarray,
+    holes: np.ndarray,
+    *,
+    method: Literal["telea", "ns"] = "telea",
+    radius: float = 5.0,
+) -> np.ndarray:
     """Inpaint each frame independently.
 
     Args:
@@ -39,7 +44,7 @@ def inpaint_opencv(frames: np.ndarray, holes: np.ndarray, *,
     if frames.shape[:3] != np.shape(holes):
         raise ValueError(f"frames {frames.shape[:3]} vs holes {np.shape(holes)}")
     out = frames.copy()
-    for t, (f, m) in enumerate(zip(frames, holes)):
+    for t, (f, m) in enumerate(zip(frames, holes, strict=False)):
         if m.any():
             res = cv2.inpaint(np.ascontiguousarray(f), m.astype(np.uint8), radius, flags[method])
             out[t][m] = res[m]
@@ -59,8 +64,14 @@ class PropagationBaselineResult:
 
 
 def propagation_baseline(
-    frames: np.ndarray, holes: np.ndarray, forward: np.ndarray, backward: np.ndarray, *,
-    amodal: np.ndarray | None = None, cycle_threshold: float = 5.0, radius: float = 5.0,
+    frames: np.ndarray,
+    holes: np.ndarray,
+    forward: np.ndarray,
+    backward: np.ndarray,
+    *,
+    amodal: np.ndarray | None = None,
+    cycle_threshold: float = 5.0,
+    radius: float = 5.0,
 ) -> PropagationBaselineResult:
     """Propagate along the flows, then Telea-inpaint whatever is left (see module docstring).
 
@@ -68,10 +79,12 @@ def propagation_baseline(
     convention. Hole pixels outside ``amodal`` are never propagated (they go to Telea).
     """
     holes = np.asarray(holes, bool)
-    res = propagate(frames, holes, forward, backward, amodal=amodal,
-                    cycle_threshold=cycle_threshold)
+    res = propagate(
+        frames, holes, forward, backward, amodal=amodal, cycle_threshold=cycle_threshold
+    )
     out = inpaint_opencv(res.frames, res.unfilled, method="telea", radius=radius)
     n = holes.sum()
     frac = float(res.filled.sum() / n) if n else float("nan")
-    return PropagationBaselineResult(frames=out, propagated=res.filled, fallback=res.unfilled,
-                                     propagated_fraction=frac)
+    return PropagationBaselineResult(
+        frames=out, propagated=res.filled, fallback=res.unfilled, propagated_fraction=frac
+    )

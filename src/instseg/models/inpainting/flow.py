@@ -52,7 +52,9 @@ def dis_flow(img0: np.ndarray, img1: np.ndarray, *, preset: Preset = "medium") -
 
 
 def clip_flows(
-    frames: np.ndarray | Sequence[np.ndarray], *, preset: Preset = "medium",
+    frames: np.ndarray | Sequence[np.ndarray],
+    *,
+    preset: Preset = "medium",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Forward and backward DIS flows for a clip ``frames`` (T, H, W, 3) uint8.
 
@@ -62,8 +64,8 @@ def clip_flows(
     if len(gray) < 2:
         raise ValueError(f"clip_flows: need at least 2 frames, got {len(gray)}")
     dis = _dis(preset)
-    fwd = np.stack([dis.calc(a, b, None) for a, b in zip(gray[:-1], gray[1:])])
-    bwd = np.stack([dis.calc(b, a, None) for a, b in zip(gray[:-1], gray[1:])])
+    fwd = np.stack([dis.calc(a, b, None) for a, b in zip(gray[:-1], gray[1:], strict=False)])
+    bwd = np.stack([dis.calc(b, a, None) for a, b in zip(gray[:-1], gray[1:], strict=False)])
     return fwd.astype(np.float32), bwd.astype(np.float32)
 
 
@@ -75,14 +77,22 @@ class RAFTFlow:
     as RAFT expects.
     """
 
-    def __init__(self, *, weights: str | Path, variant: Literal["small", "large"] = "small",
-                 num_flow_updates: int = 12, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        *,
+        weights: str | Path,
+        variant: Literal["small", "large"] = "small",
+        num_flow_updates: int = 12,
+        device: str | torch.device = "cpu",
+    ) -> None:
         from torchvision.models.optical_flow import raft_large, raft_small
 
         path = Path(weights)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: RAFT weights file not found (RAFT is optional; "
-                                    "use dis_flow/clip_flows, or download the weights yourself)")
+            raise FileNotFoundError(
+                f"{path}: RAFT weights file not found (RAFT is optional; "
+                "use dis_flow/clip_flows, or download the weights yourself)"
+            )
         if variant not in ("small", "large"):
             raise ValueError(f"variant must be 'small' or 'large', got {variant!r}")
         self.model = (raft_small if variant == "small" else raft_large)(weights=None)
@@ -107,8 +117,8 @@ class RAFTFlow:
 
     def clip(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Like :func:`clip_flows`: (T, H, W, 3) -> forward, backward (T-1, H, W, 2)."""
-        fwd = np.stack([self(a, b) for a, b in zip(frames[:-1], frames[1:])])
-        bwd = np.stack([self(b, a) for a, b in zip(frames[:-1], frames[1:])])
+        fwd = np.stack([self(a, b) for a, b in zip(frames[:-1], frames[1:], strict=False)])
+        bwd = np.stack([self(b, a) for a, b in zip(frames[:-1], frames[1:], strict=False)])
         return fwd, bwd
 
     def _prep(self, img: np.ndarray) -> torch.Tensor:
@@ -119,8 +129,12 @@ class RAFTFlow:
         return x.to(self.device)
 
 
-def warp(image: np.ndarray | torch.Tensor, flow: np.ndarray | torch.Tensor, *,
-         mode: Literal["bilinear", "nearest"] = "bilinear") -> np.ndarray | torch.Tensor:
+def warp(
+    image: np.ndarray | torch.Tensor,
+    flow: np.ndarray | torch.Tensor,
+    *,
+    mode: Literal["bilinear", "nearest"] = "bilinear",
+) -> np.ndarray | torch.Tensor:
     """Backward-warp ``image`` with ``flow``: ``out[y, x] = image[y + dy, x + dx]``.
 
     numpy: ``image`` (H, W) or (H, W, C), ``flow`` (H, W, 2) -> same shape/dtype as ``image``
@@ -139,13 +153,22 @@ def warp(image: np.ndarray | torch.Tensor, flow: np.ndarray | torch.Tensor, *,
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     interp = cv2.INTER_LINEAR if mode == "bilinear" else cv2.INTER_NEAREST
     src = image.astype(np.float32) if image.dtype == bool else image
-    out = cv2.remap(src, gx + flow[..., 0], gy + flow[..., 1], interp,
-                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    out = cv2.remap(
+        src,
+        gx + flow[..., 0],
+        gy + flow[..., 1],
+        interp,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
     return out.astype(image.dtype) if image.dtype == bool else out
 
 
-def flow_epe(pred: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor,
-             mask: np.ndarray | torch.Tensor | None = None) -> float:
+def flow_epe(
+    pred: np.ndarray | torch.Tensor,
+    gt: np.ndarray | torch.Tensor,
+    mask: np.ndarray | torch.Tensor | None = None,
+) -> float:
     """Mean end-point error ``||pred - gt||_2`` over pixels (optionally only where ``mask``).
 
     ``pred``/``gt``: (..., H, W, 2) numpy or (..., 2, H, W) torch; ``mask``: (..., H, W) bool.
@@ -178,10 +201,12 @@ def fb_consistency_error(flow_ab: np.ndarray, flow_ba: np.ndarray) -> np.ndarray
 
 # ----------------------------------------------------------------------------------- helpers
 def _dis(preset: str) -> cv2.DISOpticalFlow:
-    presets = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-               "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
-               "fine": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+    presets = {
+        "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+        "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+        "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+        "fine": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+    }
     if preset not in presets:
         raise ValueError(f"unknown DIS preset {preset!r}; choose from {DIS_PRESETS}")
     dis = cv2.DISOpticalFlow_create(presets[preset])
@@ -203,10 +228,14 @@ def _warp_torch(image: torch.Tensor, flow: torch.Tensor, mode: str) -> torch.Ten
     n, _, h, w = image.shape
     if flow.shape != (n, 2, h, w):
         raise ValueError(f"warp: flow shape {tuple(flow.shape)} != {(n, 2, h, w)}")
-    ys, xs = torch.meshgrid(torch.arange(h, device=flow.device, dtype=flow.dtype),
-                            torch.arange(w, device=flow.device, dtype=flow.dtype), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=flow.device, dtype=flow.dtype),
+        torch.arange(w, device=flow.device, dtype=flow.dtype),
+        indexing="ij",
+    )
     x = (xs + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
     y = (ys + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
     grid = torch.stack([x, y], dim=-1)
-    return F.grid_sample(image, grid.to(image.dtype), mode=mode, padding_mode="zeros",
-                         align_corners=True)
+    return F.grid_sample(
+        image, grid.to(image.dtype), mode=mode, padding_mode="zeros", align_corners=True
+    )

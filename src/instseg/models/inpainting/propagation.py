@@ -50,8 +50,13 @@ class PropagationResult:
 
 
 def propagate(
-    frames: np.ndarray, holes: np.ndarray, forward: np.ndarray, backward: np.ndarray, *,
-    amodal: np.ndarray | None = None, cycle_threshold: float = 5.0,
+    frames: np.ndarray,
+    holes: np.ndarray,
+    forward: np.ndarray,
+    backward: np.ndarray,
+    *,
+    amodal: np.ndarray | None = None,
+    cycle_threshold: float = 5.0,
     max_steps: int | None = None,
 ) -> PropagationResult:
     """Fill ``holes`` in ``frames`` by following flows to frames where the pixel is known.
@@ -98,14 +103,26 @@ def propagate(
         info = np.iinfo(frames.dtype)
         out = np.clip(np.rint(out), info.min, info.max)
     out = out.astype(frames.dtype)
-    return PropagationResult(frames=out[..., 0] if squeeze else out, filled=filled,
-                             unfilled=holes & ~filled, distance=dist_map)
+    return PropagationResult(
+        frames=out[..., 0] if squeeze else out,
+        filled=filled,
+        unfilled=holes & ~filled,
+        distance=dist_map,
+    )
 
 
 # ----------------------------------------------------------------------------------- helpers
 def _follow(
-    pts: np.ndarray, t: int, direction: int, steps: int, data: np.ndarray, holes: np.ndarray,
-    known: np.ndarray, forward: np.ndarray, backward: np.ndarray, thr: float,
+    pts: np.ndarray,
+    t: int,
+    direction: int,
+    steps: int,
+    data: np.ndarray,
+    holes: np.ndarray,
+    known: np.ndarray,
+    forward: np.ndarray,
+    backward: np.ndarray,
+    thr: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Follow ``pts`` (N, 2) of frame ``t`` in ``direction``; returns colours (N, C) and the
     distance in frames where found (0 = not found)."""
@@ -155,8 +172,10 @@ def _bilinear(arr: np.ndarray, pts: np.ndarray) -> np.ndarray:
     """Sample ``arr`` (H, W, C) at float (x, y) ``pts`` (N, 2) -> (N, C) float32."""
     x0, y0, x1, y1, fx, fy = _corners(arr.shape[:2], pts)
     fx, fy = fx[:, None], fy[:, None]
-    return ((arr[y0, x0] * (1 - fx) + arr[y0, x1] * fx) * (1 - fy)
-            + (arr[y1, x0] * (1 - fx) + arr[y1, x1] * fx) * fy).astype(np.float32)
+    return (
+        (arr[y0, x0] * (1 - fx) + arr[y0, x1] * fx) * (1 - fy)
+        + (arr[y1, x0] * (1 - fx) + arr[y1, x1] * fx) * fy
+    ).astype(np.float32)
 
 
 _EPS = 1e-4
@@ -167,8 +186,12 @@ def _neighbours(mask: np.ndarray, pts: np.ndarray) -> list[tuple[np.ndarray, np.
     x0, y0, x1, y1, fx, fy = _corners(mask.shape, pts)
     wx1, wy1 = fx > _EPS, fy > _EPS
     wx0, wy0 = fx < 1 - _EPS, fy < 1 - _EPS
-    return [(mask[y0, x0], wx0 & wy0), (mask[y0, x1], wx1 & wy0),
-            (mask[y1, x0], wx0 & wy1), (mask[y1, x1], wx1 & wy1)]
+    return [
+        (mask[y0, x0], wx0 & wy0),
+        (mask[y0, x1], wx1 & wy0),
+        (mask[y1, x0], wx0 & wy1),
+        (mask[y1, x1], wx1 & wy1),
+    ]
 
 
 def _all_neighbours(mask: np.ndarray, pts: np.ndarray) -> np.ndarray:
@@ -191,7 +214,8 @@ def _check(data, holes, forward, backward, amodal) -> None:
         raise ValueError(f"propagate: frames {data.shape[:3]} vs holes {holes.shape}")
     for name, f in (("forward", forward), ("backward", backward)):
         if np.shape(f) != (t_len - 1, h, w, 2):
-            raise ValueError(f"propagate: {name} flow shape {np.shape(f)} != "
-                             f"{(t_len - 1, h, w, 2)}")
+            raise ValueError(
+                f"propagate: {name} flow shape {np.shape(f)} != {(t_len - 1, h, w, 2)}"
+            )
     if amodal is not None and np.shape(amodal) != holes.shape:
         raise ValueError(f"propagate: amodal {np.shape(amodal)} vs holes {holes.shape}")
