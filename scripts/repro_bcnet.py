@@ -13,8 +13,8 @@ Tables (markdown on stdout, everything in ``OUT/results.json``):
 
 - 3.1 occluder modelling: no occluder target / contour / mask / both (``bcnet_no_occ_targets``,
   ``bcnet_occ_contour``, ``bcnet_occ_mask``, ``bcnet``);
-- 3.2 occludee modelling: no guidance vs guidance (``bcnet_no_guidance``, ``bcnet``); the paper's
-  middle row (guidance, occludee mask without occludee contour) has no zoo entry;
+- 3.2 occludee modelling: no guidance, guidance with the occludee mask only, guidance with
+  mask + contour (``bcnet_no_guidance``, ``bcnet_no_occludee_contour``, ``bcnet``);
 - 3.3 structure: single/bilayer x FCN/GCN (``single_fcn``, ``single_gcn``, ``bilayer_fcn``,
   ``bcnet``) with parameter counts (whole model and mask head);
 - 3.4-style: the Mask R-CNN head baseline (``maskrcnn``) vs BCNet on the same detector.
@@ -54,6 +54,7 @@ VARIANTS = (
     "bcnet_occ_mask",
     "bcnet",
     "bcnet_no_guidance",
+    "bcnet_no_occludee_contour",
     "single_fcn",
     "single_gcn",
     "bilayer_fcn",
@@ -67,6 +68,7 @@ TABLES = {
     ),
     "Table 3.2: occludee modelling (second GCN layer)": (
         ("bcnet_no_guidance", "no guidance (contour + mask)"),
+        ("bcnet_no_occludee_contour", "guidance + mask"),
         ("bcnet", "guidance + contour + mask"),
     ),
     "Table 3.3: bilayer vs single layer, GCN vs FCN": (

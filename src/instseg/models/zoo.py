@@ -217,7 +217,8 @@ _BILAYER_HEADS: dict[str, Callable[..., MaskHead]] = {
     "bcnet_no_occ_targets": bilayer.bcnet_no_occluder_targets_head,  # Table 3.1: none
     "bcnet_occ_mask": bilayer.bcnet_occluder_mask_head,  # Table 3.1: occluder mask only
     "bcnet_occ_contour": bilayer.bcnet_occluder_contour_head,  # Table 3.1: contour only
-    "bcnet_no_guidance": bilayer.bcnet_no_guidance_head,  # Table 3.2
+    "bcnet_no_guidance": bilayer.bcnet_no_guidance_head,  # Table 3.2: no layer 1 -> 2
+    "bcnet_no_occludee_contour": bilayer.bcnet_no_occludee_contour_head,  # Table 3.2
     "bilayer_fcn": bilayer.bcnet_fcn_head,  # Table 3.3: bilayer with FCN blocks
     "single_gcn": bilayer.single_gcn_head,  # Table 3.3: single layer with GCN
     "single_fcn": bilayer.single_fcn_head,  # Table 3.3: single layer FCN

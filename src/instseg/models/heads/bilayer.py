@@ -367,6 +367,18 @@ def bcnet_no_guidance_head(
     )
 
 
+def bcnet_no_occludee_contour_head(
+    *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
+) -> BilayerMaskHead:
+    """Table 3.2 middle row: guidance on, occludee mask without the occludee contour."""
+    return BilayerMaskHead(
+        in_channels=in_channels,
+        num_classes=num_classes,
+        class_aware=class_aware,
+        occludee_contour=False,
+    )
+
+
 def bcnet_fcn_head(
     *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
 ) -> BilayerMaskHead:
