@@ -56,7 +56,17 @@ def test_loss_falls_on_tiny_overfit(tmp_path: Path) -> None:
     assert recs[0]["total_loss"] == pytest.approx(recs[0]["loss_mse"] + recs[0]["loss_l1"])
 
 
-def test_resume_after_sigkill_equals_uninterrupted(tmp_path: Path) -> None:
+@pytest.fixture
+def one_thread():
+    """Bitwise equality across processes needs the same intra-op thread count everywhere (the
+    killed worker runs with OMP_NUM_THREADS=1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_resume_after_sigkill_equals_uninterrupted(tmp_path: Path, one_thread) -> None:
     n, k = 10, 4
     full = run_toy_training(tmp_path / "full", max_iters=n)
     killed = tmp_path / "killed"
