@@ -258,6 +258,10 @@ def train(cfg: ImageTrainConfig, *, resume: bool = False, progress: bool = True)
     train_ds, test_ds = build_datasets(cfg.data, splits, mask_target=cfg.model.mask_target)
     class_split = eval_class_split(cfg, splits.test_json)
     model = build_model_from_config(cfg.model, num_classes=len(train_ds.category_ids)).to(device)
+    if distributed and device.type == "cuda":
+        # trainable BatchNorm (random-init backbones) synchronises statistics across GPUs;
+        # frozen BN is folded into convs and untouched. SyncBatchNorm has no CPU kernel.
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     s = cfg.solver
     optimizer = build_optimizer(
         model, name=s.optimizer, lr=s.lr, weight_decay=s.weight_decay, momentum=s.momentum
