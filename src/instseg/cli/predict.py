@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--save-vis", action="store_true", help="write overlay images / MP4")
     p.add_argument("--score-thresh", type=float, default=0.05, help="drop detections below")
-    p.add_argument("--vis-thresh", type=float, default=0.3, help="draw detections above")
+    p.add_argument("--vis-thresh", type=float, default=0.5, help="draw detections above")
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="bf16", choices=["bf16", "none"])
     p.add_argument(

@@ -1,0 +1,35 @@
+"""Turn a trained ``model.pt`` into a small release file (fp16 tensors, same meta).
+
+    .venv/bin/python scripts/release_weights.py --weights runs/ship/model.pt \
+        --out src/instseg/weights/demo_image.pt
+
+The file loads with ``torch.load(weights_only=True)``; ``load_trained_model`` casts the fp16
+tensors back to the parameters' dtypes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from instseg.inference.loading import read_weights_file
+from instseg.utils.io import atomic_write
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--weights", required=True)
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    state, meta = read_weights_file(args.weights)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    out = atomic_write(Path(args.out), lambda f: torch.save({"model": half, "meta": meta}, f))
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {len(half)} tensors)")
+
+
+if __name__ == "__main__":
+    main()
