@@ -19,6 +19,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from instseg.cli import data_fewshot as _fewshot
 
@@ -54,20 +55,27 @@ def _add_synth(p: argparse.ArgumentParser, *, unit: str = "images") -> None:
     )
 
 
+def _scene_config(args: argparse.Namespace) -> Any:
+    """The SceneConfig of the shared ``synth`` / ``synth-video`` options (validated there)."""
+    from instseg.data.synthetic import SceneConfig
+
+    return SceneConfig(
+        image_size=args.size,
+        min_objects=args.min_objects,
+        max_objects=args.max_objects,
+        occlusion=args.occlusion,
+        image_format=args.format,
+    )
+
+
 def _run_synth(args: argparse.Namespace) -> int:
-    from instseg.data.synthetic import SceneConfig, generate_scenes
+    from instseg.data.synthetic import generate_scenes
 
     cutouts = _cutout_root(args.cutouts)
     if cutouts is False:
         return 2
     try:
-        cfg = SceneConfig(
-            image_size=args.size,
-            min_objects=args.min_objects,
-            max_objects=args.max_objects,
-            occlusion=args.occlusion,
-            image_format=args.format,
-        )
+        cfg = _scene_config(args)
         path = generate_scenes(
             args.out, num_images=args.num, seed=args.seed, cutout_root=cutouts, config=cfg
         )
@@ -97,20 +105,13 @@ def _add_synth_video(p: argparse.ArgumentParser) -> None:
 
 
 def _run_synth_video(args: argparse.Namespace) -> int:
-    from instseg.data.synthetic import SceneConfig
     from instseg.data.synthetic_video import VideoConfig, generate_videos
 
     cutouts = _cutout_root(args.cutouts)
     if cutouts is False:
         return 2
     try:
-        scene = SceneConfig(
-            image_size=args.size,
-            min_objects=args.min_objects,
-            max_objects=args.max_objects,
-            occlusion=args.occlusion,
-            image_format=args.format,
-        )
+        scene = _scene_config(args)
         cfg = VideoConfig(scene=scene, num_frames=args.frames, max_speed=args.max_speed)
         path = generate_videos(
             args.out, num_videos=args.num, seed=args.seed, cutout_root=cutouts, config=cfg
