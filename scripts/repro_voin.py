@@ -23,7 +23,9 @@ Methods (all given the ground-truth hole and amodal masks, scored inside the hol
 =====================  ==========================================================================
 telea / navier-stokes  per-frame ``cv2.inpaint``
 prop (DIS)             DIS flow of the corrupted frames, propagation (5 px cycle check), Telea
-prop (completed flow)  the same with the flow completed by FlowCompletionNet inside the amodal mask
+prop (filled DIS)      the same after the non-learned initial completion of the hole flow
+                       (``fill_clip_flows``: the object's own visible flow, normalised convolution)
+prop (completed flow)  the filled flow refined by FlowCompletionNet inside the amodal mask
 generator only         VOIN with ``use_flow=False``
 VOIN                   flow completion + propagation + generator
 VOIN (pred. amodal)    VOIN with amodal masks from its shape completion (scored on the GT hole)
@@ -60,12 +62,12 @@ from instseg.models.inpainting.baselines import (  # noqa: E402
     inpaint_opencv,
     propagation_baseline,
 )
-from instseg.models.inpainting.flow import clip_flows  # noqa: E402
+from instseg.models.inpainting.flow import clip_flows, fill_clip_flows  # noqa: E402
 from instseg.models.inpainting.voin import VOIN, VOINNets  # noqa: E402
 from instseg.utils.io import atomic_write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-BASELINES = ("telea", "navier-stokes", "prop (DIS)")
+BASELINES = ("telea", "navier-stokes", "prop (DIS)", "prop (filled DIS)")
 LEARNED = ("prop (completed flow)", "generator only", "VOIN", "VOIN (pred. amodal)")
 STAGES = ("shape", "dis", "flow completion", "propagation", "generator", "telea")
 
@@ -246,6 +248,11 @@ def _baselines(frames, holes, am, timing, stages, args) -> dict[str, np.ndarray]
     stages["propagation"] += t_prop  # includes Telea on the leftovers (small)
     timing["prop (DIS)"] += t_dis + t_prop
     outs["prop (DIS)"] = res.frames
+    t = time.perf_counter()
+    fwd, bwd = fill_clip_flows(fwd, bwd, holes, am & ~holes)
+    res = propagation_baseline(frames, holes, fwd, bwd, amodal=am)
+    timing["prop (filled DIS)"] += t_dis + time.perf_counter() - t
+    outs["prop (filled DIS)"] = res.frames
     return outs
 
 

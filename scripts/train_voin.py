@@ -69,7 +69,7 @@ from instseg.models.inpainting.discriminators import (
     multiclass_g_loss,
     reconstruction_losses,
 )
-from instseg.models.inpainting.flow import clip_flows
+from instseg.models.inpainting.flow import clip_flows, fill_object_flow
 from instseg.models.inpainting.flow_completion import FlowCompletionNet, flow_completion_losses
 from instseg.models.inpainting.shape_completion import (
     AmodalShapeCompletion,
@@ -130,7 +130,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--davis-root", type=Path, default=DEFAULT_ROOT)
     p.add_argument("--sequences", nargs="+", default=list(SEQUENCES))
-    p.add_argument("--frames-per-seq", type=int, default=40)
+    p.add_argument(
+        "--frames-per-seq", type=int, default=40, help="first N frames per sequence (0: all)"
+    )
     p.add_argument("--iters", type=int, default=1000)
     for stage in STAGES:
         p.add_argument(
@@ -211,12 +213,15 @@ def load_videos(
     root: Path, names: list[str], num_frames: int, height: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(frames (T, h, w, 3) uint8, masks (T, h, w) bool) per sequence, resized to ``height``
-    (width rounded to a multiple of 4)."""
+    (width rounded to a multiple of 4); at most ``num_frames`` per sequence (0: all)."""
     if not (root / "JPEGImages").is_dir():
         raise FileNotFoundError(f"{root}: not a DAVIS root (no JPEGImages/)")
     out = []
     for name in names:
-        frames, masks, _ = load_davis_sequence(root, name, num_frames=num_frames)
+        available = len(list((root / "JPEGImages" / "480p" / name).glob("*.jpg")))
+        frames, masks, _ = load_davis_sequence(
+            root, name, num_frames=min(num_frames, available) if num_frames > 0 else None
+        )
         h, w = frames.shape[1:3]
         size = (max(4, round(w * height / h / 4) * 4), height)
         fr = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
@@ -271,9 +276,12 @@ def flow_batches(clips: Iterator[OccludedClip], batch: int) -> Iterator[dict]:
         items = []
         for _ in range(batch):
             c = next(clips)
-            init, _ = clip_flows(c.frames, preset="fast")
-            gt, _ = clip_flows(c.clean, preset="fast")
+            init, _ = clip_flows(c.frames[:2], preset="medium")
+            gt, _ = clip_flows(c.clean[:2], preset="medium")
             i = 0
+            # the same initial completion as at inference (VOIN.complete_flows, fill_flow=True)
+            init = init.copy()
+            init[i] = fill_object_flow(init[i], c.holes[i], c.visible[i])
             items.append(
                 (
                     c.frames[i],

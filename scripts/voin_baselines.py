@@ -11,6 +11,9 @@
    - ``prop(corrupted flow)+telea``: DIS flow computed on the corrupted frames (what a method
      without flow completion has), propagation with the 5 px cycle check inside the amodal mask,
      Telea for the leftovers
+   - ``prop(filled flow)+telea``: the corrupted-frame flow with the hole flow replaced by the
+     object's own visible flow (``fill_clip_flows``, VOIN's non-learned initial flow
+     completion), then the same propagation
    - ``prop(clean flow)+telea``: the same with DIS flow of the *clean* frames, an oracle upper
      bound on what flow completion (Sect. 5.4.2) could give
 3. ``evaluate_inpainting`` scores each against the split's ``gt`` inside ``holes``.
@@ -47,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from instseg.data.video_occlusion import make_eval_split  # noqa: E402
 from instseg.evaluation.inpainting import evaluate_inpainting  # noqa: E402
 from instseg.models.inpainting.baselines import inpaint_opencv, propagation_baseline  # noqa: E402
-from instseg.models.inpainting.flow import clip_flows, flow_epe  # noqa: E402
+from instseg.models.inpainting.flow import clip_flows, fill_clip_flows, flow_epe  # noqa: E402
 from instseg.utils.image import read_image  # noqa: E402
 from instseg.utils.io import atomic_write_json  # noqa: E402
 
@@ -66,6 +69,7 @@ METHODS = (
     "telea",
     "navier-stokes",
     "prop(corrupted flow)+telea",
+    "prop(filled flow)+telea",
     "prop(clean flow)+telea",
 )
 
@@ -98,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{info['target_ratio']:.3f} achieved {info['achieved_ratio']:.3f}"
         )
     timing = {m: 0.0 for m in METHODS}
-    timing_flow = {"corrupted": 0.0, "clean": 0.0}
-    epe_num, epe_den, prop_frac = 0.0, 0, {m: [] for m in METHODS}
+    timing_flow = {"corrupted": 0.0, "filled": 0.0, "clean": 0.0}
+    epe_num, epe_den = {"corrupted": 0.0, "filled": 0.0}, 0
+    prop_frac = {m: [] for m in METHODS}
     for name, info in manifest["sequences"].items():
         frames, holes, amodal = (
             load_pngs(split / k / name, info["files"]) for k in ("frames", "holes", "amodal")
@@ -111,9 +116,13 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             flows[kind] = clip_flows(src, preset=args.preset)
             timing_flow[kind] += time.perf_counter() - t
+        t = time.perf_counter()
+        flows["filled"] = fill_clip_flows(*flows["corrupted"], holes, amodal & ~holes)
+        timing_flow["filled"] += time.perf_counter() - t
         n = int(holes[:-1].sum())
         if n:
-            epe_num += flow_epe(flows["corrupted"][0], flows["clean"][0], holes[:-1]) * n
+            for kind in ("corrupted", "filled"):
+                epe_num[kind] += flow_epe(flows[kind][0], flows["clean"][0], holes[:-1]) * n
             epe_den += n
         for method in METHODS:
             t = time.perf_counter()
@@ -122,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             elif method in ("telea", "navier-stokes"):
                 out = inpaint_opencv(frames, holes, method="telea" if method == "telea" else "ns")
             else:
-                fwd, bwd = flows["corrupted" if "corrupted" in method else "clean"]
+                fwd, bwd = flows[_flow_kind(method)]
                 res = propagation_baseline(
                     frames, holes, fwd, bwd, amodal=amodal, cycle_threshold=args.cycle_threshold
                 )
@@ -134,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         m: evaluate_inpainting(args.out / "pred" / m, split / "gt", split / "holes")
         for m in METHODS
     }
-    epe = epe_num / max(epe_den, 1)
+    epe = {k: v / max(epe_den, 1) for k, v in epe_num.items()}
     _print_table(results, timing, timing_flow, epe, prop_frac, args, manifest)
     summary = {
         m: {**r["mean"], "per_sequence": r["per_sequence"], "seconds": timing[m]}
@@ -145,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         {
             "args": {k: str(v) for k, v in vars(args).items()},
             "flow_seconds": timing_flow,
-            "epe_corrupted_vs_clean_flow_in_holes": epe,
+            "epe_vs_clean_flow_in_holes": epe,
             "methods": summary,
         },
         indent=1,
@@ -162,15 +171,18 @@ def _print_table(results, timing, timing_flow, epe, prop_frac, args, manifest) -
         f"{platform.processor() or platform.machine()}, {args.threads} OpenCV thread(s)"
     )
     head = (
-        f"| {'method':<27} | flow | {'EPE':>5} | {'hole PSNR':>9} | {'hole SSIM':>9} | "
+        f"| {'method':<29} | flow | {'EPE':>5} | {'hole PSNR':>9} | {'hole SSIM':>9} | "
         f"{'frame PSNR':>10} | {'frame SSIM':>10} | {'prop %':>6} | {'s/frame':>7} |"
     )
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     for m, r in results.items():
-        uses = "corrupted" in m or "clean" in m
-        flow_t = timing_flow["corrupted" if "corrupted" in m else "clean"] if uses else 0.0
-        e = f"{epe:5.2f}" if "corrupted" in m else (" 0.00" if "clean" in m else "    -")
+        kind = _flow_kind(m)
+        uses = kind != ""
+        # the filled flow is computed from the corrupted one: both times count
+        flow_t = timing_flow["corrupted"] if uses and kind != "clean" else 0.0
+        flow_t += timing_flow[kind] if kind in ("filled", "clean") else 0.0
+        e = f"{epe[kind]:5.2f}" if kind in epe else (" 0.00" if kind == "clean" else "    -")
         pf = prop_frac[m]
         prop = (
             f"{100 * sum(a for a, _ in pf) / max(sum(b for _, b in pf), 1):6.1f}"
@@ -179,14 +191,23 @@ def _print_table(results, timing, timing_flow, epe, prop_frac, args, manifest) -
         )
         mean = r["mean"]
         print(
-            f"| {m:<27} | {'yes' if uses else 'no ':<4} | {e} | {mean['hole_psnr']:9.2f} | "
+            f"| {m:<29} | {'yes' if uses else 'no ':<4} | {e} | {mean['hole_psnr']:9.2f} | "
             f"{mean['hole_ssim']:9.4f} | {mean['frame_psnr']:10.2f} | "
             f"{mean['frame_ssim']:10.4f} | {prop} | {(timing[m] + flow_t) / n_frames:7.3f} |"
         )
     print(
-        "EPE: corrupted-frame DIS flow vs clean-frame DIS flow inside the holes (pseudo-GT). "
+        "EPE: the flow used vs the clean-frame DIS flow inside the holes (pseudo-GT). "
         "s/frame includes the flow computation for flow methods."
     )
+
+
+def _flow_kind(method: str) -> str:
+    """Which flow a method uses: "", "corrupted", "filled" (corrupted, hole flow filled from
+    the object's visible flow) or "clean"."""
+    for kind in ("filled", "corrupted", "clean"):
+        if f"({kind}" in method:
+            return kind
+    return ""
 
 
 def load_pngs(folder: Path, files: list[str]) -> np.ndarray:

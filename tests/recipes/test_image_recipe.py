@@ -179,3 +179,22 @@ def test_few_shot_fine_tune_from_base_weights(bcnet_run, tmp_path):
     ft = torch.load(tmp_path / "ft" / "model.pt", weights_only=True)["model"]
     key = "mask_head.occludee.predictors.mask.weight"
     assert torch.equal(base[key], ft[key])
+
+
+def test_freeze_trains_the_mask_head_alone(bcnet_run, tmp_path):
+    out, _ = bcnet_run
+    cfg = tiny_cfg(
+        tmp_path / "head_only",
+        "model.name=effl0_fcos_bcnet",
+        f"model.weights={out / 'model.pt'}",
+        "model.freeze=[backbone, detector]",
+        "solver.lr=0.01",
+    )
+    train(cfg, progress=False)
+    base = torch.load(out / "model.pt", weights_only=True)["model"]
+    new = torch.load(tmp_path / "head_only" / "model.pt", weights_only=True)["model"]
+    for k, v in base.items():
+        same = torch.equal(v, new[k])
+        assert same == (not k.startswith("mask_head.")) or not v.is_floating_point(), k
+    with pytest.raises(ValueError, match="no module 'neck'"):
+        train(tiny_cfg(tmp_path / "bad", "model.freeze=[neck]"), progress=False)

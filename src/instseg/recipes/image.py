@@ -207,7 +207,32 @@ def build_model_from_config(cfg: ModelConfig, *, num_classes: int, **extra: Any)
         from instseg.engine.checkpoint import load_model_weights
 
         load_model_weights(model, cfg.weights, strict=False)
+    freeze_modules(model, cfg.freeze)
     return model
+
+
+def freeze_modules(model: torch.nn.Module, names: list[str]) -> None:
+    """Fix the parameters of the named top-level submodules (``requires_grad=False``).
+
+    Raises ``ValueError`` naming an unknown module. Frozen modules get no gradient and no
+    optimizer state, and their BatchNorm layers always normalise with the stored statistics
+    (inference behaviour, running averages unchanged) even while the model trains.
+    """
+    children = dict(model.named_children())
+    for name in names:
+        if name not in children:
+            raise ValueError(
+                f"model.freeze: no module {name!r} in {type(model).__name__} "
+                f"(top-level modules: {', '.join(children)})"
+            )
+        children[name].requires_grad_(False)
+        for m in children[name].modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.register_forward_pre_hook(_keep_eval)
+
+
+def _keep_eval(module: torch.nn.Module, _inputs: Any) -> None:
+    module.training = False
 
 
 def model_meta(cfg: ImageTrainConfig, train_ds: Any) -> dict[str, Any]:
@@ -220,6 +245,7 @@ def model_meta(cfg: ImageTrainConfig, train_ds: Any) -> dict[str, Any]:
             "pretrained": False,
             "weights": None,
             "backbone_weights": None,
+            "freeze": [],
             "frozen_bn": cfg.model.pretrained
             if cfg.model.frozen_bn is None
             else cfg.model.frozen_bn,

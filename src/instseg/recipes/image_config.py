@@ -22,6 +22,9 @@ class ModelConfig:
     # "amodal" the training boxes become the amodal boxes and BCNet's occludee branch is
     # supervised with the amodal masks (occluder targets still come from visible masks).
     mask_target: str = "visible"
+    # top-level modules kept fixed during training, e.g. [backbone, detector] trains the mask head
+    # alone on top of `weights` (the same detections for every mask head in an ablation)
+    freeze: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -13,6 +13,8 @@ from instseg.models.inpainting.flow import (
     clip_flows,
     dis_flow,
     fb_consistency_error,
+    fill_clip_flows,
+    fill_object_flow,
     flow_epe,
     warp,
 )
@@ -100,3 +102,53 @@ def test_raft_needs_a_local_weights_file(tmp_path):
     torch.save({"not": torch.zeros(1)}, bad)
     with pytest.raises(ValueError, match="bad.pt"):
         RAFTFlow(weights=bad)
+
+
+def _object_scene(h: int = 80, w: int = 120):
+    """An object moving by (3, -1) px whose right part is hidden by an occluder moving by
+    (-6, 2): the measured flow shows the occluder's motion inside the hole."""
+    yy, xx = np.mgrid[:h, :w]
+    amodal = (abs(yy - 40) < 25) & (abs(xx - 55) < 40)
+    hole = amodal & (xx > 60)
+    visible = amodal & ~hole
+    flow = np.zeros((h, w, 2), np.float32)
+    flow[amodal] = (3.0, -1.0)
+    flow[xx > 60] = (-6.0, 2.0)  # the occluder covers the hole and beyond
+    return flow, hole, visible, amodal
+
+
+def test_fill_object_flow_restores_the_objects_motion_in_the_hole():
+    flow, hole, visible, amodal = _object_scene()
+    out = fill_object_flow(flow, hole, visible)
+    np.testing.assert_allclose(out[hole], np.tile([3.0, -1.0], (hole.sum(), 1)), atol=1e-4)
+    # unchanged away from the hole (outside the object, and deep inside its visible part)
+    far = ~amodal | (visible & (np.mgrid[:80, :120][1] < 30))
+    np.testing.assert_array_equal(out[far], flow[far])
+    assert out.dtype == np.float32 and out.shape == flow.shape
+
+
+def test_fill_object_flow_band_and_edge_cases():
+    flow, hole, visible, _ = _object_scene()
+    # DIS smears the occluder's motion into the visible band next to the hole: refilled
+    smeared = flow.copy()
+    band = visible & (np.mgrid[:80, :120][1] > 52)
+    smeared[band] = (-6.0, 2.0)
+    out = fill_object_flow(smeared, hole, visible, erode=12)
+    np.testing.assert_allclose(out[hole | band].mean(0), [3.0, -1.0], atol=1e-3)
+    # nothing to fill / nothing known: returned unchanged (a copy)
+    empty = np.zeros_like(hole)
+    for h_, k_ in ((empty, visible), (hole, empty)):
+        res = fill_object_flow(flow, h_, k_)
+        assert res is not flow and np.array_equal(res, flow)
+    with pytest.raises(ValueError, match="fill_object_flow"):
+        fill_object_flow(flow[:, :10], hole, visible)
+
+
+def test_fill_clip_flows_uses_each_flows_own_frame():
+    flow, hole, visible, _ = _object_scene()
+    empty = np.zeros_like(hole)
+    holes = np.stack([hole, empty])
+    vis = np.stack([visible, visible])
+    fwd, bwd = fill_clip_flows(flow[None], flow[None], holes, vis)
+    assert np.allclose(fwd[0][hole], [3.0, -1.0], atol=1e-4)  # forward[0] lives on frame 0
+    assert np.array_equal(bwd[0], flow)  # backward[0] lives on frame 1: no hole there

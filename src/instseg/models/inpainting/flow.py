@@ -14,6 +14,11 @@ on frame t+1); both have shape (T-1, H, W, 2).
 - :func:`warp`: backward warping ``out[y, x] = image[y + dy, x + dx]`` (cv2.remap for numpy,
   ``grid_sample`` for torch).
 - :func:`flow_epe` end-point error; :func:`fb_consistency_error` forward-backward cycle error.
+- :func:`fill_object_flow` / :func:`fill_clip_flows`: the hand-written initial completion of the
+  flow inside the occluded part of an object (what the flow completion U-Net refines): flow
+  measured on corrupted frames shows the *occluder's* motion there, so it is replaced by a
+  normalised convolution (Gaussian-weighted average) of the flow of the object's own visible
+  pixels, eroded away from the occluder edge. No library offers masked flow interpolation.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ __all__ = [
     "warp",
     "flow_epe",
     "fb_consistency_error",
+    "fill_object_flow",
+    "fill_clip_flows",
 ]
 
 DIS_PRESETS: tuple[str, ...] = ("ultrafast", "fast", "medium", "fine")
@@ -67,6 +74,107 @@ def clip_flows(
     fwd = np.stack([dis.calc(a, b, None) for a, b in zip(gray[:-1], gray[1:], strict=False)])
     bwd = np.stack([dis.calc(b, a, None) for a, b in zip(gray[:-1], gray[1:], strict=False)])
     return fwd.astype(np.float32), bwd.astype(np.float32)
+
+
+def fill_object_flow(
+    flow: np.ndarray,
+    hole: np.ndarray,
+    known: np.ndarray,
+    *,
+    erode: int = 12,
+    sigmas: Sequence[float] = (0.3, 1.0),
+) -> np.ndarray:
+    """Replace ``flow`` inside ``hole`` by an average of the flow on the ``known`` pixels.
+
+    Args:
+        flow: (H, W, 2) float32 flow of one frame (module convention).
+        hole: (H, W) bool pixels whose flow is unreliable (the occluded part of the object).
+        known: (H, W) bool pixels whose flow is the object's own (its visible part). DIS
+            smooths flow across the occluder edge, so the known pixels within ``erode`` pixels
+            of the hole are not trusted either: they are filled like the hole (a trajectory
+            that lands there must pass the cycle check with the hole's flow), and the average
+            is taken over ``known`` eroded by ``erode`` pixels (halved, down to 1, while fewer
+            than 16 pixels would survive).
+        sigmas: Gaussian widths, as fractions of the object's size ``sqrt(area of hole |
+            known)``, tried fine to coarse; a pixel takes the first scale whose weight
+            exceeds 1e-3 of the peak; pixels none reach take the median known flow.
+    Returns:
+        (H, W, 2) float32, equal to ``flow`` outside ``hole`` and its band. Without known
+        pixels (completely hidden object) the flow is returned unchanged.
+
+    Defaults measured on DAVIS boat/bus/elephant with pasted occluders (hole EPE against the
+    clean-frame DIS flow: 7.3/16.6/10.2 px raw, 2.2/4.9/3.2 with erode 2 and sigmas 0.1/0.3,
+    0.6/1.3/1.8 with these): DIS's 12-px patches smear the occluder's motion about that far
+    into the object.
+    """
+    flow = np.asarray(flow, np.float32)
+    hole, known = np.asarray(hole, bool), np.asarray(known, bool) & ~np.asarray(hole, bool)
+    if flow.shape[:2] != hole.shape or flow.shape[2:] != (2,) or hole.shape != known.shape:
+        raise ValueError(
+            f"fill_object_flow: flow {flow.shape}, hole {hole.shape}, known {known.shape}"
+        )
+    if not hole.any() or not known.any():
+        return flow.copy()
+    region = hole.copy()
+    size = float(np.sqrt((hole | known).sum()))
+    # small objects: halve the erosion until at least 16 known pixels survive it
+    for e in sorted({erode, erode // 2, erode // 4, min(erode, 1)} - {0}, reverse=True):
+        kernel = np.ones((2 * e + 1,) * 2, np.uint8)
+        eroded = cv2.erode(known.astype(np.uint8), kernel) > 0
+        if eroded.sum() >= 16:
+            near_hole = cv2.dilate(hole.astype(np.uint8), kernel) > 0
+            region |= known & ~eroded & near_hole
+            known = eroded
+            break
+    # everything happens inside the box of region | known (outside it k = 0 exactly)
+    ys, xs = np.nonzero(region | known)
+    box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+    k = known[box].astype(np.float32)
+    fk = np.concatenate([flow[box] * k[..., None], k[..., None]], axis=2)  # (h, w, 3)
+    sub = flow[box].copy()
+    todo = region[box].copy()
+    for frac in sigmas:
+        sigma = max(1.0, frac * size)
+        num = _gaussian_zero_border(fk, sigma)
+        w = num[..., 2]
+        ok = todo & (w > 1e-3 * w.max())
+        sub[ok] = num[ok, :2] / w[ok, None]
+        todo &= ~ok
+    if todo.any():
+        sub[todo] = np.median(flow[known], axis=0)
+    out = flow.copy()
+    out[box] = sub
+    return out
+
+
+def _gaussian_zero_border(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of (h, w, C) float32 with zeros outside; wide kernels (sigma > 4 px) run on
+    a grid downsampled by ``sigma // 4`` (the result is smooth at that scale anyway)."""
+    f = max(1, int(sigma // 4))
+    h, w = x.shape[:2]
+    if f > 1 and min(h, w) >= 2 * f:
+        small = cv2.resize(x, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+        small = cv2.GaussianBlur(small, (0, 0), sigma / f, borderType=cv2.BORDER_CONSTANT)
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.GaussianBlur(x, (0, 0), sigma, borderType=cv2.BORDER_CONSTANT)
+
+
+def fill_clip_flows(
+    forward: np.ndarray,
+    backward: np.ndarray,
+    holes: np.ndarray,
+    visible: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`fill_object_flow` on every flow of a clip.
+
+    ``forward``/``backward`` (T-1, H, W, 2); ``holes``/``visible`` (T, H, W) bool. ``forward[t]``
+    lives on frame t (filled with frame t's masks), ``backward[t]`` on frame t+1.
+    """
+    fwd = np.stack([fill_object_flow(f, holes[t], visible[t]) for t, f in enumerate(forward)])
+    bwd = np.stack(
+        [fill_object_flow(b, holes[t + 1], visible[t + 1]) for t, b in enumerate(backward)]
+    )
+    return fwd, bwd
 
 
 class RAFTFlow:

@@ -10,9 +10,12 @@ length; each output frame comes from the window in which it is most central. Per
    (canvas crop, paste back, ``logit > 0``, united with the visible mask);
    ``holes = amodal & ~visible`` (the occluded part of the object, what is filled).
 2. ``use_flow`` (the "Use flow?" column of Table 5.8): DIS flows of the input frames
-   (:func:`flow.clip_flows`), completed inside the amodal mask by :class:`FlowCompletionNet`
-   when one is given (otherwise the raw DIS flow is used), then :func:`propagation.propagate`
-   inside the amodal mask with the forward-backward cycle check (5 px).
+   (:func:`flow.clip_flows`); inside the holes (and a band of the visible object along them)
+   they show the occluder's motion, so with ``fill_flow`` they are first replaced by the
+   object's own visible flow (:func:`flow.fill_clip_flows`, normalised convolution), then
+   refined inside the amodal mask by the residual :class:`FlowCompletionNet` when one is given;
+   then :func:`propagation.propagate` inside the amodal mask with the forward-backward cycle
+   check (5 px).
 3. The pixels still missing go to :class:`OcclusionAwareGenerator` (``use_generator``), run on
    the object's box (union over the window, plus ``generator_margin``), padded to a multiple
    of 4 and downscaled when its longer side exceeds ``generator_max_side``. Without a generator
@@ -29,7 +32,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from instseg.models.inpainting.baselines import inpaint_opencv
-from instseg.models.inpainting.flow import Preset, clip_flows
+from instseg.models.inpainting.flow import Preset, clip_flows, fill_clip_flows
 from instseg.models.inpainting.flow_completion import FlowCompletionNet
 from instseg.models.inpainting.generator import OcclusionAwareGenerator
 from instseg.models.inpainting.propagation import propagate
@@ -117,6 +120,8 @@ class VOIN:
         shape_net / flow_net / generator: trained networks (any may be None; shape completion
             is then only possible with caller-given amodal masks).
         use_flow: flow completion + propagation (False: everything goes to the generator).
+        fill_flow: replace the hole flow by the object's visible flow before the flow network
+            (False: the network sees the raw DIS flow, as in the paper's description).
         use_generator: False fills leftovers with Telea instead.
         window / overlap: temporal window length and overlap (``0 <= overlap < window``).
         canvas_size / canvas_context: shape-completion crop (see :func:`object_canvas`).
@@ -133,6 +138,7 @@ class VOIN:
         generator: OcclusionAwareGenerator | None = None,
         use_flow: bool = True,
         use_generator: bool = True,
+        fill_flow: bool = True,
         window: int = 12,
         overlap: int = 4,
         canvas_size: int = 64,
@@ -151,6 +157,7 @@ class VOIN:
         self.flow_net = _prep(flow_net, self.device)
         self.generator = _prep(generator, self.device)
         self.use_flow, self.use_generator = use_flow, use_generator
+        self.fill_flow = fill_flow
         self.window, self.overlap = window, overlap
         self.canvas_size, self.canvas_context = canvas_size, canvas_context
         self.flow_preset, self.cycle_threshold = flow_preset, cycle_threshold
@@ -204,9 +211,12 @@ class VOIN:
     def complete_flows(
         self, frames: np.ndarray, visible: np.ndarray, amodal: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """DIS flows of ``frames`` (T, H, W, 3), completed inside ``amodal`` when a flow network
-        is set. Returns forward / backward (T-1, H, W, 2) float32."""
+        """DIS flows of ``frames`` (T, H, W, 3), filled in the holes (``fill_flow``) and refined
+        inside ``amodal`` when a flow network is set. Returns forward / backward (T-1, H, W, 2)
+        float32."""
         fwd, bwd = clip_flows(frames, preset=self.flow_preset)
+        if self.fill_flow:
+            fwd, bwd = fill_clip_flows(fwd, bwd, amodal & ~visible, visible)
         if self.flow_net is None:
             return fwd, bwd
         img = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255).to(self.device)
