@@ -12,6 +12,7 @@ from PIL import Image
 
 from instseg.data.ytvis import (
     VideoResult,
+    class_agnostic,
     load_ytvis,
     load_ytvis_dataset,
     save_ytvis,
@@ -102,6 +103,19 @@ def test_rle_polygon_null_and_round_trip(tmp_path: Path) -> None:
     for x, y in zip(ds.videos[0].annotations, ds2.videos[0].annotations, strict=True):
         assert x.segmentations == y.segmentations and x.id == y.id and x.areas == y.areas
     assert load_ytvis(tmp_path / "again.json", tmp_path)[0].length == 3
+
+
+def test_class_agnostic_copy_has_one_category(tmp_path: Path) -> None:
+    gt = _synthetic_gt()
+    gt["categories"].append({"id": 5, "name": "other"})
+    gt["annotations"][1]["category_id"] = 5
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    ds = load_ytvis_dataset(tmp_path / "gt.json", tmp_path)
+    ag = class_agnostic(ds)
+    assert ag.categories == {1: "object"}
+    assert [a.category_id for a in ag.videos[0].annotations] == [1, 1]
+    assert [a.category_id for a in ds.videos[0].annotations] == [2, 5]  # original untouched
+    assert [a.id for a in ag.videos[0].annotations] == [a.id for a in ds.videos[0].annotations]
 
 
 @pytest.mark.parametrize(

@@ -116,3 +116,8 @@ def test_three_iterations_train_resume_and_write_model(tmp_path: Path) -> None:
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in records if "total_loss" in r] == [1, 2, 3, 4]
     assert to_dict(cfg)["model"]["name"] == "pcan_tiny"
+    # class-agnostic training: one category "object" in the model and its meta
+    cfg.data.class_agnostic, cfg.out_dir, cfg.solver.max_iters = True, str(tmp_path / "ag"), 1
+    assert "AP" in train_video(cfg, progress=False)
+    _, meta = load_video_model(tmp_path / "ag" / "model.pt")
+    assert meta["num_classes"] == 1 and meta["class_names"] == ["object"]

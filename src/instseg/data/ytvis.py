@@ -20,7 +20,7 @@ at load time so downstream code sees one form.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ __all__ = [
     "VideoAnnotation",
     "VideoResult",
     "YTVISDataset",
+    "class_agnostic",
     "load_ytvis",
     "load_ytvis_dataset",
     "save_ytvis",
@@ -133,6 +134,16 @@ class Video:
 class YTVISDataset:
     videos: list[Video]
     categories: dict[int, str]  # category id -> name, in file order
+
+
+def class_agnostic(data: YTVISDataset, *, name: str = "object") -> YTVISDataset:
+    """A copy of ``data`` with one category ``{1: name}`` that every track belongs to (for a
+    class-agnostic video segmenter, e.g. the shipped default of ``instseg track``)."""
+    videos = [
+        replace(v, annotations=[replace(a, category_id=1) for a in v.annotations])
+        for v in data.videos
+    ]
+    return YTVISDataset(videos=videos, categories={1: name})
 
 
 @dataclass

@@ -26,7 +26,7 @@ from instseg.data.batch import Batch
 from instseg.data.build import build_train_loader, collate_samples
 from instseg.data.clips import FramePair, annotated_frames, sample_frame_pairs
 from instseg.data.transforms import Compose, build_transforms
-from instseg.data.ytvis import Video, YTVISDataset, load_ytvis_dataset
+from instseg.data.ytvis import Video, YTVISDataset, class_agnostic, load_ytvis_dataset
 from instseg.models.video.pcan import PCAN, ClipBatch
 from instseg.recipes.image import resolve_device
 from instseg.recipes.video_config import VideoDataConfig, VideoModelConfig, VideoTrainConfig
@@ -265,7 +265,7 @@ def train_video(
     out_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out_dir / "config.yaml")
     splits = prepare_video_data(cfg.data, out_dir)
-    train_data = load_ytvis_dataset(splits.train_json, splits.train_root)
+    train_data = _load_video_data(splits.train_json, splits.train_root, cfg.data)
     train_ds = build_pair_dataset(train_data, cfg.data, seed=cfg.seed)
     model = build_video_model_from_config(cfg.model, num_classes=len(train_data.categories))
     model = model.to(device)
@@ -282,7 +282,7 @@ def train_video(
     def eval_fn() -> dict[str, Any]:
         if splits.test_json is None:
             return {}
-        test = load_ytvis_dataset(splits.test_json, splits.test_root or ".")
+        test = _load_video_data(splits.test_json, splits.test_root or ".", cfg.data)
         return evaluate_video(
             model, test, category_ids=list(train_data.categories), min_size=cfg.data.test_min_size,
             max_size=cfg.data.max_size, amp=s.amp, max_videos=cfg.eval_videos or None,
@@ -306,6 +306,11 @@ def train_video(
     save_weights(model, out_dir / "model.pt", meta=video_model_meta(cfg, train_data))
     atomic_write_json(out_dir / "metrics.json", metrics, indent=2)
     return metrics
+
+
+def _load_video_data(json_path: Path, root: Path | str, cfg: VideoDataConfig) -> YTVISDataset:
+    data = load_ytvis_dataset(json_path, root)
+    return class_agnostic(data) if cfg.class_agnostic else data
 
 
 @torch.no_grad()
