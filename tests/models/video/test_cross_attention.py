@@ -105,6 +105,20 @@ def test_empty_memory_uses_current_frame_only() -> None:
     assert torch.allclose(kp.norm(dim=-1), torch.ones(1, 3), atol=0.3)  # means of unit keys
 
 
+def test_zero_prototypes_ignore_the_memory() -> None:
+    torch.manual_seed(2)
+    m = PrototypicalCrossAttention(in_channels=8, key_channels=4, num_prototypes=3, zero_init=False)
+    x = torch.randn(1, 8, 5, 5)
+    _, mem = m(torch.randn(1, 8, 5, 5))
+    memory = (mem[0][:, None], mem[1][:, None])  # one frame of memory
+    with_memory, _ = m(x, memory)
+    m.num_prototypes = 0
+    out, (kp, vp) = m(x, memory)
+    alone, _ = m(x)
+    assert torch.equal(out, alone) and not torch.allclose(out, with_memory)
+    assert kp.shape == (1, 0, 4) and vp.shape == (1, 0, 8)
+
+
 def test_baselines_shapes_and_backward() -> None:
     torch.manual_seed(0)
     x = torch.randn(1, 16, 4, 5)

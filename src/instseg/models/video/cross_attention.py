@@ -91,7 +91,8 @@ class PrototypicalCrossAttention(nn.Module):
         in_channels: C of the FPN feature.
         key_channels: Ck of the keys (two parallel 1x1 convs predict keys and values).
         value_channels: Cv of the values (default C).
-        num_prototypes: K per frame (paper: 30-64).
+        num_prototypes: K per frame (paper: 30-64); 0 turns the memory read off (the Table 5.6
+            ablation: the fused feature then only sees the current frame).
         em_iters: EM iterations per frame.
         sigma: GMM standard deviation; keys are L2-normalised, so distances lie in [0, 4].
         aggregation_scale: multiplies ``y_t . y_t^`` in Eq. 5.7 (None: ``1/sqrt(Cv)``; the
@@ -150,7 +151,11 @@ class PrototypicalCrossAttention(nn.Module):
         -> fused feature (B, C, H, W), and this frame's (key, value) prototypes to push."""
         b, _, h, w = x.shape
         k, v = self.encode(x)
-        protos = self.prototypes(k, v)
+        if self.num_prototypes == 0:  # ablation "0 prototypes": no cross-frame attention
+            memory = None
+            protos = (k[:, :0], v[:, :0])
+        else:
+            protos = self.prototypes(k, v)
         y_bar = v if memory is None else self.read(k, v, *memory)
         y_bar = y_bar.transpose(1, 2).reshape(b, -1, h, w)
         return x + self.fuse(torch.cat([x, y_bar.to(x.dtype)], 1)), protos
