@@ -3,7 +3,7 @@
 # 1. one base detector (EfficientNet-Lite0 + FCOS + Mask R-CNN head) trained with masks of the
 #    base classes only (boxes of every class), demo settings, 600 x 4 images, seed 0;
 # 2. every mask head of the table trained alone on top of that fixed detector (same detections
-#    for all variants, so the table isolates the mask head), 400 x 4 images, seeds 0 and 1.
+#    for all variants, so the table isolates the mask head), 300 x 4 images, seeds 0 and 1.
 # Re-running skips finished runs. Usage: bash scripts/repro_cpmask_cpu.sh [OUT] [SEEDS...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,6 @@ if [ ! -f "$OUT/base_detector/model.pt" ]; then
 fi
 # shellcheck disable=SC2086
 .venv/bin/python scripts/repro_cpmask.py --out "$OUT" --config src/instseg/configs/demo.yaml \
-  --iters 400 --seeds $SEEDS --no-progress \
+  --iters 300 --seeds $SEEDS --no-progress \
   --set model.weights="$OUT/base_detector/model.pt" --set 'model.freeze=[backbone,detector]' \
   --set data.batch_size=4 --set threads=2

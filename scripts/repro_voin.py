@@ -3,9 +3,9 @@
     # tiny check (minutes on one core; tiny weights from train_voin.py --stage all --tiny)
     OMP_NUM_THREADS=1 .venv/bin/python scripts/repro_voin.py --weights runs/voin_tiny/voin.pt \\
         --sequences boat --frames 6 --synthetic 2 --synth-frames 6 --out /tmp/repro_voin_tiny
-    # the full table (paper-sized weights from the long run in the model card)
+    # the table of the shipped default's model card
     .venv/bin/python scripts/repro_voin.py --weights src/instseg/weights/voin_default.pt \\
-        --frames 20 --synthetic 8 --out runs/repro_voin
+        --frames 20 --synthetic 4 --out runs/repro_voin
 
 Data (both written in the ``make_eval_split`` layout, ``<kind>/<seq>/%05d.png``):
 

@@ -7,7 +7,8 @@ One command, all three stages, one weights file (``--out/voin.pt``, fp16, the fo
     # tiny smoke run (about 1-2 minutes on one CPU core)
     OMP_NUM_THREADS=1 .venv/bin/python scripts/train_voin.py --stage all --tiny --iters 30 \
         --seed 0 --out runs/voin_tiny
-    # the long run behind src/instseg/weights/voin_default.pt (see the model card there)
+    # paper-sized networks (needs a GPU for a useful schedule); the shipped
+    # src/instseg/weights/voin_default.pt is a small CPU run, commands in its model card
     .venv/bin/python scripts/train_voin.py --stage all --variant paper --iters-shape 20000 \
         --iters-flow 20000 --iters-generator 50000 --size 192 --batch 4 --seed 0 --out runs/voin
 

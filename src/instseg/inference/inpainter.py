@@ -11,8 +11,9 @@ only, written by :func:`save_voin_weights` through the engine's ``save_weights``
 
 Without a weights file, :meth:`Inpainter.from_weights` uses :data:`DEFAULT_WEIGHTS` when it
 exists; otherwise it returns the *non-learned fallback* (``learned == False``): DIS flow of
-the input frames, flow-guided propagation inside the amodal mask, OpenCV Telea for the pixels
-propagation cannot reach. Random weights are never used. The fallback has no shape network:
+the input frames with the hole flow filled from the object's visible flow
+(:func:`~instseg.models.inpainting.flow.fill_clip_flows`), flow-guided propagation inside the
+amodal mask, OpenCV Telea for the pixels propagation cannot reach. Random weights are never used. The fallback has no shape network:
 the amodal region comes from ``holes`` or, given only occluder masks, from the convex hull of
 the visible mask clipped to the occluder (a documented heuristic).
 
