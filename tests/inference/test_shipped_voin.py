@@ -46,7 +46,9 @@ def test_default_beats_telea_on_a_held_out_davis_clip(tmp_path):
     telea = inpaint_opencv(frames, holes, method="telea")
 
     def score(pred: np.ndarray, key: str) -> float:
-        return float(np.mean([frame_metrics(p, g, h)[key] for p, g, h in zip(pred, gt, holes)]))
+        return float(
+            np.mean([frame_metrics(p, g, h)[key] for p, g, h in zip(pred, gt, holes, strict=True)])
+        )
 
     for key in ("hole_psnr", "hole_ssim"):
         assert score(out, key) > score(telea, key), key

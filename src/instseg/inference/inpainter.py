@@ -13,7 +13,8 @@ Without a weights file, :meth:`Inpainter.from_weights` uses :data:`DEFAULT_WEIGH
 exists; otherwise it returns the *non-learned fallback* (``learned == False``): DIS flow of
 the input frames with the hole flow filled from the object's visible flow
 (:func:`~instseg.models.inpainting.flow.fill_clip_flows`), flow-guided propagation inside the
-amodal mask, OpenCV Telea for the pixels propagation cannot reach. Random weights are never used. The fallback has no shape network:
+amodal mask, OpenCV Telea for the pixels propagation cannot reach. Random weights are never
+used. The fallback has no shape network:
 the amodal region comes from ``holes`` or, given only occluder masks, from the convex hull of
 the visible mask clipped to the occluder (a documented heuristic).
 
