@@ -21,7 +21,8 @@ fi
   --iters 300 --seeds $SEEDS --no-progress \
   --set model.weights="$OUT/base_detector/model.pt" --set 'model.freeze=[backbone,detector]' \
   --set data.batch_size=4 --set threads=2
-# Few-shot (Table 4.2 layout) at the same CPU scale, seed 0, whole models (no frozen detector:
+# Few-shot (Table 4.2 layout), run after the above (its finished oracle run is reused), seed 0,
+# whole models (no frozen detector:
 # the few-shot setting must not see novel boxes beyond the K shots):
 #   .venv/bin/python scripts/repro_cpmask.py --out "$OUT" --config src/instseg/configs/demo.yaml \
 #     --variants oracle --seeds 0 --iters 400 --few-shot 10 --ft-iters 100 --no-progress \
