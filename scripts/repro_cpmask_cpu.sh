@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The CPU-budget run behind the CPMask table of the issue notes (about 1 hour on 2 cores):
+# The CPU-budget run behind the CPMask table of the issue notes (about 75 minutes on 2 cores):
 # 1. one base detector (EfficientNet-Lite0 + FCOS + Mask R-CNN head) trained with masks of the
 #    base classes only (boxes of every class), demo settings, 600 x 4 images, seed 0;
 # 2. every mask head of the table trained alone on top of that fixed detector (same detections
-#    for all variants, so the table isolates the mask head), 300 x 4 images, seeds 0 and 1.
+#    for all variants, so the table isolates the mask head), 300 x 4 images, seeds 0 and 1 (pass "0 1 2" for the three seeds of the notes).
 # Re-running skips finished runs. Usage: bash scripts/repro_cpmask_cpu.sh [OUT] [SEEDS...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
