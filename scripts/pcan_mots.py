@@ -17,9 +17,9 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from instseg.cli.track import _paint
 from instseg.config import load_config
 from instseg.data.mots import MOTSObject, write_mots_txt
 from instseg.evaluation.mots import evaluate_mots
@@ -61,13 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         res = []
         for t, path in enumerate(video.frame_paths):
             inst = predictor(read_image(path))
-            keep = (inst.scores > args.score_thresh).nonzero().flatten().tolist()
-            if inst.masks is None or not keep:
-                continue
-            owner = np.zeros(inst.image_size, np.int64)  # 1 + instance index, higher score on top
-            for i in sorted(keep, key=lambda i: float(inst.scores[i])):
-                owner[inst.masks[i].numpy()] = i + 1
-            for i in keep:
+            inst = inst[inst.scores > args.score_thresh]
+            owner = _paint(inst)  # 1 + instance index, higher score on top (as instseg track)
+            for i in range(len(inst)):
                 m = owner == i + 1
                 if m.any():
                     tid = int(inst.track_ids[i]) % 999 + 1
