@@ -233,6 +233,13 @@ def test_cutouts_from_davis_style_folder(tmp_path: Path) -> None:
         assert all(o["category_id"] in cut_ids for o in objects)
 
 
+def test_cutout_bank_excludes_held_out_sequences(tmp_path: Path) -> None:
+    _fake_davis(tmp_path, {"boat": 2, "bus": 2, "my-toy": 2})
+    bank = CutoutBank.load(tmp_path, frames_per_sequence=2, exclude=["bus", "my-toy"])
+    assert bank.names == ("vehicle",) and len(bank.cutouts) == 2  # boat's frames only
+    assert len(bank.frames) == 2
+
+
 def test_cutout_folder_errors_name_the_folder(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         CutoutBank.load(tmp_path)

@@ -16,6 +16,7 @@ unannotated things. Nothing is copied anywhere.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,17 +82,22 @@ class CutoutBank:
         frames_per_sequence: int = 8,
         max_side: int = 512,
         min_object_side: int = 16,
+        exclude: Sequence[str] = (),
     ) -> CutoutBank:
-        """Read ``frames_per_sequence`` evenly spaced frames of each sequence under ``root``,
+        """Read ``frames_per_sequence`` evenly spaced frames of each sequence under ``root``
+        (except the sequences named in ``exclude``, e.g. ones kept out for evaluation),
         downscaled so the longer side is at most ``max_side``. Unreadable frames are skipped
         with one warning; a folder without any usable frame raises ``FileNotFoundError``."""
         root = Path(root)
         img_dir, ann_dir = _layout(root)
+        excluded = frozenset(exclude)
         cutouts: list[Sprite] = []
         frames: list[np.ndarray] = []
         boxes: list[tuple[int, int, int, int]] = []
         skipped: list[str] = []
         for seq in sorted(p.name for p in ann_dir.iterdir() if p.is_dir()):
+            if seq in excluded:
+                continue
             pngs = sorted((ann_dir / seq).glob("*.png"))
             if not pngs:
                 continue

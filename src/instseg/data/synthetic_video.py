@@ -26,6 +26,7 @@ JSON layout (``file_names`` are relative to the output folder)::
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,7 @@ def generate_videos(
     seed: int,
     image_size: tuple[int, int] | None = None,
     cutout_root: str | Path | None = None,
+    cutout_exclude: Sequence[str] = (),
     config: VideoConfig | None = None,
 ) -> Path:
     """Write ``out_dir/videos/<NNNNNN>/<TTTTT>.png`` and ``out_dir/annotations.json`` (written
@@ -191,7 +193,7 @@ def generate_videos(
         cfg = dataclasses.replace(cfg, scene=dataclasses.replace(cfg.scene, image_size=image_size))
     if num_frames is not None:
         cfg = dataclasses.replace(cfg, num_frames=num_frames)
-    bank = CutoutBank.load(cutout_root) if cutout_root is not None else None
+    bank = CutoutBank.load(cutout_root, exclude=cutout_exclude) if cutout_root is not None else None
     out_dir = Path(out_dir)
     h, w = cfg.scene.image_size
     videos, annotations = [], []
@@ -218,6 +220,7 @@ def generate_videos(
         "seed": seed,
         "num_videos": num_videos,
         "cutout_root": str(cutout_root) if cutout_root else None,
+        "cutout_exclude": sorted(cutout_exclude),
         "config": dataclasses.asdict(cfg),
     }
     data = {

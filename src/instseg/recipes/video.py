@@ -167,10 +167,19 @@ def prepare_video_data(cfg: VideoDataConfig, out_dir: Path) -> VideoSplits:
             f"video_{split}_n{num}_f{s.num_frames}_s{seed}_sz{s.image_size}_occ{s.occlusion:g}"
             f"_o{s.min_objects}-{s.max_objects}_v{s.max_speed:g}" + ("_cut" if cutouts else "")
         )
+        if cutouts and s.cutout_exclude:
+            tag += "_without-" + "-".join(sorted(s.cutout_exclude))
         folder = cache / tag
         if not (folder / "annotations.json").is_file():
             log.info("generating %d synthetic %s videos into %s", num, split, folder)
-            generate_videos(folder, num_videos=num, seed=seed, cutout_root=cutouts, config=vcfg)
+            generate_videos(
+                folder,
+                num_videos=num,
+                seed=seed,
+                cutout_root=cutouts,
+                cutout_exclude=s.cutout_exclude,
+                config=vcfg,
+            )
         found[split] = (folder / "annotations.json", folder)
     return VideoSplits(*found["train"], *found["test"])
 

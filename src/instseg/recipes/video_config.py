@@ -37,6 +37,7 @@ class SyntheticVideoConfig:
     max_objects: int = 4
     max_speed: float = 0.03  # pixels per frame, as a fraction of the shorter side
     cutouts: bool = True  # paste real object cutouts from ../shared/data when present
+    cutout_exclude: list[str] = field(default_factory=list)  # DAVIS sequences kept out
 
 
 @dataclass

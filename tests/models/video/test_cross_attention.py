@@ -87,20 +87,28 @@ def test_read_attends_to_nearest_prototype() -> None:
 
 def test_temporal_aggregate_weights_similar_frames() -> None:
     cur = torch.tensor([[[1.0, 0.0]]])  # (1, N=1, 2)
-    frames = torch.tensor([[[[5.0, 0.0]], [[0.0, 5.0]]]])  # (1, T=2, 1, 2)
-    out = temporal_aggregate(cur, frames, scale=1.0)
-    w = torch.softmax(torch.tensor([5.0, 0.0, 1.0]), 0)
-    expected = w[0] * frames[0, 0, 0] + w[1] * frames[0, 1, 0] + w[2] * cur[0, 0]
+    frames = torch.tensor([[[[5.0, 0.0]], [[0.0, 5.0]], [[3.0, 3.0]]]])  # (1, T=3, 1, 2)
+    out = temporal_aggregate(cur, frames, temperature=0.5)
+    # cosine with the current read: 1, 0, 1/sqrt(2), and 1 for the current read itself
+    w = torch.softmax(torch.tensor([1.0, 0.0, 0.5**0.5, 1.0]) / 0.5, 0)
+    expected = w[0] * frames[0, 0, 0] + w[1] * frames[0, 1, 0] + w[2] * frames[0, 2, 0]
+    expected = expected + w[3] * cur[0, 0]
     assert torch.allclose(out[0, 0], expected, atol=1e-5)
+    # a memory read identical in direction to the current one weighs as much as the current
+    # one: self-similarity alone does not switch the memory off
+    same = temporal_aggregate(cur, torch.tensor([[[[7.0, 0.0]]]]), temperature=0.1)
+    assert torch.allclose(same[0, 0], torch.tensor([4.0, 0.0]), atol=1e-5)
 
 
-def test_empty_memory_uses_current_frame_only() -> None:
+def test_empty_memory_reads_the_current_frames_prototypes() -> None:
     torch.manual_seed(1)
     m = PrototypicalCrossAttention(in_channels=8, key_channels=4, num_prototypes=3, zero_init=False)
     x = torch.randn(1, 8, 5, 5)
     out, (kp, vp) = m(x)
-    v = m.value(x)
-    assert torch.allclose(out, x + m.fuse(torch.cat([x, v], 1)), atol=1e-5)
+    k, _ = m.encode(x)
+    y = prototypical_read(k, kp[:, None], vp[:, None], sigma=m.sigma)[:, 0]  # (1, 25, 8)
+    y = y.transpose(1, 2).reshape(1, 8, 5, 5)
+    assert torch.allclose(out, x + m.fuse(torch.cat([x, y], 1)), atol=1e-5)
     assert kp.shape == (1, 3, 4) and vp.shape == (1, 3, 8)
     assert torch.allclose(kp.norm(dim=-1), torch.ones(1, 3), atol=0.3)  # means of unit keys
 
@@ -112,10 +120,11 @@ def test_zero_prototypes_ignore_the_memory() -> None:
     _, mem = m(torch.randn(1, 8, 5, 5))
     memory = (mem[0][:, None], mem[1][:, None])  # one frame of memory
     with_memory, _ = m(x, memory)
+    alone, _ = m(x)
+    assert not torch.allclose(alone, with_memory)  # with K > 0 the memory is read
     m.num_prototypes = 0
     out, (kp, vp) = m(x, memory)
-    alone, _ = m(x)
-    assert torch.equal(out, alone) and not torch.allclose(out, with_memory)
+    assert torch.allclose(out, x + m.fuse(torch.cat([x, m.value(x)], 1)), atol=1e-5)
     assert kp.shape == (1, 0, 4) and vp.shape == (1, 0, 8)
 
 

@@ -3,10 +3,14 @@
 Per memory frame t^, the frame's keys are condensed into K key/value prototypes by GMM-EM
 (:func:`gmm_em_prototypes`). The current frame's keys attend to each memory frame's prototypes
 separately (Eq. 5.6, Euclidean-distance softmax with temperature ``2 sigma^2``), giving one
-aligned feature y_t^ per memory frame; these and the current value map y_t = v_t are combined
-per pixel with weights ``softmax_t^(y_t . y_t^)`` (Eq. 5.7); the aggregate is fused with the
-current FPN feature by a zero-initialised 1x1 convolution on ``[x, y_bar]`` (so an untrained
-module is the identity and the image model it extends is unchanged at start).
+aligned feature y_t^ per memory frame. The current frame is the last term of Eq. 5.7's sum
+(t^ = t): its keys read its *own* prototypes the same way, y_t. The reads are combined per pixel
+with weights ``softmax_t^(cos(y_t, y_t^) / tau)`` (Eq. 5.7 with cosine similarity and a
+temperature: the paper's raw dot product saturates for wide values, and a raw current value map
+v_t in the sum wins every pixel by self-similarity, which switched the memory off in our first
+trained model). The aggregate is fused with the current FPN feature by a zero-initialised 1x1
+convolution on ``[x, y_bar]`` (so an untrained module is the identity and the image model it
+extends is unchanged at start).
 
 Cost per frame: O(iters * HW * K * C) for the current frame's prototypes (cached in a
 :class:`PrototypeMemory`, never recomputed) plus O(T * HW * K * C) to read T memory frames,
@@ -95,8 +99,7 @@ class PrototypicalCrossAttention(nn.Module):
             ablation: the fused feature then only sees the current frame).
         em_iters: EM iterations per frame.
         sigma: GMM standard deviation; keys are L2-normalised, so distances lie in [0, 4].
-        aggregation_scale: multiplies ``y_t . y_t^`` in Eq. 5.7 (None: ``1/sqrt(Cv)``; the
-            paper's 1 saturates the softmax for wide values).
+        temperature: tau of the Eq. 5.7 weights ``softmax(cos(y_t, y_t^) / tau)``.
         zero_init: zero the fusion conv so the module starts as the identity (the key/value
             convs then receive gradients only after the first update of the fusion conv).
     """
@@ -110,7 +113,7 @@ class PrototypicalCrossAttention(nn.Module):
         num_prototypes: int = 30,
         em_iters: int = 3,
         sigma: float = 0.3,
-        aggregation_scale: float | None = None,
+        temperature: float = 0.1,
         zero_init: bool = True,
     ) -> None:
         super().__init__()
@@ -122,7 +125,9 @@ class PrototypicalCrossAttention(nn.Module):
             nn.init.zeros_(self.fuse.weight)
             nn.init.zeros_(self.fuse.bias)
         self.num_prototypes, self.em_iters, self.sigma = num_prototypes, em_iters, sigma
-        self.agg_scale = 1.0 / math.sqrt(cv) if aggregation_scale is None else aggregation_scale
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = temperature
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(B, C, H, W) -> keys (B, HW, Ck) L2-normalised, values (B, HW, Cv)."""
@@ -151,19 +156,29 @@ class PrototypicalCrossAttention(nn.Module):
         -> fused feature (B, C, H, W), and this frame's (key, value) prototypes to push."""
         b, _, h, w = x.shape
         k, v = self.encode(x)
-        if self.num_prototypes == 0:  # ablation "0 prototypes": no cross-frame attention
-            memory = None
+        if self.num_prototypes == 0:  # ablation "0 prototypes": no prototypes, no memory
             protos = (k[:, :0], v[:, :0])
+            y_bar = v
         else:
             protos = self.prototypes(k, v)
-        y_bar = v if memory is None else self.read(k, v, *memory)
+            y_bar = self.read(k, *protos, memory)
         y_bar = y_bar.transpose(1, 2).reshape(b, -1, h, w)
         return x + self.fuse(torch.cat([x, y_bar.to(x.dtype)], 1)), protos
 
-    def read(self, k: Tensor, v: Tensor, mem_keys: Tensor, mem_values: Tensor) -> Tensor:
-        """Eqs. 5.6-5.7: (B, N, Ck), (B, N, Cv), (B, T, K, Ck), (B, T, K, Cv) -> (B, N, Cv)."""
-        y = prototypical_read(k, mem_keys, mem_values, sigma=self.sigma)  # (B, T, N, Cv)
-        return temporal_aggregate(v, y, scale=self.agg_scale)
+    def read(
+        self,
+        k: Tensor,
+        own_keys: Tensor,
+        own_values: Tensor,
+        memory: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        """Eqs. 5.6-5.7: keys (B, N, Ck), this frame's prototypes (B, K, Ck), (B, K, Cv), the
+        memory (B, T, K, Ck), (B, T, K, Cv) or None -> (B, N, Cv)."""
+        own = prototypical_read(k, own_keys[:, None], own_values[:, None], sigma=self.sigma)
+        if memory is None:
+            return own[:, 0]
+        y = prototypical_read(k, *memory, sigma=self.sigma)  # (B, T, N, Cv)
+        return temporal_aggregate(own[:, 0], y, temperature=self.temperature)
 
 
 class MultiLevelPCAM(nn.Module):
@@ -253,12 +268,13 @@ def prototypical_read(
     return y.reshape(b, t, -1, y.shape[-1]).to(proto_values.dtype)
 
 
-def temporal_aggregate(current: Tensor, per_frame: Tensor, *, scale: float = 1.0) -> Tensor:
-    """Eq. 5.7: (B, N, Cv) current values y_t, (B, T, N, Cv) aligned memory reads y_t^ ->
+def temporal_aggregate(current: Tensor, per_frame: Tensor, *, temperature: float = 0.1) -> Tensor:
+    """Eq. 5.7: (B, N, Cv) current read y_t, (B, T, N, Cv) aligned memory reads y_t^ ->
     (B, N, Cv) ``sum_s w_s y_s`` over the T memory frames and the current frame, with
-    ``w_s = softmax_s(scale * y_t . y_s)`` per pixel."""
+    ``w_s = softmax_s(cos(y_t, y_s) / temperature)`` per pixel."""
     ys = torch.cat([per_frame, current.unsqueeze(1)], 1).float()  # (B, T+1, N, Cv)
-    logits = (ys * current.unsqueeze(1).float()).sum(-1) * scale  # (B, T+1, N)
+    unit = F.normalize(ys, dim=-1)
+    logits = (unit * unit[:, -1:]).sum(-1) / temperature  # (B, T+1, N)
     w = logits.softmax(1).unsqueeze(-1)
     return (w * ys).sum(1).to(current.dtype)
 
