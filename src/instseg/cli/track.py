@@ -59,7 +59,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", default="bf16", choices=["bf16", "none"])
     g = p.add_argument_group("semi-supervised propagation (--init-masks)")
     g.add_argument("--max-side", type=int, default=480, help="longer side the features see")
-    g.add_argument("--momentum", type=float, default=0.2, help="Eq. 5.8 prototype momentum")
+    g.add_argument(
+        "--update",
+        default="off",
+        choices=["off", "initial", "momentum"],
+        help="Eq. 5.8 running prototypes: last frame's (off), first frame's only, or momentum",
+    )
+    g.add_argument("--momentum", type=float, default=0.2, help="Eq. 5.8 lambda (--update momentum)")
     g.add_argument("--window", type=float, default=1.0, help="spatial window (object radii)")
 
 
@@ -196,7 +202,7 @@ def _run_semisup(args: argparse.Namespace, frames: Iterator, out: Path, fps: flo
     features = BackboneFeatures(
         max_side=args.max_side, device="cpu" if device == "auto" else device
     )
-    prop = PrototypePropagator(momentum=args.momentum, window=args.window)
+    prop = PrototypePropagator(update=args.update, momentum=args.momentum, window=args.window)
     pending: list[tuple[str, np.ndarray]] = []
 
     def feats() -> Iterator[torch.Tensor]:

@@ -2,17 +2,20 @@
 
 **Instance prototypes** (:class:`PrototypePropagator`, survey ch. 5.2.3 without training):
 on ImageNet backbone features (:class:`BackboneFeatures`, EfficientNet-Lite0 c3 + upsampled c4,
-L2-normalised, stride 8), each object k gets K+ foreground prototypes (GMM-EM, Eqs. 5.2-5.4, on
-the features inside its mask) and K- background prototypes (on everything outside it, other
-objects included). Each new frame's features attend to both sets (Euclidean softmax of
-Eq. 5.6 with temperature ``2 sigma^2``); the posterior mass on object k's foreground prototypes
-is its probability (the ``fg_prob`` read-out of the instance-level module). A pixel takes the
-most probable object when that probability is >= 0.5, else background. The prototypes are then
-re-fitted on the new frame's confident pixels (EM initialised from the accumulated ones, so
-component j keeps describing the same part) and accumulated with the momentum rule of Eq. 5.8
-(:func:`update_instance_prototypes`, lambda 0.2). The first frame's prototypes (from the given
-masks) stay in the attended set too (``keep_first``), as a drift anchor. A soft spatial window
-around the previous frame's mask (``window``, in object radii) suppresses far-away look-alikes.
+L2-normalised, stride 8), each object k gets K+ foreground key prototypes (GMM-EM, Eqs.
+5.2-5.4, weighted by the object's mask coverage) and K- background ones (weighted by the rest,
+other objects included). Their **value prototypes** (Eq. 5.4) are the object's soft mask label
+averaged with the EM responsibilities, so prototypes of boundary cells carry fractional labels.
+Each new frame's features attend to the union (Eq. 5.5, ``2 sigma^2`` temperature on unit-length
+prototypes); the read value is object k's probability. A pixel takes the most probable object
+when that probability is >= 0.5, else background. The prototypes are then re-fitted on the new
+frame's confident pixels (eroded by one cell so mixed boundary cells never feed back; EM started
+from the first frame's prototypes so component j keeps describing the same part) and become
+the running set under the Eq. 5.8 rule (:func:`update_instance_prototypes`: "off" = the last
+frame's, the best on our tuning sequences; "initial"; "momentum" lambda). The first frame's
+prototypes (from the given masks) stay in the attended set too (``keep_first``), as a drift
+anchor. A soft spatial window around the previous frame's mask (``window`` object radii, at
+least ``window_min`` cells) suppresses far-away look-alikes.
 
 **Baselines** for ``scripts/davis_semisup.py``:
 
@@ -117,79 +120,108 @@ class PrototypePropagator:
 
     Args:
         num_fg / num_bg: K+ and K- per object.
-        em_iters / sigma: GMM-EM settings (features are unit vectors).
-        update / momentum: Eq. 5.8 mode ("momentum", "initial" or "off") and lambda.
-        keep_first: also attend to the first frame's prototypes.
+        em_iters / sigma: GMM-EM settings (features are unit vectors; prototypes are
+            re-normalised to unit length for the read, so ``2 sigma^2`` is a cosine
+            temperature: sigma 0.15 ~ softmax(cos / 0.045)).
+        update / momentum: Eq. 5.8 mode for the running prototypes: "off" (the last frame's),
+            "initial" (the first frame's only) or "momentum" (lambda-accumulated).
+        keep_first: also attend to the first frame's prototypes (drift anchor).
         window: spatial window radius in units of the object's radius (0: off).
+        window_min: the window's radius is at least this many feature cells.
         confidence: pixels with probability >= this (fg) or <= 1 - this (bg) refit prototypes.
+        erode: shrink both refit regions by this many feature cells, so mixed cells on the
+            predicted boundary never enter a prototype (without it the mask grows frame by frame).
     """
 
     def __init__(
         self,
         *,
-        num_fg: int = 16,
-        num_bg: int = 32,
+        num_fg: int = 128,
+        num_bg: int = 256,
         em_iters: int = 5,
-        sigma: float = 0.25,
-        update: UpdateMode = "momentum",
+        sigma: float = 0.15,
+        update: UpdateMode = "off",
         momentum: float = 0.2,
         keep_first: bool = True,
         window: float = 1.0,
+        window_min: float = 10.0,
         confidence: float = 0.7,
+        erode: int = 1,
     ) -> None:
         self.num_fg, self.num_bg, self.em_iters, self.sigma = num_fg, num_bg, em_iters, sigma
         self.update, self.momentum, self.keep_first = update, momentum, keep_first
-        self.window, self.confidence = window, confidence
+        self.window, self.window_min = window, window_min
+        self.confidence, self.erode = confidence, erode
 
     def init(self, feats: Tensor, masks: Tensor) -> PrototypeState:
         """feats (C, h, w), masks (M, h, w) float coverage in [0, 1] at the feature grid."""
-        fg = (masks >= 0.5).float()
-        protos = self._fit(feats, fg, (masks <= 0.1).float(), init=None)
+        protos = self._fit(feats, masks, masks, 1 - masks, init=None)
         return PrototypeState(first=protos, running=protos, prev=masks >= 0.5)
 
     def step(self, feats: Tensor, state: PrototypeState) -> tuple[Tensor, PrototypeState]:
         """-> (M, h, w) object probabilities, next state."""
-        probs = self._read(feats, state) * spatial_window(state.prev, self.window)
+        probs = self._read(feats, state)
+        probs = probs * spatial_window(state.prev, self.window, self.window_min)
         won = _winners(probs)
-        fg = (won & (probs >= self.confidence)).float()
-        bg = (~won & (probs <= 1 - self.confidence)).float()
-        cur = self._fit(feats, fg, bg, init=state.running)
-        running = update_instance_prototypes(
-            state.running, cur, mode=self.update, momentum=self.momentum
-        )
-        seen = (
-            (fg > 0).flatten(1).any(1)
-        )  # an object lost this frame keeps its prototypes and window
-        running = _select(seen, running, state.running)
+        fg = _erode((won & (probs >= self.confidence)).float(), self.erode)
+        bg = _erode((~won & (probs <= 1 - self.confidence)).float(), self.erode)
+        seen = fg.flatten(1).any(1)  # an object lost this frame keeps its prototypes, window
+        running = state.running
+        if self.update != "initial" and bool(seen.any()):
+            init = state.running if self.update == "momentum" else state.first
+            cur = self._fit(feats, probs, fg, bg, init=init)
+            new = update_instance_prototypes(
+                state.running, cur, mode=self.update, momentum=self.momentum
+            )
+            running = _select(seen, new, state.running)
         prev = torch.where(seen[:, None, None], won, state.prev)
         return probs, replace(state, running=running, prev=prev)
 
     def _fit(
-        self, feats: Tensor, fg: Tensor, bg: Tensor, *, init: InstancePrototypes | None
+        self,
+        feats: Tensor,
+        cover: Tensor,
+        fg: Tensor,
+        bg: Tensor,
+        *,
+        init: InstancePrototypes | None,
     ) -> InstancePrototypes:
+        """GMM-EM key prototypes on the ``fg`` / ``bg`` weighted cells (M, h, w) of feats
+        (C, h, w); value prototypes (Eq. 5.4) = the responsibility-weighted mean of ``cover``
+        (M, h, w), the object's soft mask, so a prototype of boundary cells carries a fractional
+        label (1 / 0 for a component that received no cell)."""
         m = fg.shape[0]
         keys = feats.flatten(1).t().unsqueeze(0).expand(m, -1, -1)  # (M, N, C)
         em = {"iters": self.em_iters, "sigma": self.sigma}
-        fk, _, _, _ = gmm_em_prototypes(
-            keys, num_prototypes=self.num_fg, mask=fg.flatten(1),
-            init=init.fg_keys if init is not None else "grid", **em,
-        )  # fmt: skip
-        bk, _, _, _ = gmm_em_prototypes(
-            keys, num_prototypes=self.num_bg, mask=bg.flatten(1),
-            init=init.bg_keys if init is not None else "grid", **em,
-        )  # fmt: skip
-        return InstancePrototypes(fk, fk, bk, bk)
+        out = []
+        for w, k, start, default in (
+            (fg, self.num_fg, None if init is None else init.fg_keys, 1.0),
+            (bg, self.num_bg, None if init is None else init.bg_keys, 0.0),
+        ):
+            w = w.flatten(1)
+            protos, _, resp, _ = gmm_em_prototypes(
+                keys, num_prototypes=k, mask=w, init="grid" if start is None else start, **em
+            )
+            r = resp.float() * w.unsqueeze(-1)  # (M, N, K)
+            den = r.sum(1)
+            val = (r * cover.flatten(1).unsqueeze(-1)).sum(1) / den.clamp_min(1e-6)
+            val = torch.where(den > 1e-3, val, torch.full_like(val, default))
+            out += [protos, val.unsqueeze(-1)]
+        return InstancePrototypes(*out)
 
     def _read(self, feats: Tensor, state: PrototypeState) -> Tensor:
+        """Eq. 5.5 with the label values: p = sum_j softmax_j(-|k - mu_j|^2 / 2 sigma^2) v_j
+        over the object's foreground and background prototypes (unit-length keys)."""
         sets = [state.running, state.first] if self.keep_first else [state.running]
-        fgk = torch.cat([p.fg_keys for p in sets], 1)
-        bgk = torch.cat([p.bg_keys for p in sets], 1)
-        m, (h, w) = fgk.shape[0], feats.shape[-2:]
+        if self.keep_first and self.update == "initial":
+            sets = [state.first]
+        mu = torch.cat([x for p in sets for x in (p.fg_keys, p.bg_keys)], 1)
+        val = torch.cat([x for p in sets for x in (p.fg_values, p.bg_values)], 1)
+        mu = F.normalize(mu, dim=-1)
+        m, (h, w) = mu.shape[0], feats.shape[-2:]
         keys = feats.flatten(1).t().unsqueeze(0).expand(m, -1, -1)
-        lf = gmm_logits(keys, fgk, sigma=self.sigma)
-        lb = gmm_logits(keys, bgk, sigma=self.sigma)
-        p = torch.cat([lf, lb], -1).softmax(-1)[..., : lf.shape[-1]].sum(-1)
-        return p.reshape(m, h, w)
+        attn = gmm_logits(keys, mu, sigma=self.sigma).softmax(-1)  # (M, N, K)
+        return torch.matmul(attn, val.float())[..., 0].reshape(m, h, w).clamp(0, 1)
 
 
 @dataclass(frozen=True)
@@ -205,8 +237,10 @@ class NNState:
 class FeatureNNPropagator:
     """Baseline: top-k softmax(cos / tau) affinity vote of first-frame pixel labels."""
 
-    def __init__(self, *, topk: int = 20, tau: float = 0.05, window: float = 1.0) -> None:
-        self.topk, self.tau, self.window = topk, tau, window
+    def __init__(
+        self, *, topk: int = 20, tau: float = 0.05, window: float = 1.0, window_min: float = 10.0
+    ) -> None:
+        self.topk, self.tau, self.window, self.window_min = topk, tau, window, window_min
 
     def init(self, feats: Tensor, masks: Tensor) -> NNState:
         fgm = masks.flatten(1).t()  # (N0, M)
@@ -221,7 +255,7 @@ class FeatureNNPropagator:
             wgt = (sim / self.tau).softmax(1)
             out.append((wgt.unsqueeze(-1) * state.labels[idx]).sum(1))
         probs = torch.cat(out)[:, 1:].t().reshape(-1, h, w)
-        probs = probs * spatial_window(state.prev, self.window)
+        probs = probs * spatial_window(state.prev, self.window, self.window_min)
         won = _winners(probs)
         seen = won.flatten(1).any(1)
         prev = torch.where(seen[:, None, None], won, state.prev)
@@ -362,9 +396,10 @@ def probs_to_labels(
     return torch.where(fg, lut[arg], torch.zeros_like(lut[arg])).numpy()
 
 
-def spatial_window(prev: Tensor, window: float) -> Tensor:
+def spatial_window(prev: Tensor, window: float, min_radius: float = 2.0) -> Tensor:
     """(M, h, w) bool previous masks -> (M, h, w) weights: 1 within ``window`` object radii
-    (radius = sqrt(area / pi), at least 2 cells) of the mask, Gaussian fall-off beyond."""
+    (radius = sqrt(area / pi)) but at least ``min_radius`` cells of the mask, Gaussian
+    fall-off beyond (small fast objects move by more than their own size)."""
     if window <= 0:
         return torch.ones(prev.shape)
     out = []
@@ -373,7 +408,7 @@ def spatial_window(prev: Tensor, window: float) -> Tensor:
             out.append(np.ones(m.shape, np.float32))
             continue
         d = cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, 3)
-        r = max(2.0, window * float(np.sqrt(m.sum() / np.pi)))
+        r = max(min_radius, window * float(np.sqrt(m.sum() / np.pi)))
         out.append(np.exp(-((np.maximum(d - r, 0) / r) ** 2)).astype(np.float32))
     return torch.from_numpy(np.stack(out))
 
@@ -382,6 +417,14 @@ def _winners(probs: Tensor) -> Tensor:
     """(M, h, w) -> bool, True where object m is the most probable one and >= 0.5."""
     best = probs.max(0, keepdim=True).values
     return (probs >= best) & (probs >= 0.5)
+
+
+def _erode(masks: Tensor, cells: int) -> Tensor:
+    """(M, h, w) float {0, 1} -> the same, shrunk by ``cells`` (square structuring element)."""
+    if cells <= 0:
+        return masks
+    k = 2 * cells + 1
+    return -F.max_pool2d(-masks[None], k, stride=1, padding=cells)[0]
 
 
 def _select(keep: Tensor, a: InstancePrototypes, b: InstancePrototypes) -> InstancePrototypes:
