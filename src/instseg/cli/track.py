@@ -19,7 +19,8 @@ Semi-supervised (no video training and no weights: ImageNet EfficientNet-Lite0 f
 k = object k; 0/255 binary PNGs are object 1), named like the first frame (else the first PNG
 in sorted order; a single PNG file also works). The objects are propagated with instance
 prototypes (:mod:`instseg.inference.propagate`); ``DIR/masks/<frame>.png`` gets one indexed
-PNG per input frame (and ``DIR/vis.mp4`` the overlay).
+PNG per input frame (and ``DIR/vis.mp4`` the overlay). With ``--weights W`` (a trained PCAN or
+image model) the features come from W's fine-tuned backbone instead of the ImageNet one.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from instseg.engine.checkpoint import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="bf16", choices=["bf16", "none"])
     g = p.add_argument_group("semi-supervised propagation (--init-masks)")
-    g.add_argument("--max-side", type=int, default=480, help="longer side the features see")
+    g.add_argument("--max-side", type=int, default=854, help="longer side the features see")
     g.add_argument(
         "--update",
         default="off",
@@ -90,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             n = _run_semisup(args, frames, out, fps)
         else:
             n = _run_tracking(args, frames, out, fps)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, CheckpointError) as e:
         print(f"instseg track: {e}", file=sys.stderr)
         return 2
     print(f"instseg track: {n} frames -> {out}")
@@ -200,7 +203,9 @@ def _run_semisup(args: argparse.Namespace, frames: Iterator, out: Path, fps: flo
     first = _first_labels(Path(args.init_masks), name0, frame0.shape[:2])
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
     features = BackboneFeatures(
-        max_side=args.max_side, device="cpu" if device == "auto" else device
+        max_side=args.max_side,
+        device="cpu" if device == "auto" else device,
+        weights=args.weights,  # None: the ImageNet backbone
     )
     prop = PrototypePropagator(update=args.update, momentum=args.momentum, window=args.window)
     pending: list[tuple[str, np.ndarray]] = []

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal, Protocol
 
 import cv2
@@ -67,14 +68,44 @@ class BackboneFeatures:
     EfficientNet-Lite0 (offline ImageNet weights) c3 (40 ch, stride 8) and c4 (112 ch, stride
     16, bilinearly upsampled), each L2-normalised, concatenated, L2-normalised (C = 152).
     ``max_side`` caps the longer side the backbone sees (frames are resized down first).
+    ``weights``: a trained instseg model file: a propagation embedding
+    (``scripts/train_propagation.py``; applied on top of the ImageNet features) or an image /
+    PCAN model (its fine-tuned EfficientNet-Lite0 backbone replaces the ImageNet one).
     """
 
     def __init__(
-        self, *, pretrained: bool = True, device: str = "cpu", max_side: int | None = None
+        self,
+        *,
+        pretrained: bool = True,
+        device: str = "cpu",
+        max_side: int | None = None,
+        weights: str | Path | None = None,
     ) -> None:
         from instseg.models.backbones.efficientnet import EfficientNetLite0
 
-        self.body = EfficientNetLite0(pretrained=pretrained, out_strides=(8, 16), frozen_bn=True)
+        self.embedding: torch.nn.Module | None = None
+        obj = None
+        if weights is not None:
+            from instseg.engine.checkpoint import load_checkpoint_file
+
+            obj = load_checkpoint_file(weights)
+        meta = obj.get("meta", {}) if isinstance(obj, dict) else {}
+        is_embedding = isinstance(meta, dict) and meta.get("kind") == "propagation_embedding"
+        self.body = EfficientNetLite0(
+            pretrained=pretrained and (obj is None or is_embedding),
+            out_strides=(8, 16),
+            frozen_bn=True,
+        )
+        if is_embedding:
+            from instseg.models.video.propagation_embedding import PropagationEmbedding
+
+            self.embedding = PropagationEmbedding(
+                channels=int(meta["channels"]), hidden=int(meta["hidden"])
+            )
+            self.embedding.load_state_dict({k: v.float() for k, v in obj["model"].items()})
+            self.embedding = self.embedding.to(device).eval()
+        elif obj is not None:
+            self.body.load_state_dict(_backbone_state(weights, obj, self.body.state_dict()))
         self.body = self.body.to(device).eval()
         self.device, self.max_side = torch.device(device), max_side
         self.mean = torch.tensor(self.body.pixel_mean).view(1, 3, 1, 1).to(device)
@@ -95,8 +126,10 @@ class BackboneFeatures:
         c3, c4 = feats["c3"], feats["c4"]
         c4 = F.interpolate(c4, size=c3.shape[-2:], mode="bilinear", align_corners=False)
         out = torch.cat([F.normalize(c3, dim=1), F.normalize(c4, dim=1)], 1)
-        out = F.normalize(out, dim=1)[0, :, : (h + 7) // 8, : (w + 7) // 8]
-        return out.float().cpu()
+        out = F.normalize(out, dim=1)
+        if self.embedding is not None:
+            out = self.embedding(out)
+        return out[0, :, : (h + 7) // 8, : (w + 7) // 8].float().cpu()
 
 
 class FeaturePropagator(Protocol):
@@ -425,6 +458,27 @@ def _erode(masks: Tensor, cells: int) -> Tensor:
         return masks
     k = 2 * cells + 1
     return -F.max_pool2d(-masks[None], k, stride=1, padding=cells)[0]
+
+
+def _backbone_state(path: str | Path, obj: object, like: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The EfficientNet-Lite0 tensors of a loaded model file ``obj`` (from ``path``), keyed
+    like ``like`` (the keys end with the backbone's own names, after a model prefix)."""
+    from instseg.engine.checkpoint import CheckpointError
+
+    state = obj.get("model", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a state_dict or {{'model': state_dict}}")
+    first = next(iter(like))
+    prefixes = [k[: -len(first)] for k in state if k.endswith("." + first) or k == first]
+    if not prefixes:
+        raise CheckpointError(f"{path}: no EfficientNet-Lite0 backbone in this model file")
+    out, pre = {}, prefixes[0]
+    for k, ref in like.items():
+        v = state.get(pre + k)
+        if v is None or tuple(v.shape) != tuple(ref.shape):
+            raise CheckpointError(f"{path}: backbone tensor {pre + k} missing or mis-shaped")
+        out[k] = v.to(ref.dtype)
+    return out
 
 
 def _select(keep: Tensor, a: InstancePrototypes, b: InstancePrototypes) -> InstancePrototypes:
