@@ -24,8 +24,18 @@ def main() -> None:
     )
     p.add_argument("--weights", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument(
+        "--memory-length",
+        type=int,
+        default=None,
+        help="PCAN only: the PCAM memory length T stored in the release's meta",
+    )
     args = p.parse_args()
     state, meta = read_weights_file(args.weights)
+    if args.memory_length is not None:
+        if meta.get("task") != "video":
+            raise SystemExit(f"{args.weights}: --memory-length is for PCAN (task: video) weights")
+        meta = {**meta, "model": {**meta.get("model", {}), "memory_length": args.memory_length}}
     half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     out = atomic_write(Path(args.out), lambda f: torch.save({"model": half, "meta": meta}, f))
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {len(half)} tensors)")

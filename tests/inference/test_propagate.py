@@ -119,3 +119,40 @@ def test_flow_propagate_follows_a_translating_square() -> None:
     preds = list(flow_propagate(frames, gts[0], preset="medium"))
     assert np.array_equal(preds[0], gts[0])
     assert _iou(preds[-1] == 1, gts[-1] == 1) > 0.8
+
+
+def test_backbone_features_with_a_propagation_embedding(tmp_path) -> None:  # noqa: ANN001
+    """A propagation-embedding weights file is applied on top of the ImageNet features (an
+    untrained one changes nothing); a file without a backbone or embedding is refused."""
+    from instseg.engine.checkpoint import CheckpointError
+    from instseg.inference.propagate import BackboneFeatures
+    from instseg.models.video.propagation_embedding import PropagationEmbedding
+
+    emb = PropagationEmbedding(channels=152, hidden=8)
+    path = tmp_path / "emb.pt"
+    meta = {"kind": "propagation_embedding", "channels": 152, "hidden": 8}
+    torch.save({"model": emb.state_dict(), "meta": meta}, path)
+    frame = (np.random.default_rng(0).random((64, 96, 3)) * 255).astype(np.uint8)
+    torch.manual_seed(0)  # the same random backbone twice
+    plain = BackboneFeatures(pretrained=False)(frame)
+    torch.manual_seed(0)
+    with_emb = BackboneFeatures(pretrained=False, weights=path)
+    assert with_emb.embedding is not None
+    assert torch.allclose(with_emb(frame), plain, atol=1e-5)
+    bad = tmp_path / "bad.pt"
+    torch.save({"model": {"x": torch.zeros(1)}, "meta": {}}, bad)
+    with pytest.raises(CheckpointError, match="bad.pt: no EfficientNet-Lite0 backbone"):
+        BackboneFeatures(pretrained=False, weights=bad)
+
+
+def test_shipped_propagation_embedding_loads() -> None:
+    from pathlib import Path
+
+    from instseg.engine.checkpoint import load_checkpoint_file
+
+    path = Path(__file__).resolve().parents[2] / "src/instseg/weights/propagation_default.pt"
+    obj = load_checkpoint_file(path)
+    assert obj["meta"]["kind"] == "propagation_embedding"
+    assert not set(obj["meta"]["sequences"]) & {"bus", "soccerball", "mallard-fly"}
+    assert all(v.dtype == torch.float16 for v in obj["model"].values())
+    assert path.with_suffix(".md").is_file()
