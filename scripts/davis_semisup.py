@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from instseg.data.davis import list_davis_sequences, read_davis_label
+from instseg.data.davis_splits import SEMISUP_HELD_OUT
 from instseg.evaluation.vos import db_statistics, evaluate_sequence
 from instseg.inference.propagate import (
     BackboneFeatures,
@@ -49,7 +50,7 @@ from instseg.utils.image import read_image
 DEFAULT_ROOT = (
     Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "davis2016-train-subset"
 )
-HELD_OUT = ("bus", "soccerball", "mallard-fly")
+HELD_OUT = SEMISUP_HELD_OUT
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from instseg.data.davis import list_davis_sequences, read_davis_label
+from instseg.data.davis_splits import SEMISUP_HELD_OUT, SEMISUP_TUNING
 from instseg.inference.propagate import BackboneFeatures, coverage, object_ids_of
 from instseg.models.video.propagation_embedding import (
     PropagationEmbedding,
@@ -38,8 +39,8 @@ from instseg.utils.io import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO / ".." / "shared" / "data" / "davis2016-train-subset"
-TUNING = ("boat", "flamingo", "rollerblade", "breakdance-flare", "dance-jump", "elephant")
-HELD_OUT = frozenset({"bus", "soccerball", "mallard-fly"})
+TUNING = SEMISUP_TUNING
+HELD_OUT = frozenset(SEMISUP_HELD_OUT)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,6 +53,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from instseg.data.davis_splits import VOIN_EVAL, VOIN_TRAIN
 from instseg.data.video_occlusion import (
     OccludedClip,
     load_davis_sequence,
@@ -82,15 +83,8 @@ from instseg.models.inpainting.voin import VOIN_VARIANTS, VOINNets
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 DEFAULT_ROOT = DEFAULT_ROOT / "davis2016-train-subset"
-EVAL_SEQUENCES = ("boat", "bus", "elephant")  # held out: scripts/voin_baselines.py, repro_voin.py
-SEQUENCES = (
-    "breakdance-flare",
-    "dance-jump",
-    "flamingo",
-    "mallard-fly",
-    "rollerblade",
-    "soccerball",
-)
+EVAL_SEQUENCES = VOIN_EVAL  # held out: scripts/voin_baselines.py, repro_voin.py
+SEQUENCES = VOIN_TRAIN
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from instseg.data.davis_splits import VOIN_EVAL, VOIN_TRAIN  # noqa: E402
 from instseg.data.video_occlusion import make_eval_split  # noqa: E402
 from instseg.evaluation.inpainting import evaluate_inpainting  # noqa: E402
 from instseg.models.inpainting.baselines import inpaint_opencv, propagation_baseline  # noqa: E402
@@ -55,15 +56,8 @@ from instseg.utils.image import read_image  # noqa: E402
 from instseg.utils.io import atomic_write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-EVAL_SEQUENCES = ("boat", "bus", "elephant")
-OCCLUDER_SEQUENCES = (
-    "breakdance-flare",
-    "dance-jump",
-    "flamingo",
-    "mallard-fly",
-    "rollerblade",
-    "soccerball",
-)
+EVAL_SEQUENCES = VOIN_EVAL
+OCCLUDER_SEQUENCES = VOIN_TRAIN
 METHODS = (
     "input",
     "telea",

@@ -275,3 +275,15 @@ def test_project_coco_loader_reads_synthetic_fields(tmp_path: Path) -> None:
                 inst.occluder_masks[k].numpy(), rle_to_mask(a["occluder_segm"])
             )
             assert int(inst.depth[k]) == a["depth_order"]
+
+
+def test_pcan_config_keeps_the_semisupervised_held_out_sequences_out() -> None:
+    from instseg.config import load_config
+    from instseg.data.davis_splits import SEMISUP_HELD_OUT, SEMISUP_TUNING, VOIN_EVAL, VOIN_TRAIN
+    from instseg.recipes.video_config import VideoTrainConfig
+
+    repo = Path(__file__).resolve().parents[2]
+    cfg = load_config(VideoTrainConfig, repo / "configs" / "pcan_synthetic.yaml", [])
+    assert set(cfg.data.synthetic.cutout_exclude) == set(SEMISUP_HELD_OUT)
+    assert not set(SEMISUP_HELD_OUT) & set(SEMISUP_TUNING)
+    assert not set(VOIN_EVAL) & set(VOIN_TRAIN)
