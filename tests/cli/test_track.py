@@ -110,3 +110,18 @@ def test_init_masks_writes_one_indexed_png_per_frame(clip, tmp_path) -> None:  #
         for k in ids:  # propagated objects overlap their true masks
             inter, union = np.sum((p == k) & (g == k)), np.sum((p == k) | (g == k))
             assert union == 0 or inter / union > 0.4, (k, inter / union)
+
+
+def test_init_masks_with_the_shipped_propagation_embedding(clip, tmp_path) -> None:  # noqa: ANN001
+    folder, (video,) = clip
+    lab = np.zeros((160, 224), np.uint8)
+    m = video.annotations[0].mask(0)
+    assert m is not None
+    lab[m] = 1
+    write_davis_label(tmp_path / "init" / "00000.png", lab)
+    weights = Path(__file__).resolve().parents[2] / "src/instseg/weights/propagation_default.pt"
+    out = tmp_path / "semi"
+    assert main(["track", "--source", str(folder), "--init-masks", str(tmp_path / "init"),
+                 "--weights", str(weights), "--out", str(out), "--no-video"]) == 0  # fmt: skip
+    pngs = sorted((out / "masks").glob("*.png"))
+    assert len(pngs) == 6 and all(set(np.unique(read_davis_label(p))) <= {0, 1} for p in pngs)
