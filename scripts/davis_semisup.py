@@ -12,7 +12,9 @@ Methods (all get only frame 0's GT mask):
 - ``nn-affinity``: :class:`FeatureNNPropagator` (top-20 softmax(cos/0.05) vote of first-frame
   pixel labels, same features, same spatial window);
 - ``nn-affinity-nowin``: the same without the window (plain label propagation);
-- ``dis-flow``: chained OpenCV DIS (medium) backward-flow warping of the first mask.
+- ``dis-flow``: chained OpenCV DIS (medium) backward-flow warping of the first mask;
+- ``prototypes:KEY=VALUE,...``: the propagator with other settings (ablations), e.g.
+  ``prototypes:update=momentum,momentum=0.5`` or ``prototypes:num_fg=5,num_bg=10``.
 
 Held-out sequences (default): bus, soccerball, mallard-fly (also kept out of the PCAN video
 training data, ``configs/pcan_synthetic.yaml``). Hyper-parameters were set on boat, flamingo,
@@ -136,6 +138,9 @@ def main() -> None:
 def _run(method, frames, feats, first, stride, max_side):
     if method == "prototypes":
         return propagate_features(feats, first, propagator=PrototypePropagator(), stride=stride)
+    if method.startswith("prototypes:"):  # e.g. prototypes:update=momentum,momentum=0.5
+        prop = PrototypePropagator(**_kwargs(method.split(":", 1)[1]))
+        return propagate_features(feats, first, propagator=prop, stride=stride)
     if method == "nn-affinity":
         return propagate_features(feats, first, propagator=FeatureNNPropagator(), stride=stride)
     if method == "nn-affinity-nowin":
@@ -144,6 +149,21 @@ def _run(method, frames, feats, first, stride, max_side):
     if method == "dis-flow":
         return flow_propagate(frames, first, preset="medium", max_side=max_side)
     raise SystemExit(f"unknown method {method!r}")
+
+
+def _kwargs(spec: str) -> dict[str, object]:
+    """"update=momentum,momentum=0.5,num_fg=5" -> keyword arguments (numbers parsed)."""
+    out: dict[str, object] = {}
+    for item in filter(None, spec.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            out[key] = int(value)
+        except ValueError:
+            try:
+                out[key] = float(value)
+            except ValueError:
+                out[key] = value
+    return out
 
 
 def _summary(r: dict[str, list]) -> dict[str, float]:
