@@ -3,6 +3,7 @@ a 3-iteration resumable training run writing an ``instseg track``-ready model.pt
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -69,6 +70,22 @@ def test_pair_frames_share_one_random_transform(synth: Path) -> None:
         assert torch.equal(s["key"]["instances"].masks, s["reference"]["instances"].masks)
 
 
+def test_memory_frames_continue_past_the_reference(synth: Path) -> None:
+    from instseg.data.clips import memory_frames
+
+    assert memory_frames(FramePair(video=0, key=5, reference=3), 2, 10) == (1, 2)
+    assert memory_frames(FramePair(video=0, key=5, reference=7), 3, 9) == (8, 8, 8)  # clamped
+    data = load_ytvis_dataset(synth, synth.parent)
+    cfg = _data_cfg()
+    cfg.memory_frames = 2
+    ds = build_pair_dataset(data, cfg, seed=0)
+    clip = next(iter(build_clip_loader(ds, batch_size=2, seed=1)))
+    assert len(clip.memory) == 2
+    for m in clip.memory:
+        assert m.images.shape[0] == 2 and m.image_sizes == clip.key.image_sizes
+    assert len(clip.to("cpu").memory) == 2
+
+
 def test_davis_ytvis_json_gives_pairs() -> None:
     path = DAVIS_YTVIS / "annotations_json" / "davis2016_train_subset_ytvis.json"
     if not path.is_file():
@@ -102,6 +119,10 @@ def test_three_iterations_train_resume_and_write_model(tmp_path: Path) -> None:
     assert [r["iter"] for r in losses] == [1, 2, 3]
     assert all(torch.isfinite(torch.tensor(r["total_loss"])) for r in losses)
     assert {"loss_track", "loss_tsm", "loss_mask"} <= set(losses[0])
+    memory_cfg = copy.deepcopy(cfg)  # training with two extra memory frames runs too
+    memory_cfg.data.memory_frames, memory_cfg.out_dir = 2, str(tmp_path / "mem")
+    memory_cfg.solver.max_iters = 1
+    assert "AP" in train_video(memory_cfg, progress=False)
 
     from instseg.inference.video_predictor import load_video_model
 

@@ -20,6 +20,7 @@ __all__ = [
     "annotated_frames",
     "sample_frame_pairs",
     "sample_tubes",
+    "memory_frames",
 ]
 
 
@@ -75,6 +76,15 @@ def sample_frame_pairs(
         ref = cands[int(rng.integers(len(cands)))] if cands else t
         out.append(FramePair(video=v, key=t, reference=ref))
     return out
+
+
+def memory_frames(pair: FramePair, num: int, length: int) -> tuple[int, ...]:
+    """``num`` frames continuing from the reference away from the key (the reference's own
+    past when it precedes the key), clamped to ``[0, length - 1]``, oldest (farthest) first:
+    the PCAM memory a key frame reads during training, beyond the reference."""
+    step = -1 if pair.reference <= pair.key else 1
+    out = [min(max(pair.reference + step * j, 0), length - 1) for j in range(1, num + 1)]
+    return tuple(reversed(out))
 
 
 def sample_tubes(

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from instseg.config import dump_config, to_dict
 from instseg.data.batch import Batch
 from instseg.data.build import build_train_loader, collate_samples
-from instseg.data.clips import FramePair, annotated_frames, sample_frame_pairs
+from instseg.data.clips import FramePair, annotated_frames, memory_frames, sample_frame_pairs
 from instseg.data.transforms import Compose, build_transforms
 from instseg.data.ytvis import Video, YTVISDataset, class_agnostic, load_ytvis_dataset
 from instseg.models.video.pcan import PCAN, ClipBatch
@@ -76,11 +76,15 @@ class VideoPairDataset:
         *,
         label_of: dict[int, int],
         transforms: Compose | None,
+        memory_frames: int = 0,
     ) -> None:
         if not pairs:
             raise ValueError("VideoPairDataset: no frame pairs (are any frames annotated?)")
+        if memory_frames < 0:
+            raise ValueError(f"memory_frames must be >= 0, got {memory_frames}")
         self.videos, self.pairs = list(videos), list(pairs)
         self.label_of, self.transforms = label_of, transforms
+        self.memory_frames = memory_frames
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -96,10 +100,14 @@ class VideoPairDataset:
         p = self.pairs[index]
         seed = int(torch.randint(2**62, (), generator=generator))
         video = self.videos[p.video]
-        return {
+        out = {
             "key": self._frame(video, p.key, seed),
             "reference": self._frame(video, p.reference, seed),
         }
+        if self.memory_frames:
+            ts = memory_frames(p, self.memory_frames, len(video.frame_paths))
+            out["memory"] = [self._frame(video, t, seed) for t in ts]
+        return out
 
     def _frame(self, video: Video, t: int, seed: int) -> dict[str, Any]:
         array = read_image(video.frame_paths[t])
@@ -128,9 +136,11 @@ class VideoPairDataset:
 def collate_clips(samples: Sequence[dict[str, dict[str, Any]]]) -> ClipBatch:
     """Pair samples -> :class:`ClipBatch` of two :class:`Batch` es (B pairs; images
     (B, 3, Hp, Wp) float32 0..255, targets with ``track_ids``)."""
+    num = len(samples[0].get("memory", ()))
     return ClipBatch(
         key=collate_samples([s["key"] for s in samples]),
         reference=collate_samples([s["reference"] for s in samples]),
+        memory=tuple(collate_samples([s["memory"][j] for s in samples]) for j in range(num)),
     )
 
 
@@ -197,7 +207,9 @@ def build_pair_dataset(
         train=True, min_size=tuple(cfg.min_size), max_size=cfg.max_size, flip_prob=cfg.flip
     )
     label_of = {c: i for i, c in enumerate(data.categories)}
-    return VideoPairDataset(data.videos, pairs, label_of=label_of, transforms=tf)
+    return VideoPairDataset(
+        data.videos, pairs, label_of=label_of, transforms=tf, memory_frames=cfg.memory_frames
+    )
 
 
 def build_clip_loader(

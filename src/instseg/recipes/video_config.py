@@ -54,6 +54,7 @@ class VideoDataConfig:
     test_min_size: int = 192  # test short side
     flip: float = 0.5  # horizontal flip probability (same draw for both frames of a pair)
     max_gap: int = 3  # |key - reference| <= max_gap frames
+    memory_frames: int = 0  # extra frames beyond the reference in the training PCAM memory
     class_agnostic: bool = False  # every track becomes category 1 "object" (train and test)
     batch_size: int = 4  # (key, reference) pairs per step
     num_workers: int = 0  # DataLoader workers per process

@@ -13,7 +13,9 @@ An image :class:`~instseg.models.segmenter.InstanceSegmenter` is extended, not c
    on the fused features) are updated with momentum (Eq. 5.8) and the TSM refines its mask.
 
 Training (``loss``) uses (key, reference) frame pairs of one video (:class:`ClipBatch`): the
-reference frame fills the memory (one frame of prototypes) for the key frame; the image losses
+reference frame fills the memory (one frame of prototypes) for the key frame, after the
+optional ``memory`` frames (``data.memory_frames``; read without gradients), so the key frame
+learns to read a memory of up to 1 + memory_frames frames; the image losses
 are computed on the key frame's fused features; the quasi-dense tracking loss on RoIs jittered
 around the ground truth of both frames; the TSM loss refines the reference mask of each object
 present in both frames (projected into its key-frame box: the propagated "initial mask")
@@ -89,16 +91,23 @@ class FeatureSegmenter(Protocol):
 @dataclass
 class ClipBatch:
     """B (key, reference) frame pairs; ``key.targets[i]`` and ``reference.targets[i]`` come
-    from the same video and carry ``track_ids`` (the same object has the same id in both)."""
+    from the same video and carry ``track_ids`` (the same object has the same id in both).
+    ``memory``: optional further frames of the same videos, oldest first, read into the PCAM
+    memory before the reference (no loss on them, no gradients through them)."""
 
     key: Batch
     reference: Batch
+    memory: tuple[Batch, ...] = ()
 
     def __len__(self) -> int:
         return len(self.key)
 
     def to(self, device: torch.device | str) -> ClipBatch:
-        return ClipBatch(key=self.key.to(device), reference=self.reference.to(device))
+        return ClipBatch(
+            key=self.key.to(device),
+            reference=self.reference.to(device),
+            memory=tuple(m.to(device) for m in self.memory),
+        )
 
 
 @dataclass(frozen=True)
@@ -176,7 +185,11 @@ class PCAN(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_reference):
             ref_feats, ref_pad = self.segmenter.features(ref.images)
         key_feats, key_pad = self.segmenter.features(key.images)
-        ref_fused, memory = self.pcam(ref_feats, PrototypeMemory(capacity=self.memory_length))
+        memory = PrototypeMemory(capacity=self.memory_length)
+        with torch.no_grad():
+            for frame in clip.memory:  # oldest first
+                _, memory = self.pcam(self.segmenter.features(frame.images)[0], memory)
+        ref_fused, memory = self.pcam(ref_feats, memory)
         key_fused, _ = self.pcam(key_feats, memory)
         losses = dict(self.segmenter.loss_from_features(key_fused, key_pad, key))
         losses.update(self._track_loss(key_fused, key_pad, key, ref_fused, ref_pad, ref))
