@@ -152,7 +152,7 @@ def _run(method, frames, feats, first, stride, max_side):
 
 
 def _kwargs(spec: str) -> dict[str, object]:
-    """"update=momentum,momentum=0.5,num_fg=5" -> keyword arguments (numbers parsed)."""
+    """ "update=momentum,momentum=0.5,num_fg=5" -> keyword arguments (numbers parsed)."""
     out: dict[str, object] = {}
     for item in filter(None, spec.split(",")):
         key, _, value = item.partition("=")
