@@ -47,7 +47,7 @@ from instseg.models.video.instance_prototypes import (
     UpdateMode,
     update_instance_prototypes,
 )
-from instseg.models.video.prototypes import gmm_em_prototypes, gmm_logits
+from instseg.models.video.prototypes import label_prototypes, label_read
 
 __all__ = [
     "BackboneFeatures",
@@ -231,14 +231,10 @@ class PrototypePropagator:
             (fg, self.num_fg, None if init is None else init.fg_keys, 1.0),
             (bg, self.num_bg, None if init is None else init.bg_keys, 0.0),
         ):
-            w = w.flatten(1)
-            protos, _, resp, _ = gmm_em_prototypes(
-                keys, num_prototypes=k, mask=w, init="grid" if start is None else start, **em
-            )
-            r = resp.float() * w.unsqueeze(-1)  # (M, N, K)
-            den = r.sum(1)
-            val = (r * cover.flatten(1).unsqueeze(-1)).sum(1) / den.clamp_min(1e-6)
-            val = torch.where(den > 1e-3, val, torch.full_like(val, default))
+            protos, val = label_prototypes(
+                keys, w.flatten(1), cover.flatten(1), num_prototypes=k,
+                init="grid" if start is None else start, empty_value=default, **em,
+            )  # fmt: skip
             out += [protos, val.unsqueeze(-1)]
         return InstancePrototypes(*out)
 
@@ -250,11 +246,9 @@ class PrototypePropagator:
             sets = [state.first]
         mu = torch.cat([x for p in sets for x in (p.fg_keys, p.bg_keys)], 1)
         val = torch.cat([x for p in sets for x in (p.fg_values, p.bg_values)], 1)
-        mu = F.normalize(mu, dim=-1)
         m, (h, w) = mu.shape[0], feats.shape[-2:]
         keys = feats.flatten(1).t().unsqueeze(0).expand(m, -1, -1)
-        attn = gmm_logits(keys, mu, sigma=self.sigma).softmax(-1)  # (M, N, K)
-        return torch.matmul(attn, val.float())[..., 0].reshape(m, h, w).clamp(0, 1)
+        return label_read(keys, mu, val[..., 0], sigma=self.sigma).reshape(m, h, w)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from instseg.models.video.prototypes import gmm_em_prototypes, gmm_logits
+from instseg.models.video.prototypes import label_prototypes, label_read
 
 __all__ = ["PropagationEmbedding", "propagation_read", "propagation_loss"]
 
@@ -62,19 +62,12 @@ def propagation_read(
     read ``query`` (C, h', w') -> (h', w') foreground probability."""
     keys = ref.flatten(1).t()[None]  # (1, N, C)
     cover = ref_mask.flatten()[None]
-    mus, vals = [], []
-    for w, k in ((cover, num_fg), (1 - cover, num_bg)):
-        mu, _, resp, _ = gmm_em_prototypes(
-            keys, num_prototypes=k, mask=w, iters=em_iters, sigma=sigma, init="grid"
-        )
-        r = resp * w.unsqueeze(-1)
-        vals.append((r * cover.unsqueeze(-1)).sum(1) / r.sum(1).clamp_min(1e-6))
-        mus.append(mu)
-    mu = F.normalize(torch.cat(mus, 1), dim=-1)
-    val = torch.cat(vals, 1)  # (1, K)
-    q = query.flatten(1).t()[None]
-    attn = gmm_logits(q, mu, sigma=sigma).softmax(-1)  # (1, N', K)
-    return (attn @ val.unsqueeze(-1))[0, :, 0].reshape(query.shape[-2:]).clamp(0, 1)
+    em = {"iters": em_iters, "sigma": sigma}
+    fg = label_prototypes(keys, cover, cover, num_prototypes=num_fg, **em)
+    bg = label_prototypes(keys, 1 - cover, cover, num_prototypes=num_bg, **em)
+    mu, val = torch.cat([fg[0], bg[0]], 1), torch.cat([fg[1], bg[1]], 1)
+    prob = label_read(query.flatten(1).t()[None], mu, val, sigma=sigma)  # (1, N')
+    return prob[0].reshape(query.shape[-2:])
 
 
 def propagation_loss(prob: Tensor, target: Tensor) -> Tensor:

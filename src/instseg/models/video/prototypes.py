@@ -23,7 +23,14 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["gmm_em_prototypes", "gmm_log_likelihood", "gmm_logits", "init_prototypes"]
+__all__ = [
+    "gmm_em_prototypes",
+    "gmm_log_likelihood",
+    "gmm_logits",
+    "init_prototypes",
+    "label_prototypes",
+    "label_read",
+]
 
 Init = Literal["random", "grid"]
 _EMPTY_EPS = 1e-6  # keeps an emptied component at its previous mean instead of NaN
@@ -108,6 +115,43 @@ def gmm_log_likelihood(
     """Mean log-likelihood (B,) of keys (B, N, C) under the uniform-prior GMM of Eq. 5.2."""
     w = _weights(mask, keys.shape[0], keys.shape[1], keys.device)
     return _mean_log_likelihood(gmm_logits(keys, means, sigma=sigma), w, keys.shape[-1], sigma)
+
+
+def label_prototypes(
+    keys: Tensor,
+    weights: Tensor,
+    labels: Tensor,
+    *,
+    num_prototypes: int,
+    iters: int,
+    sigma: float,
+    init: Init | Tensor = "grid",
+    empty_value: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Key prototypes of the ``weights``-weighted keys (B, N, C) and, as their values (Eq. 5.4),
+    the responsibility-weighted mean of a per-point soft label ``labels`` (B, N) (e.g. a mask
+    coverage, so prototypes of boundary points carry fractional labels).
+
+    -> key prototypes (B, K, C), label values (B, K) float32. A component that received no
+    weight gets ``empty_value`` (None: 0, from the clamped division)."""
+    mu, _, resp, _ = gmm_em_prototypes(
+        keys, num_prototypes=num_prototypes, mask=weights, iters=iters, sigma=sigma, init=init
+    )
+    r = resp.float() * weights.float().unsqueeze(-1)  # (B, N, K)
+    den = r.sum(1)
+    val = (r * labels.float().unsqueeze(-1)).sum(1) / den.clamp_min(1e-6)
+    if empty_value is not None:
+        val = torch.where(den > 1e-3, val, torch.full_like(val, empty_value))
+    return mu, val
+
+
+def label_read(queries: Tensor, protos: Tensor, values: Tensor, *, sigma: float) -> Tensor:
+    """Eq. 5.5 with label values: queries (B, N, C), prototypes (B, K, C) (re-normalised to unit
+    length, so ``2 sigma^2`` acts as a cosine temperature), values (B, K) -> (B, N) in [0, 1],
+    ``sum_k softmax_k(-|q - mu_k|^2 / 2 sigma^2) v_k``."""
+    mu = torch.nn.functional.normalize(protos, dim=-1)
+    attn = gmm_logits(queries, mu, sigma=sigma).softmax(-1)
+    return torch.matmul(attn, values.float().unsqueeze(-1))[..., 0].clamp(0, 1)
 
 
 def init_prototypes(
