@@ -202,18 +202,18 @@ def _run_semisup(args: argparse.Namespace, frames: Iterator, out: Path, fps: flo
     name0, frame0, _ = next(frames)
     first = _first_labels(Path(args.init_masks), name0, frame0.shape[:2])
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
-    if args.weights and features_kind(args.weights) != "propagation_embedding":
+    features = BackboneFeatures(
+        max_side=args.max_side,
+        device="cpu" if device == "auto" else device,
+        weights=args.weights,  # None: the ImageNet backbone
+    )
+    if features.source == "backbone":
         log.warning(
             "%s: semi-supervised propagation on this model's fine-tuned backbone; the "
             "ImageNet backbone (no --weights) or a propagation embedding "
             "(weights/propagation_default.pt) propagate better (see its model card)",
             args.weights,
         )
-    features = BackboneFeatures(
-        max_side=args.max_side,
-        device="cpu" if device == "auto" else device,
-        weights=args.weights,  # None: the ImageNet backbone
-    )
     prop = PrototypePropagator(update=args.update, momentum=args.momentum, window=args.window)
     pending: list[tuple[str, np.ndarray]] = []
 
@@ -238,19 +238,6 @@ def _run_semisup(args: argparse.Namespace, frames: Iterator, out: Path, fps: flo
 
     _consume(rendered(), out / "vis.mp4", fps, render=not args.no_video)
     return n
-
-
-def features_kind(path: str | Path) -> str | None:
-    """The ``meta["kind"]`` of a weights file (None when absent or unreadable here; loading
-    it later reports the real error)."""
-    from instseg.engine.checkpoint import load_checkpoint_file
-
-    try:
-        obj = load_checkpoint_file(path)
-    except (FileNotFoundError, CheckpointError):
-        return None
-    meta = obj.get("meta") if isinstance(obj, dict) else None
-    return meta.get("kind") if isinstance(meta, dict) else None
 
 
 def _first_labels(path: Path, name: str, size: tuple[int, int]) -> np.ndarray:

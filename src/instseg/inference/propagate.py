@@ -71,6 +71,7 @@ class BackboneFeatures:
     ``weights``: a trained instseg model file: a propagation embedding
     (``scripts/train_propagation.py``; applied on top of the ImageNet features) or an image /
     PCAN model (its fine-tuned EfficientNet-Lite0 backbone replaces the ImageNet one).
+    ``source`` says which: "imagenet", "embedding" or "backbone".
     """
 
     def __init__(
@@ -81,31 +82,31 @@ class BackboneFeatures:
         max_side: int | None = None,
         weights: str | Path | None = None,
     ) -> None:
+        from instseg.inference.loading import read_weights_file
         from instseg.models.backbones.efficientnet import EfficientNetLite0
 
         self.embedding: torch.nn.Module | None = None
-        obj = None
-        if weights is not None:
-            from instseg.engine.checkpoint import load_checkpoint_file
-
-            obj = load_checkpoint_file(weights)
-        meta = obj.get("meta", {}) if isinstance(obj, dict) else {}
-        is_embedding = isinstance(meta, dict) and meta.get("kind") == "propagation_embedding"
-        self.body = EfficientNetLite0(
-            pretrained=pretrained and (obj is None or is_embedding),
-            out_strides=(8, 16),
-            frozen_bn=True,
+        state, meta = read_weights_file(weights) if weights is not None else (None, {})
+        self.source = (
+            "imagenet"
+            if state is None
+            else "embedding"
+            if meta.get("kind") == "propagation_embedding"
+            else "backbone"
         )
-        if is_embedding:
+        self.body = EfficientNetLite0(
+            pretrained=pretrained and self.source != "backbone", out_strides=(8, 16), frozen_bn=True
+        )
+        if self.source == "embedding":
             from instseg.models.video.propagation_embedding import PropagationEmbedding
 
             self.embedding = PropagationEmbedding(
                 channels=int(meta["channels"]), hidden=int(meta["hidden"])
             )
-            self.embedding.load_state_dict({k: v.float() for k, v in obj["model"].items()})
+            self.embedding.load_state_dict({k: v.float() for k, v in state.items()})
             self.embedding = self.embedding.to(device).eval()
-        elif obj is not None:
-            self.body.load_state_dict(_backbone_state(weights, obj, self.body.state_dict()))
+        elif state is not None:
+            self.body.load_state_dict(_backbone_state(weights, state, self.body.state_dict()))
         self.body = self.body.to(device).eval()
         self.device, self.max_side = torch.device(device), max_side
         self.mean = torch.tensor(self.body.pixel_mean).view(1, 3, 1, 1).to(device)
@@ -454,14 +455,13 @@ def _erode(masks: Tensor, cells: int) -> Tensor:
     return -F.max_pool2d(-masks[None], k, stride=1, padding=cells)[0]
 
 
-def _backbone_state(path: str | Path, obj: object, like: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The EfficientNet-Lite0 tensors of a loaded model file ``obj`` (from ``path``), keyed
-    like ``like`` (the keys end with the backbone's own names, after a model prefix)."""
+def _backbone_state(
+    path: str | Path, state: dict[str, Tensor], like: dict[str, Tensor]
+) -> dict[str, Tensor]:
+    """The EfficientNet-Lite0 tensors of a model file's ``state`` (from ``path``), keyed like
+    ``like`` (the keys end with the backbone's own names, after a model prefix)."""
     from instseg.engine.checkpoint import CheckpointError
 
-    state = obj.get("model", obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: expected a state_dict or {{'model': state_dict}}")
     first = next(iter(like))
     prefixes = [k[: -len(first)] for k in state if k.endswith("." + first) or k == first]
     if not prefixes:
