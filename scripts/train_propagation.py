@@ -28,14 +28,19 @@ import torch
 
 from instseg.data.davis import list_davis_sequences, read_davis_label
 from instseg.data.davis_splits import SEMISUP_HELD_OUT, SEMISUP_TUNING
-from instseg.inference.propagate import BackboneFeatures, coverage, object_ids_of
+from instseg.inference.propagate import (
+    BackboneFeatures,
+    coverage,
+    feature_stride,
+    object_ids_of,
+)
 from instseg.models.video.propagation_embedding import (
     PropagationEmbedding,
     propagation_loss,
     propagation_read,
 )
 from instseg.utils.image import read_image
-from instseg.utils.io import atomic_write_json
+from instseg.utils.io import atomic_write, atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO / ".." / "shared" / "data" / "davis2016-train-subset"
@@ -93,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_side": args.max_side,
     }
     state = {k: v.half() for k, v in model.state_dict().items()}
-    tmp = args.out / "model.pt.tmp"
-    torch.save({"model": state, "meta": meta}, tmp)
-    tmp.replace(args.out / "model.pt")
+    atomic_write(args.out / "model.pt", lambda f: torch.save({"model": state, "meta": meta}, f))
     n = min(50, len(losses))
     metrics = {
         "loss_first50": float(np.mean(losses[:n])),
@@ -122,7 +125,7 @@ def _load(args: argparse.Namespace) -> list[tuple[torch.Tensor, torch.Tensor]]:
             fx = fx or BackboneFeatures(max_side=args.max_side)
             feats = torch.stack([fx(read_image(f)) for f in seq.frame_paths])
             torch.save(feats, path)
-        stride = max(labels[0].shape) / args.max_side * 8.0
+        stride = feature_stride(labels[0].shape[:2], args.max_side)
         grid = tuple(feats.shape[-2:])
         masks = []
         for lab in labels:

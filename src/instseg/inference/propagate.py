@@ -56,6 +56,7 @@ __all__ = [
     "NNState",
     "FeatureNNPropagator",
     "propagate_labels",
+    "feature_stride",
     "propagate_features",
     "flow_propagate",
     "probs_to_labels",
@@ -114,7 +115,7 @@ class BackboneFeatures:
 
     def stride(self, size: tuple[int, int]) -> float:
         """Frame pixels per feature cell for frames of ``size`` = (H, W)."""
-        return 8.0 * max(1.0, max(size) / self.max_side) if self.max_side else 8.0
+        return feature_stride(size, self.max_side)
 
     @torch.no_grad()
     def __call__(self, frame: np.ndarray) -> Tensor:
@@ -372,6 +373,12 @@ def flow_propagate(
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def feature_stride(size: tuple[int, int], max_side: int | None) -> float:
+    """Frame pixels per :class:`BackboneFeatures` cell for frames of ``size`` = (H, W) shrunk
+    to a longer side of at most ``max_side`` (stride 8 on the shrunk frame)."""
+    return 8.0 * max(1.0, max(size) / max_side) if max_side else 8.0
 
 
 def object_ids_of(labels: np.ndarray) -> list[int]:
