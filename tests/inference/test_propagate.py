@@ -145,14 +145,11 @@ def test_backbone_features_with_a_propagation_embedding(tmp_path) -> None:  # no
         BackboneFeatures(pretrained=False, weights=bad)
 
 
-def test_shipped_propagation_embedding_loads() -> None:
+def test_shipped_propagation_embedding_loads(release_file) -> None:  # noqa: ANN001
     from pathlib import Path
 
-    from instseg.engine.checkpoint import load_checkpoint_file
-
     path = Path(__file__).resolve().parents[2] / "src/instseg/weights/propagation_default.pt"
-    obj = load_checkpoint_file(path)
+    obj = release_file(path)
     assert obj["meta"]["kind"] == "propagation_embedding"
     assert not set(obj["meta"]["sequences"]) & {"bus", "soccerball", "mallard-fly"}
     assert all(v.dtype == torch.float16 for v in obj["model"].values())
-    assert path.with_suffix(".md").is_file()
