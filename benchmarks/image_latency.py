@@ -1,16 +1,29 @@
-"""Image instance segmentation latency on CPU: ours vs torchvision Mask R-CNN vs Ultralytics.
+"""Image instance segmentation latency on CPU: ours vs torchvision Mask R-CNN vs Ultralytics,
+in the precision this CPU resolves to (``amp=auto``) and in fp32, measured in one run.
 
-Same image(s), same input size (short side 512 and 800), 2 threads, exactly 20 detections sent
-through each mask head; median latency, GFLOPs (torch.utils.flop_counter) and attained GFLOP/s.
-Prints a table and the ratios the detector issue targets:
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/image_latency.py [--sizes 512] [--runs 10]
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/image_latency.py [--sizes 512 800]
+Prints the CPU (model name, vector ISA, native bf16 as torch reports it), then median latencies:
 
-Peers: torchvision ``maskrcnn_resnet50_fpn`` (random init, 20 detections) and, when installed
-(``.venv/bin/pip install --no-deps -r benchmarks/requirements.txt``), Ultralytics
-``yolov8n-seg``/``yolo11n-seg`` from their YAML (random init; timing only). Random init does not
-change the cost of a forward pass with a fixed number of detections.
-Also reports training throughput (images/s) of our default model at the demo's resolution.
+- **end to end**: an RGB uint8 photo in, instances at the photo's size out.
+  Ours: :class:`instseg.inference.ImagePredictor` (resize, normalise, detector, mask head, mask
+  pasting). Mask R-CNN: torchvision's ``model([x])`` (its transform, RPN, heads, paste).
+  yolov8n-seg: Ultralytics ``YOLO.predict`` (letterbox, network, NMS, mask assembly), once with its
+  default low-resolution masks and once with ``retina_masks=True`` (masks at the photo's size,
+  as ours and Mask R-CNN return them).
+- **network only**: the model's forward on a prepared tensor (ours: ``model.predict`` on a
+  ``Batch``; yolov8n-seg: ``model.model(x)``, no NMS or mask assembly).
+- **fast paths in fp32**: channels_last on/off and folded vs unfolded frozen BatchNorm for our
+  network, and the FCOS/FPN width, so the defaults chosen for bf16 are checked on fp32 too.
+
+Every model is random-init (weights do not change the cost of a forward pass) and sends exactly
+20 detections through its mask stage: ours and Mask R-CNN by construction
+(``fixed_num_detections`` / score threshold 0, NMS off); yolov8n-seg by a confidence threshold set
+per image just below its 100th best candidate (100 boxes into NMS, ``max_det=20``). Input sizes
+are the same: the photo's short side resized to ``--sizes`` (its long side then about 1.78x), and
+yolov8n-seg's ``imgsz`` is that long side (Ultralytics letterboxes to a stride-32 rectangle).
+Ultralytics sets torch to 1 thread when it loads; the thread count is put back before timing.
+Peers: ``.venv/bin/pip install --no-deps -r benchmarks/requirements.txt`` (skipped if absent).
 """
 
 from __future__ import annotations
@@ -19,15 +32,19 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from instseg.utils.precision import autocast, cpu_bf16_native, cpu_name, resolve_amp  # noqa: E402
+
+NUM_DET = 20
 
 
 def measure(fn: Callable[[], object], runs: int, warmup: int = 2) -> float:
@@ -41,17 +58,8 @@ def measure(fn: Callable[[], object], runs: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def count_gflops(fn: Callable[[], object]) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as fc:
-        fn()
-    return fc.get_total_flops() / 1e9
-
-
 def test_image(size: int) -> np.ndarray:
-    """A real photo when ../shared/data is present (else a seeded synthetic scene), resized so
-    its short side is ``size``."""
+    """A real photo when ../shared/data is present (else seeded noise), short side ``size``."""
     import cv2
 
     root = (
@@ -67,188 +75,214 @@ def test_image(size: int) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(img, (round(w * s), round(h * s))))
 
 
-def ours(name: str, img: np.ndarray, *, bf16: bool, channels_last: bool) -> Callable[[], object]:
+def _random_weights_file(tmp: Path, name: str = "effl0_fcos_maskrcnn", **kw: object) -> Path:
+    """A weights file of a random-init zoo model (80 classes), readable by ImagePredictor."""
+    from instseg.engine.checkpoint import save_weights
+    from instseg.models.zoo import build_model
+
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=80, pretrained=False, frozen_bn=True, **kw)
+    path = tmp / f"{name}.pt"
+    meta = {
+        "task": "image",
+        "model": {"name": name, "pretrained": False, "frozen_bn": True},
+        "num_classes": 80,
+        "category_ids": list(range(1, 81)),
+        "class_names": [f"c{i}" for i in range(80)],
+    }
+    save_weights(model, path, meta=meta)
+    return path
+
+
+def ours_end_to_end(
+    weights: Path, img: np.ndarray, *, amp: str, channels_last: bool
+) -> Callable[[], object]:
+    from instseg.inference.predictor import ImagePredictor
+
+    short, long = min(img.shape[:2]), max(img.shape[:2])
+    pred = ImagePredictor(
+        weights, device="cpu", min_size=short, max_size=long, amp=amp, channels_last=channels_last
+    )
+    pred.model.fixed_num_detections = NUM_DET
+
+    def fn() -> object:
+        out = pred(img)
+        assert len(out) == NUM_DET, f"expected {NUM_DET} detections, got {len(out)}"
+        return out
+
+    return fn
+
+
+def ours_network(
+    img: np.ndarray, *, amp: str, channels_last: bool, **build_kw: object
+) -> Callable[[], object]:
     from instseg.data.batch import Batch, collate_images
     from instseg.models.zoo import build_model
 
+    torch.manual_seed(0)
+    kw = {"frozen_bn": True, **build_kw}
     model = build_model(
-        name, num_classes=80, pretrained=False, frozen_bn=True, fixed_num_detections=20
-    )
-    model.eval()
+        "effl0_fcos_maskrcnn",
+        num_classes=80,
+        pretrained=False,
+        fixed_num_detections=NUM_DET,
+        **kw,
+    ).eval()
     t = torch.from_numpy(img).permute(2, 0, 1).float()
     images, sizes = collate_images([t])
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     batch = Batch(images=images, image_sizes=sizes, orig_sizes=sizes)
-    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else nullcontext
 
     def fn() -> object:
-        with torch.no_grad(), ctx():
-            out = model.predict(batch)
-        assert len(out[0]) == 20, f"expected 20 detections, got {len(out[0])}"
-        return out
+        with torch.no_grad(), autocast(amp, "cpu"):
+            return model.predict(batch)
 
     return fn
 
 
-def torchvision_maskrcnn(
-    img: np.ndarray, *, bf16: bool, channels_last: bool
-) -> Callable[[], object]:
+def torchvision_maskrcnn(img: np.ndarray, *, amp: str) -> Callable[[], object]:
     from torchvision.models.detection import maskrcnn_resnet50_fpn
 
-    size = min(img.shape[:2])
+    torch.manual_seed(0)
     model = maskrcnn_resnet50_fpn(
         weights=None,
         weights_backbone=None,
-        min_size=size,
+        min_size=min(img.shape[:2]),
         max_size=max(img.shape[:2]),
-        box_detections_per_img=20,
+        box_detections_per_img=NUM_DET,
         box_score_thresh=0.0,
         box_nms_thresh=1.0,
     ).eval()
-    x = torch.from_numpy(img).permute(2, 0, 1).float() / 255
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else nullcontext
 
     def fn() -> object:
-        with torch.no_grad(), ctx():
+        x = torch.from_numpy(img).permute(2, 0, 1).float() / 255
+        with torch.no_grad(), autocast(amp, "cpu"):
             out = model([x])
-        assert out[0]["masks"].shape[0] == 20, out[0]["masks"].shape
+        assert out[0]["masks"].shape[0] == NUM_DET, out[0]["masks"].shape
         return out
 
     return fn
 
 
-def ultralytics_seg(yaml: str, img: np.ndarray) -> Callable[[], object] | None:
+def yolo_seg(img: np.ndarray, threads: int) -> dict[str, Callable[[], object]] | None:
+    """{'e2e': predict, 'e2e retina': predict with full-size masks, 'net': raw network}."""
     try:
         os.environ.setdefault("YOLO_OFFLINE", "1")
         from ultralytics import YOLO
     except ImportError:
         return None
-    model = YOLO(yaml)
-    threads = torch.get_num_threads()
+    torch.manual_seed(0)
+    model = YOLO("yolov8n-seg.yaml")
+    torch.set_num_threads(threads)  # Ultralytics sets torch to 1 thread
+    imgsz = max(img.shape[:2])
+    model.predict(img, imgsz=imgsz, verbose=False)  # builds the predictor
+    torch.set_num_threads(threads)
     net = model.model.eval()
-    torch.set_num_threads(threads)  # ultralytics sets torch to 1 thread on import/build
     h, w = img.shape[:2]
     hp, wp = (h + 31) // 32 * 32, (w + 31) // 32 * 32
     x = torch.zeros(1, 3, hp, wp)
     x[0, :, :h, :w] = torch.from_numpy(img).permute(2, 0, 1).float() / 255
+    with torch.no_grad():
+        preds = net(x)[0]  # (1, 4 + nc + 32, N) with sigmoid class scores
+    nc = preds.shape[1] - 4 - 32
+    best = preds[0, 4 : 4 + nc].amax(0).sort(descending=True).values
+    conf = float(best[min(100, len(best) - 1)])  # ~100 candidates into NMS
 
-    def fn() -> object:
-        with torch.no_grad():
-            return net(x)  # raw head outputs; NMS + mask assembly excluded (favours the peer)
-
-    return fn
-
-
-def train_throughput(name: str, *, iters: int = 6, batch_size: int = 8, size: int = 256) -> float:
-    from instseg.data.batch import Batch
-    from instseg.models.zoo import build_model
-    from instseg.structures import Instances
-
-    model = build_model(name, num_classes=8, pretrained=False, frozen_bn=True).train()
-    g = torch.Generator().manual_seed(0)
-    images = torch.rand(batch_size, 3, size, size, generator=g) * 255
-    targets = []
-    for _ in range(batch_size):
-        masks = torch.zeros(3, size, size, dtype=torch.bool)
-        boxes = torch.tensor([[20.0, 30, 120, 150], [90, 60, 200, 220], [150, 10, 240, 90]])
-        for j, (x0, y0, x1, y1) in enumerate(boxes.long().tolist()):
-            masks[j, y0:y1, x0:x1] = True
-        targets.append(
-            Instances(
-                image_size=(size, size), boxes=boxes, labels=torch.tensor([0, 1, 2]), masks=masks
+    def e2e(retina: bool) -> Callable[[], object]:
+        def fn() -> object:
+            r = model.predict(
+                img, imgsz=imgsz, conf=conf, max_det=NUM_DET, retina_masks=retina, verbose=False
             )
-        )
-    batch = Batch(images=images, image_sizes=[(size, size)] * batch_size, targets=targets)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            assert r[0].masks is not None and len(r[0].masks) == NUM_DET, len(r[0].boxes)
+            return r
 
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = sum(model.loss(batch).values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        return fn
 
-    sec = measure(step, runs=iters, warmup=1)
-    return batch_size / sec
+    def raw() -> object:
+        with torch.no_grad():
+            return net(x)
+
+    return {"e2e": e2e(False), "e2e retina": e2e(True), "net": raw}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--sizes", type=int, nargs="+", default=[512, 800])
+    p.add_argument("--sizes", type=int, nargs="+", default=[512])
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument(
-        "--no-train", action="store_true", help="skip the training throughput measurement"
-    )
+    p.add_argument("--no-fast-paths", action="store_true", help="skip the fp32 fast-path table")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    rows = []
-    for size in args.sizes:
-        img = test_image(size)
-        cands: list[tuple[str, Callable[[], object] | None]] = [
-            (
-                "ours effl0-fcos (bf16, channels_last)",
-                ours("effl0_fcos_maskrcnn", img, bf16=True, channels_last=True),
-            ),
-            (
-                "ours effl0-fcos (fp32)",
-                ours("effl0_fcos_maskrcnn", img, bf16=False, channels_last=False),
-            ),
-            (
-                "ours r50-fcos (bf16, channels_last)",
-                ours("r50_fcos_maskrcnn", img, bf16=True, channels_last=True),
-            ),
-            (
-                "torchvision maskrcnn_r50_fpn (fp32)",
-                torchvision_maskrcnn(img, bf16=False, channels_last=False),
-            ),
-            (
-                "torchvision maskrcnn_r50_fpn (bf16)",
-                torchvision_maskrcnn(img, bf16=True, channels_last=True),
-            ),
-            ("ultralytics yolov8n-seg (fp32)", ultralytics_seg("yolov8n-seg.yaml", img)),
-            ("ultralytics yolo11n-seg (fp32)", ultralytics_seg("yolo11n-seg.yaml", img)),
-        ]
+    auto = resolve_amp("auto", "cpu")
+    precisions = ["auto", "none"] if auto != "none" else ["none"]
+    label = {"auto": f"auto={'fp32' if auto == 'none' else auto}", "none": "fp32"}
+    print(
+        f"CPU: {cpu_name()}; native bf16 (torch): {cpu_bf16_native()}; amp=auto -> "
+        f"{label['auto']}; torch {torch.__version__}; {args.threads} threads; "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}",
+        flush=True,
+    )
+    lat: dict[tuple[int, str, str], float] = {}
+
+    def run(size: int, name: str, prec: str, fn: Callable[[], object] | None) -> None:
+        if fn is None:
+            print(f"skip {name}: not installed")
+            return
         torch.set_num_threads(args.threads)
-        for label, fn in cands:
-            if fn is None:
-                print(f"skip {label}: not installed")
-                continue
-            torch.set_num_threads(args.threads)
-            sec = measure(fn, args.runs)
-            gf = count_gflops(fn)
-            rows.append((size, label, sec * 1000, gf, gf / sec))
-            print(
-                f"{size:4d}  {label:42s} {sec * 1000:9.1f} ms  {gf:7.1f} GFLOP  "
-                f"{gf / sec:6.1f} GFLOP/s",
-                flush=True,
-            )
-    print("\n| size | model | median ms | GFLOPs | GFLOP/s |\n|---|---|---:|---:|---:|")
-    for size, label, ms, gf, gfs in rows:
-        print(f"| {size} | {label} | {ms:.1f} | {gf:.1f} | {gfs:.1f} |")
-    lat = {(s, lab): ms for s, lab, ms, _, _ in rows}
-    fast = lat.get((512, "ours effl0-fcos (bf16, channels_last)"))
-    if fast:
-        for peer in (
-            "torchvision maskrcnn_r50_fpn (fp32)",
-            "torchvision maskrcnn_r50_fpn (bf16)",
-            "ultralytics yolov8n-seg (fp32)",
-        ):
-            if (512, peer) in lat:
-                print(f"ratio at 512: {peer} / ours-effl0 = {lat[(512, peer)] / fast:.2f}x")
-        print(
-            "targets: >= 5x vs torchvision Mask R-CNN; ours <= 1.5x yolov8n-seg "
-            "(i.e. yolov8n/ours ratio >= 0.67)"
-        )
-    if not args.no_train:
-        ips = train_throughput("effl0_fcos_maskrcnn")
-        print(f"training throughput effl0-fcos, 256 px, batch 8, bf16: {ips:.1f} images/s")
+        ms = measure(fn, args.runs) * 1000
+        lat[(size, name, prec)] = ms
+        print(f"{size:4d}  {name:44s} {label.get(prec, prec):10s} {ms:8.1f} ms", flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = _random_weights_file(Path(tmp))
+        for size in args.sizes:
+            img = test_image(size)
+            for prec in precisions:
+                cl = prec != "none"  # channels_last: the predictor's choice per precision
+                run(size, "ours e2e (ImagePredictor)", prec,
+                    ours_end_to_end(weights, img, amp=prec, channels_last=cl))  # fmt: skip
+                run(size, "ours network", prec, ours_network(img, amp=prec, channels_last=cl))
+                run(size, "torchvision maskrcnn_r50_fpn e2e", prec,
+                    torchvision_maskrcnn(img, amp=prec))  # fmt: skip
+            yolo = yolo_seg(img, args.threads)
+            for key in ("e2e", "e2e retina", "net"):
+                run(size, f"yolov8n-seg {key}", "none", yolo[key] if yolo else None)
+            if not args.no_fast_paths:
+                print("fast paths, fp32 network only:")
+                for cl in (False, True):
+                    for fold in (True, False):
+                        fn = ours_network(img, amp="none", channels_last=cl, frozen_bn=fold)
+                        run(size, f"ours network channels_last={cl} folded_bn={fold}", "none", fn)
+                for ch, convs in ((64, 2), (128, 2), (64, 4), (256, 4)):
+                    run(size, f"ours network fpn/head {ch} ch x {convs} convs", "none",
+                        ours_network(img, amp="none", channels_last=False, fpn_channels=ch,
+                                     head_convs=convs))  # fmt: skip
+    print("\nratios (peer ms / ours ms; > 1 means ours is faster):")
+    print("| size | peer | ours | " + " | ".join(label[p] for p in precisions) + " |")
+    print("|---|---|---|" + "---:|" * len(precisions))
+    pairs = [
+        ("torchvision maskrcnn_r50_fpn e2e", "ours e2e (ImagePredictor)", True),
+        ("yolov8n-seg e2e", "ours e2e (ImagePredictor)", False),
+        ("yolov8n-seg e2e retina", "ours e2e (ImagePredictor)", False),
+        ("yolov8n-seg net", "ours network", False),
+    ]
+    for size in args.sizes:
+        for peer, ours, same_prec in pairs:
+            cells = []
+            for prec in precisions:
+                pk = (size, peer, prec if same_prec else "none")
+                ok = (size, ours, prec)
+                cells.append(f"{lat[pk] / lat[ok]:.2f}x" if pk in lat and ok in lat else "-")
+            print(f"| {size} | {peer} | {ours} | " + " | ".join(cells) + " |")
+    print(
+        "targets on a CPU without native bf16 (fp32 column): >= 5x vs Mask R-CNN R50-FPN end to "
+        "end; >= 1.0x vs yolov8n-seg end to end (no slower). Peers run in fp32 except Mask R-CNN, "
+        "which runs in each column's precision."
+    )
 
 
 if __name__ == "__main__":

@@ -170,8 +170,10 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return conv(cfg)
 
 
-def dump_config(cfg: Any, path: str | Path) -> None:
-    """Write ``cfg`` as YAML (atomically)."""
+def dump_config(cfg: Any, path: str | Path, *, header: str = "") -> None:
+    """Write ``cfg`` as YAML (atomically); ``header`` lines go first as ``#`` comments (facts of
+    the run such as the resolved precision, which must not change what the file configures)."""
     from instseg.utils.io import atomic_write_text
 
-    atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    comments = "".join(f"# {line}\n" for line in header.splitlines())
+    atomic_write_text(Path(path), comments + yaml.safe_dump(to_dict(cfg), sort_keys=False))

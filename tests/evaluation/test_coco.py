@@ -364,7 +364,7 @@ class _Oracle(nn.Module):
         return [o.replace(scores=o.scores * self.w) for o in out]
 
 
-@pytest.mark.parametrize("amp", [False, True])
+@pytest.mark.parametrize("amp", ["none", "bf16", "auto"])
 def test_inference_on_dataset(amp):
     gt = _block_gt()
     batches, outputs = _gt_batches(gt, half=True)

@@ -11,6 +11,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from instseg.utils.precision import AMP_CHOICES
+
 log = logging.getLogger(__name__)
 
 
@@ -25,7 +27,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-thresh", type=float, default=0.05, help="drop detections below")
     p.add_argument("--vis-thresh", type=float, default=0.5, help="draw detections above")
     p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="bf16", choices=["bf16", "none"])
+    p.add_argument(
+        "--amp",
+        default="auto",
+        choices=AMP_CHOICES,
+        help="autocast precision; auto: bf16 on CPUs with native bf16 and on recent GPUs, "
+        "else fp32 (none)",
+    )
     p.add_argument(
         "--explain",
         action="store_true",

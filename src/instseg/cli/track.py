@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from instseg.engine.checkpoint import CheckpointError
+from instseg.utils.precision import AMP_CHOICES
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float, default=None, help="MP4 frame rate (default: source's)")
     p.add_argument("--no-video", action="store_true", help="do not render vis.mp4")
     p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="bf16", choices=["bf16", "none"])
+    p.add_argument(
+        "--amp",
+        default="auto",
+        choices=AMP_CHOICES,
+        help="autocast precision; auto: bf16 on CPUs with native bf16 and on recent GPUs, "
+        "else fp32 (none)",
+    )
     g = p.add_argument_group("semi-supervised propagation (--init-masks)")
     g.add_argument("--max-side", type=int, default=854, help="longer side the features see")
     g.add_argument(

@@ -7,7 +7,7 @@ Example::
     scheduler = build_scheduler(optimizer, max_iters=90_000, warmup_iters=1000, warmup_factor=1e-3)
     ckpt = Checkpointer(model, optimizer=optimizer, scheduler=scheduler, save_dir=out_dir)
     trainer = Trainer(model=wrap_ddp(model), optimizer=optimizer, scheduler=scheduler,
-                      data_loader=loader, max_iters=90_000, device=device, amp="bf16",
+                      data_loader=loader, max_iters=90_000, device=device, amp="auto",
                       checkpointer=ckpt, checkpoint_period=5000, out_dir=out_dir,
                       callbacks=[ProgressBar(), TensorBoardWriter(out_dir / "tb")])
     start = trainer.resume_or_load(weights, resume=True)  # then position the loader at ``start``
@@ -31,7 +31,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ from torch.nn.parallel import DistributedDataParallel
 from instseg.engine.checkpoint import Checkpointer
 from instseg.engine.distributed import is_main_process, reduce_dict
 from instseg.utils.io import atomic_write_text
+from instseg.utils.precision import amp_dtype, resolve_amp
 
 __all__ = [
     "Callback",
@@ -64,7 +65,7 @@ class Trainer:
         data_loader: Iterable[Any],
         max_iters: int,
         device: torch.device | str = "cpu",
-        amp: Literal["none", "bf16", "fp16"] = "none",
+        amp: str = "auto",
         grad_clip: float | None = None,
         checkpointer: Checkpointer | None = None,
         checkpoint_period: int = 0,
@@ -91,8 +92,9 @@ class Trainer:
         self.metrics: dict[str, float] = {}  # scalars of the last step (mean over ranks)
         self.eval_results: dict = {}  # last eval_fn() output ...
         self.eval_iter = -1  # ... and the iteration it was run at
-        self._amp_dtype = _amp_dtype(amp, self.device)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
+        self.amp = resolve_amp(amp, self.device)  # "bf16" | "fp16" | "none"
+        self._amp_dtype = amp_dtype(self.amp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self.checkpointer = checkpointer
         if checkpointer is not None and self.scaler.is_enabled():
             checkpointer.scaler = self.scaler
@@ -421,18 +423,6 @@ def _flatten(d: dict, prefix: str) -> dict[str, float]:
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
             out[key] = float(v)
     return out
-
-
-def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    if amp == "none":
-        return None
-    if amp == "bf16":
-        return torch.bfloat16
-    if amp == "fp16":
-        if device.type != "cuda":
-            raise ValueError(f"amp='fp16' needs a CUDA device (got {device}); use amp='bf16'")
-        return torch.float16
-    raise ValueError(f"amp must be 'none', 'bf16' or 'fp16', got {amp!r}")
 
 
 def _is_ddp(model: nn.Module) -> bool:

@@ -7,7 +7,6 @@ An evaluator sees every batch and the model's predictions for it, keeps whatever
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -19,6 +18,7 @@ from tqdm import tqdm
 
 from instseg.data.batch import Batch
 from instseg.structures import Instances
+from instseg.utils.precision import autocast
 
 __all__ = ["DatasetEvaluator", "inference_on_dataset", "is_main_process"]
 
@@ -60,15 +60,15 @@ def inference_on_dataset(
     loader: Iterable[Batch],
     evaluator: DatasetEvaluator,
     *,
-    amp: bool = False,
+    amp: str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run ``model.predict`` over ``loader`` and return ``evaluator.evaluate()``.
 
     The model is put in eval mode for the run (its previous mode is restored), batches are
-    moved to the model's device, and prediction runs under ``torch.no_grad()``; with
-    ``amp=True`` it also runs under bfloat16 autocast on the model's device type (CPU
-    included). ``progress`` shows a tqdm bar on the main process.
+    moved to the model's device, and prediction runs under ``torch.no_grad()`` and the autocast
+    of ``amp`` (:mod:`instseg.utils.precision`; "auto": bf16 only where the hardware runs it
+    natively, else fp32). ``progress`` shows a tqdm bar on the main process.
     """
     device = _model_device(model)
     was_training = isinstance(model, nn.Module) and model.training
@@ -82,7 +82,7 @@ def inference_on_dataset(
         for batch in bar:
             if device is not None:
                 batch = batch.to(device)
-            with torch.no_grad(), _autocast(device, amp):
+            with torch.no_grad(), autocast(amp, device or torch.device("cpu")):
                 outputs = model.predict(batch)
             if len(outputs) != len(batch):
                 raise RuntimeError(
@@ -108,9 +108,3 @@ def _model_device(model: Any) -> torch.device | None:
         for b in model.buffers():
             return b.device
     return None
-
-
-def _autocast(device: torch.device | None, enabled: bool) -> contextlib.AbstractContextManager:
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=(device or torch.device("cpu")).type, dtype=torch.bfloat16)

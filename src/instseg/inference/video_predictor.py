@@ -13,7 +13,6 @@ model. Memory and time per frame are constant: the memory is a bounded FIFO, tra
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from instseg.data.transforms import resize
 from instseg.models.video.pcan import PCAN, VideoState
 from instseg.structures import Instances
 from instseg.structures.ops import resize_instances
+from instseg.utils.precision import autocast, resolve_amp
 
 __all__ = ["VideoPredictor", "load_video_model"]
 
@@ -59,7 +59,8 @@ class VideoPredictor:
         meta: the weights' meta (class names, category ids, test sizes), optional.
         device: "cpu", "cuda" or "auto" (the model is moved there).
         min_size / max_size: test-time resize (default: meta's, else 256 / 512).
-        amp: "bf16" (autocast) or "none".
+        amp: "auto" (bf16 where the hardware runs it natively, else fp32), "bf16", "fp16"
+            or "none" (see :mod:`instseg.utils.precision`).
         score_thresh: drop tracked detections below this score.
     """
 
@@ -71,7 +72,7 @@ class VideoPredictor:
         device: str = "auto",
         min_size: int | None = None,
         max_size: int | None = None,
-        amp: str = "bf16",
+        amp: str = "auto",
         score_thresh: float = 0.0,
     ) -> None:
         if device == "auto":
@@ -81,7 +82,7 @@ class VideoPredictor:
         self.meta = dict(meta or {})
         self.min_size = int(min_size or self.meta.get("test_min_size", 256))
         self.max_size = int(max_size or self.meta.get("max_size", 512))
-        self.amp, self.score_thresh = amp, score_thresh
+        self.amp, self.score_thresh = resolve_amp(amp, self.device), score_thresh
         self.class_names: list[str] = list(self.meta.get("class_names", []))
         self.category_ids: list[int] = list(self.meta.get("category_ids", []))
         self.state: VideoState = model.init_state()
@@ -112,12 +113,7 @@ class VideoPredictor:
         image, _ = resize(image, Instances.empty((h, w)), size)
         padded, sizes = collate_images([image.float()])
         batch = Batch(images=padded.to(self.device), image_sizes=sizes, orig_sizes=[(h, w)])
-        ctx = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16)
-            if self.amp == "bf16"
-            else nullcontext()
-        )
-        with ctx:
+        with autocast(self.amp, self.device):
             inst, self.state = self.model.predict_frame(batch, self.state)
         inst = inst.to("cpu")
         inst = inst.replace(

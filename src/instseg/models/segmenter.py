@@ -57,7 +57,7 @@ class InstanceSegmenter(nn.Module):
     with the backbone's ``pixel_mean`` / ``pixel_std`` and pads to the detector's
     ``size_divisibility``. A channels_last ``images`` tensor keeps the whole model channels_last
     (call ``model.to(memory_format=torch.channels_last)`` too). Works under
-    ``torch.autocast("cpu", dtype=torch.bfloat16)``: boxes, losses and masks stay float32.
+    bf16 autocast (``instseg.utils.precision.autocast``): boxes, losses and masks stay float32.
 
     Args:
         backbone: the FPN module (``out_channels``, ``names``, ``strides``, ``pixel_mean/std``).

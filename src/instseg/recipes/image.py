@@ -235,8 +235,14 @@ def _keep_eval(module: torch.nn.Module, _inputs: Any) -> None:
     module.training = False
 
 
-def model_meta(cfg: ImageTrainConfig, train_ds: Any) -> dict[str, Any]:
-    """Everything needed to rebuild the model for inference from a weights file."""
+def model_meta(
+    cfg: ImageTrainConfig, train_ds: Any, *, device: torch.device | str = "cpu"
+) -> dict[str, Any]:
+    """Everything needed to rebuild the model for inference from a weights file, plus the
+    precision it was trained in (``precision``: :func:`~instseg.utils.precision.precision_info`).
+    """
+    from instseg.utils.precision import precision_info
+
     return {
         "task": "image",
         # rebuilt without any weight file, with the BatchNorm layout it was trained with
@@ -255,6 +261,7 @@ def model_meta(cfg: ImageTrainConfig, train_ds: Any) -> dict[str, Any]:
         "class_names": list(train_ds.category_names),
         "test_min_size": cfg.data.test_min_size,
         "max_size": cfg.data.max_size,
+        "precision": precision_info(cfg.solver.amp, device),
     }
 
 
@@ -268,6 +275,7 @@ def train(cfg: ImageTrainConfig, *, resume: bool = False, progress: bool = True)
     from instseg.engine.checkpoint import Checkpointer, save_weights
     from instseg.engine.optim import build_optimizer, build_scheduler
     from instseg.engine.trainer import ProgressBar, TensorBoardWriter, Trainer, seed_everything
+    from instseg.utils.precision import precision_header
 
     distributed = dist.init_distributed()
     out_dir = Path(cfg.out_dir)
@@ -277,7 +285,7 @@ def train(cfg: ImageTrainConfig, *, resume: bool = False, progress: bool = True)
     device = resolve_device(cfg.device)
     if dist.is_main_process():
         out_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out_dir / "config.yaml")
+        dump_config(cfg, out_dir / "config.yaml", header=precision_header(cfg.solver.amp, device))
         splits = prepare_data(cfg.data, out_dir)
     dist.barrier()
     splits = prepare_data(cfg.data, out_dir)  # no-op when already generated
@@ -346,7 +354,9 @@ def train(cfg: ImageTrainConfig, *, resume: bool = False, progress: bool = True)
     trainer.train()
     metrics = trainer.eval_results
     if dist.is_main_process():
-        save_weights(model, out_dir / "model.pt", half=False, meta=model_meta(cfg, train_ds))
+        save_weights(
+            model, out_dir / "model.pt", half=False, meta=model_meta(cfg, train_ds, device=device)
+        )
         atomic_write_json(out_dir / "metrics.json", metrics, indent=2)
     return metrics
 
@@ -357,7 +367,7 @@ def evaluate(
     dataset: Any,
     gt_json: Path,
     *,
-    amp: str = "bf16",
+    amp: str = "auto",
     out_dir: Path | None = None,
     batch_size: int = 2,
     progress: bool = True,
@@ -407,9 +417,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        metrics = inference_on_dataset(
-            model, loader, evaluator, amp=amp == "bf16", progress=progress
-        )
+        metrics = inference_on_dataset(model, loader, evaluator, amp=amp, progress=progress)
     finally:
         model.train(was_training)
     if metrics and (eval_cfg.amodal or eval_cfg.occluded):

@@ -73,7 +73,9 @@ class SolverConfig:
     max_iters: int = 1500
     warmup_iters: int = 100
     grad_clip: float | None = 10.0  # max gradient norm (None = off)
-    amp: str = "bf16"  # none | bf16 | fp16 (fp16 only on CUDA)
+    # auto | bf16 | fp16 | none: auto = bf16 on a CPU with native bf16, fp32 on other CPUs,
+    # bf16/fp16 on CUDA by capability (instseg.utils.precision); fp16 only on CUDA
+    amp: str = "auto"
 
 
 @dataclass

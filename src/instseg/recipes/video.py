@@ -254,8 +254,13 @@ def build_video_model_from_config(cfg: VideoModelConfig, *, num_classes: int) ->
     return model
 
 
-def video_model_meta(cfg: VideoTrainConfig, data: YTVISDataset) -> dict[str, Any]:
-    """Everything :func:`~instseg.inference.video_predictor.load_video_model` needs."""
+def video_model_meta(
+    cfg: VideoTrainConfig, data: YTVISDataset, *, device: torch.device | str = "cpu"
+) -> dict[str, Any]:
+    """Everything :func:`~instseg.inference.video_predictor.load_video_model` needs, plus the
+    training precision (``precision``)."""
+    from instseg.utils.precision import precision_info
+
     frozen = cfg.model.pretrained if cfg.model.frozen_bn is None else cfg.model.frozen_bn
     return {
         "task": "video",
@@ -266,6 +271,7 @@ def video_model_meta(cfg: VideoTrainConfig, data: YTVISDataset) -> dict[str, Any
         "class_names": list(data.categories.values()),
         "test_min_size": cfg.data.test_min_size,
         "max_size": cfg.data.max_size,
+        "precision": precision_info(cfg.solver.amp, device),
     }
 
 
@@ -277,6 +283,7 @@ def train_video(
     from instseg.engine.checkpoint import Checkpointer, save_weights
     from instseg.engine.optim import build_optimizer, build_scheduler
     from instseg.engine.trainer import ProgressBar, TensorBoardWriter, Trainer, seed_everything
+    from instseg.utils.precision import precision_header
 
     out_dir = Path(cfg.out_dir)
     if cfg.threads > 0:
@@ -284,7 +291,7 @@ def train_video(
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, out_dir / "config.yaml")
+    dump_config(cfg, out_dir / "config.yaml", header=precision_header(cfg.solver.amp, device))
     splits = prepare_video_data(cfg.data, out_dir)
     train_data = _load_video_data(splits.train_json, splits.train_root, cfg.data)
     train_ds = build_pair_dataset(train_data, cfg.data, seed=cfg.seed)
@@ -324,7 +331,7 @@ def train_video(
     )  # fmt: skip
     trainer.train()
     metrics = trainer.eval_results
-    save_weights(model, out_dir / "model.pt", meta=video_model_meta(cfg, train_data))
+    save_weights(model, out_dir / "model.pt", meta=video_model_meta(cfg, train_data, device=device))
     atomic_write_json(out_dir / "metrics.json", metrics, indent=2)
     return metrics
 
@@ -342,7 +349,7 @@ def evaluate_video(
     category_ids: Sequence[int],
     min_size: int,
     max_size: int,
-    amp: str = "bf16",
+    amp: str = "auto",
     max_videos: int | None = None,
     out_dir: Path | None = None,
 ) -> dict[str, Any]:
@@ -352,9 +359,7 @@ def evaluate_video(
     from instseg.inference.video_predictor import VideoPredictor
 
     evaluator = YTVISEvaluator(gt, category_ids=category_ids, out_dir=out_dir)
-    predictor = VideoPredictor(
-        model, min_size=min_size, max_size=max_size, amp="bf16" if amp == "bf16" else "none"
-    )
+    predictor = VideoPredictor(model, min_size=min_size, max_size=max_size, amp=amp)
     was_training = model.training
     try:
         for video in gt.videos[:max_videos]:
