@@ -176,3 +176,12 @@ def test_resume_false_loads_weights_only(tmp_path: Path) -> None:
     model, opt, _, ckpt2 = _setup(tmp_path / "new", seed=3)
     assert ckpt2.resume_or_load(tmp_path / "run" / "model_final.pth", resume=True) == 0
     assert torch.equal(model.fc2.weight, src.fc2.weight) and not opt.state
+
+
+def test_save_weights_refuses_str_subclasses_in_meta(tmp_path: Path) -> None:
+    """torch.__version__ is a str subclass that weights_only loading refuses: saving it must
+    fail at once, not leave a file that cannot be read."""
+    with pytest.raises(TypeError, match="torch"):
+        save_weights(ToyModel(), tmp_path / "w.pth", meta={"torch": torch.__version__})
+    assert not (tmp_path / "w.pth").exists()
+    save_weights(ToyModel(), tmp_path / "w.pth", meta={"torch": str(torch.__version__)})

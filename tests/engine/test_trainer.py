@@ -216,3 +216,20 @@ def test_grad_clip_logs_norm_and_move_to_device() -> None:
     assert moved["b"].images.device == meta and isinstance(moved["b"], Batch)
     assert moved["t"][0].device == meta and moved["t"][1][0].device == meta
     assert isinstance(moved["t"], tuple) and moved["n"] == 3
+
+
+def test_images_channels_last_converts_only_image_tensors() -> None:
+    from instseg.data.batch import Batch
+    from instseg.engine.trainer import images_channels_last
+    from instseg.models.video.pcan import ClipBatch
+
+    def batch() -> Batch:
+        return Batch(images=torch.rand(2, 3, 8, 10), image_sizes=[(8, 10)] * 2)
+
+    out = images_channels_last(batch())
+    assert out.images.is_contiguous(memory_format=torch.channels_last)
+    assert not out.images.is_contiguous()  # really NHWC, not a no-op
+    clip = images_channels_last(ClipBatch(key=batch(), reference=batch(), memory=(batch(),)))
+    for b in (clip.key, clip.reference, *clip.memory):
+        assert b.images.is_contiguous(memory_format=torch.channels_last)
+    assert images_channels_last({"x": torch.rand(2, 3, 4, 4)})["x"].is_contiguous()

@@ -271,8 +271,9 @@ _PLAIN = (Tensor, int, float, bool, str, bytes, type(None), torch.Size, torch.dt
 
 
 def _check_plain(obj: Any, where: str) -> None:
-    """Raise TypeError if ``obj`` holds anything weights_only loading would refuse."""
-    if isinstance(obj, _PLAIN):
+    """Raise TypeError if ``obj`` holds anything weights_only loading would refuse (exact types:
+    a ``str`` subclass such as ``torch.__version__`` is refused)."""
+    if isinstance(obj, Tensor) or type(obj) in _PLAIN:
         return
     if isinstance(obj, Mapping):
         for k, v in obj.items():

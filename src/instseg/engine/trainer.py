@@ -24,6 +24,7 @@ then the user's ``callbacks``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -66,6 +67,7 @@ class Trainer:
         max_iters: int,
         device: torch.device | str = "cpu",
         amp: str = "auto",
+        channels_last: bool = False,
         grad_clip: float | None = None,
         checkpointer: Checkpointer | None = None,
         checkpoint_period: int = 0,
@@ -78,7 +80,9 @@ class Trainer:
         """``model`` is the plain model or the output of ``wrap_ddp`` (whose forward is the
         loss). ``eval_fn() -> dict`` runs every ``eval_period`` iterations (0: only at the end)
         under ``torch.no_grad`` with the model in eval mode; ``checkpoint_period`` 0 saves only
-        ``model_final``."""
+        ``model_final``. ``amp``: see :mod:`instseg.utils.precision`. ``channels_last``: every
+        4-D ``images`` tensor of a batch is made NHWC before the step (convert the model itself
+        with ``model.to(memory_format=torch.channels_last)`` before wrapping it)."""
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -86,6 +90,7 @@ class Trainer:
         self.max_iters = int(max_iters)
         self.device = torch.device(device)
         self.grad_clip = grad_clip
+        self.channels_last = channels_last
         self.log_period = max(1, int(log_period))
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.iter = 0
@@ -139,6 +144,8 @@ class Trainer:
         """One iteration: batch -> losses -> finite check -> backward -> clip -> step."""
         t0 = time.perf_counter()
         batch = move_to_device(self._next_batch(), self.device)
+        if self.channels_last:
+            batch = images_channels_last(batch)
         data_time = time.perf_counter() - t0
         lr = self.optimizer.param_groups[0]["lr"]
         with torch.autocast(self.device.type, self._amp_dtype, enabled=self._amp_dtype is not None):
@@ -394,6 +401,23 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
         return {k: move_to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
         return type(batch)(move_to_device(v, device) for v in batch)
+    return batch
+
+
+def images_channels_last(batch: Any) -> Any:
+    """The batch with every 4-D ``images`` tensor in NHWC memory (``Batch``, a dataclass of
+    batches such as ``ClipBatch``, or tuples of them); other fields untouched."""
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        changes = {}
+        for f in dataclasses.fields(batch):
+            v = getattr(batch, f.name)
+            if f.name == "images" and isinstance(v, Tensor) and v.dim() == 4:
+                changes[f.name] = v.contiguous(memory_format=torch.channels_last)
+            elif dataclasses.is_dataclass(v) or isinstance(v, tuple):
+                changes[f.name] = images_channels_last(v)
+        return dataclasses.replace(batch, **changes) if changes else batch
+    if isinstance(batch, tuple):
+        return tuple(images_channels_last(v) for v in batch)
     return batch
 
 

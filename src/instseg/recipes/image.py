@@ -308,6 +308,9 @@ def train(cfg: ImageTrainConfig, *, resume: bool = False, progress: bool = True)
         steps=tuple(s.steps),
     )
     checkpointer = Checkpointer(model, optimizer=optimizer, scheduler=scheduler, save_dir=out_dir)
+    channels_last = s.channels_last if s.channels_last is not None else device.type == "cpu"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     train_model = dist.wrap_ddp(model) if distributed else model
 
     def eval_fn() -> dict[str, Any]:
@@ -334,6 +337,7 @@ def train(cfg: ImageTrainConfig, *, resume: bool = False, progress: bool = True)
         max_iters=s.max_iters,
         device=device,
         amp=s.amp,
+        channels_last=channels_last,
         grad_clip=s.grad_clip,
         checkpointer=checkpointer,
         checkpoint_period=cfg.checkpoint_period,

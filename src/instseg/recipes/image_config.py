@@ -76,6 +76,10 @@ class SolverConfig:
     # auto | bf16 | fp16 | none: auto = bf16 on a CPU with native bf16, fp32 on other CPUs,
     # bf16/fp16 on CUDA by capability (instseg.utils.precision); fp16 only on CUDA
     amp: str = "auto"
+    # NHWC memory layout for model and images; None: on for CPU, where it makes a training step
+    # 1.6x faster in fp32 and in bf16 (measured on Zen 4 and with AVX2 only; off for the video
+    # recipe unless set)
+    channels_last: bool | None = None
 
 
 @dataclass

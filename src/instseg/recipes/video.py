@@ -297,6 +297,8 @@ def train_video(
     train_ds = build_pair_dataset(train_data, cfg.data, seed=cfg.seed)
     model = build_video_model_from_config(cfg.model, num_classes=len(train_data.categories))
     model = model.to(device)
+    if cfg.solver.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     s = cfg.solver
     optimizer = build_optimizer(
         model, name=s.optimizer, lr=s.lr, weight_decay=s.weight_decay, momentum=s.momentum
@@ -320,6 +322,7 @@ def train_video(
     trainer = Trainer(
         model=model, optimizer=optimizer, scheduler=scheduler, data_loader=[],
         max_iters=s.max_iters, device=device, amp=s.amp, grad_clip=s.grad_clip,
+        channels_last=bool(s.channels_last),
         checkpointer=checkpointer, checkpoint_period=cfg.checkpoint_period,
         callbacks=[ProgressBar(enabled=progress), TensorBoardWriter(out_dir / "tb")],
         log_period=cfg.log_period, eval_fn=eval_fn, eval_period=cfg.eval_period, out_dir=out_dir,

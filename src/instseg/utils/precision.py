@@ -135,7 +135,7 @@ def precision_info(amp: str = "auto", device: torch.device | str = "cpu") -> dic
         "cpu": cpu_name(),
         "cpu_bf16_native": cpu_bf16_native(),
         "cpu_bf16_source": "torch" if _ask_torch_bf16() is not None else "probe",
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
     }
     if dev.type == "cuda" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(dev)
