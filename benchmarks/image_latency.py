@@ -191,6 +191,7 @@ def yolo_seg(img: np.ndarray, threads: int) -> dict[str, Callable[[], object]] |
     scores = r.boxes.conf.sort(descending=True).values
     conf = float(scores[min(2 * NUM_DET, len(scores)) - 1]) * 0.999
     torch.set_num_threads(threads)
+
     def e2e(retina: bool) -> Callable[[], object]:
         def fn() -> object:
             r = model.predict(

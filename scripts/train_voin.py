@@ -365,6 +365,7 @@ def _run_trainer(args: argparse.Namespace, stage: nn.Module, loader: Iterator[di
         data_loader=loader,
         max_iters=args.iters,
         device=args.device,
+        amp="none",  # the shape and flow stages train in fp32 (as the shipped model's card says)
         checkpointer=ckpt,
         out_dir=args.out,
         log_period=10,

@@ -39,6 +39,7 @@ def main(out: Path) -> None:
         optimizer=opt,
         data_loader=ToyLoader(seed=rank + 1),
         max_iters=STEPS,
+        amp="none",  # exact comparison with the single process below
         checkpointer=Checkpointer(ddp, optimizer=opt, save_dir=out / "ckpt"),
         log_period=1,
         out_dir=out,

@@ -76,6 +76,7 @@ def test_two_process_ddp_matches_single_process(tmp_path: Path) -> None:
         optimizer=opt,
         data_loader=_ConcatLoader(),
         max_iters=4,
+        amp="none",
         log_period=1,
         out_dir=single,
     ).train()

@@ -11,6 +11,11 @@
   CUDA.
 - ``"none"`` (alias ``"fp32"``): no autocast.
 
+``INSTSEG_CPU_BF16=0`` / ``=1`` overrides the CPU capability answer. To reproduce a CPU without
+AVX-512 on one that has it, cap oneDNN and ATen: ``ONEDNN_MAX_CPU_ISA=AVX2
+ATEN_CPU_CAPABILITY=avx2`` (torch then reports no native bf16 and emulates it, about 60x slower
+per conv, as measured on a real Zen 3).
+
 :func:`resolve_amp` turns a request into ``"bf16" | "fp16" | "none"`` and logs the choice once
 per (request, device type); :func:`autocast` is the context manager every code path uses;
 :func:`precision_info` is what run metadata and benchmarks record.
@@ -134,7 +139,7 @@ def precision_info(amp: str = "auto", device: torch.device | str = "cpu") -> dic
         "device": dev.type,
         "cpu": cpu_name(),
         "cpu_bf16_native": cpu_bf16_native(),
-        "cpu_bf16_source": "torch" if _ask_torch_bf16() is not None else "probe",
+        "cpu_bf16_source": _bf16_source(),
         "torch": str(torch.__version__),
     }
     if dev.type == "cuda" and torch.cuda.is_available():
@@ -180,11 +185,17 @@ def _reason(dev: torch.device) -> str:
     import torch
 
     if dev.type == "cpu":
-        src = "torch" if _ask_torch_bf16() is not None else "micro-probe"
+        src = _bf16_source()
         return f"{cpu_name()}, native bf16: {'yes' if cpu_bf16_native() else 'no'} ({src})"
     if dev.type == "cuda" and torch.cuda.is_available():
         return torch.cuda.get_device_name(dev)
     return dev.type
+
+
+def _bf16_source() -> str:
+    if os.environ.get("INSTSEG_CPU_BF16") in ("0", "1"):
+        return "INSTSEG_CPU_BF16"
+    return "torch" if _ask_torch_bf16() is not None else "micro-probe"
 
 
 def _label(resolved: str) -> str:
