@@ -1,5 +1,6 @@
 """``instseg track``: all outputs on a generated 6-frame video with a tiny random PCAN, the
-missing-default-weights message, and ``--init-masks`` propagation (ImageNet features only)."""
+missing-default-weights message, and ``instseg propagate`` of first-frame masks (ImageNet
+features, and the shipped embedding); ``track --init-masks`` still runs it, with a warning."""
 
 from __future__ import annotations
 
@@ -85,7 +86,8 @@ def test_track_without_weights_explains_how_to_train(clip, tmp_path, monkeypatch
         main(["track", "--source", str(clip[0]), "--out", str(tmp_path / "o")])
 
 
-def test_init_masks_writes_one_indexed_png_per_frame(clip, tmp_path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("command", ["propagate", "track"])
+def test_init_masks_writes_one_indexed_png_per_frame(clip, tmp_path, caplog, command) -> None:  # noqa: ANN001
     folder, (video,) = clip
     gt = []
     for t in range(6):
@@ -98,8 +100,10 @@ def test_init_masks_writes_one_indexed_png_per_frame(clip, tmp_path) -> None:  #
     masks = tmp_path / "init"
     write_davis_label(masks / "00000.png", gt[0])
     out = tmp_path / "semi"
-    assert main(["track", "--source", str(folder), "--init-masks", str(masks), "--out", str(out),
+    assert main([command, "--source", str(folder), "--init-masks", str(masks), "--out", str(out),
                  "--max-side", "224", "--no-video"]) == 0  # fmt: skip
+    deprecated = [r for r in caplog.records if "deprecated" in r.getMessage()]
+    assert len(deprecated) == (command == "track")
     pngs = sorted((out / "masks").glob("*.png"))
     assert [p.stem for p in pngs] == [f"{t:05d}" for t in range(6)]
     pred = [read_davis_label(p) for p in pngs]
@@ -121,7 +125,7 @@ def test_init_masks_with_the_shipped_propagation_embedding(clip, tmp_path) -> No
     write_davis_label(tmp_path / "init" / "00000.png", lab)
     weights = Path(__file__).resolve().parents[2] / "src/instseg/weights/propagation_default.pt"
     out = tmp_path / "semi"
-    assert main(["track", "--source", str(folder), "--init-masks", str(tmp_path / "init"),
+    assert main(["propagate", "--source", str(folder), "--init-masks", str(tmp_path / "init"),
                  "--weights", str(weights), "--out", str(out), "--no-video"]) == 0  # fmt: skip
     pngs = sorted((out / "masks").glob("*.png"))
     assert len(pngs) == 6 and all(set(np.unique(read_davis_label(p))) <= {0, 1} for p in pngs)

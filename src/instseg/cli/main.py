@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("instseg.cli.evaluate", "score result files with the official metrics"),
     "data": ("instseg.cli.data", "generate / convert / split data sets"),
     "track": ("instseg.cli.track", "video instance segmentation and tracking"),
+    "propagate": ("instseg.cli.propagate", "propagate first-frame object masks over a video"),
     "inpaint": ("instseg.cli.inpaint", "occlusion-aware video object inpainting"),
 }
 

@@ -11,7 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from instseg.utils.precision import AMP_CHOICES
+from instseg.cli.options import add_amp_argument
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-thresh", type=float, default=0.05, help="drop detections below")
     p.add_argument("--vis-thresh", type=float, default=0.5, help="draw detections above")
     p.add_argument("--device", default="auto")
-    p.add_argument(
-        "--amp",
-        default="auto",
-        choices=AMP_CHOICES,
-        help="autocast precision; auto: bf16 on CPUs with native bf16 and on recent GPUs, "
-        "else fp32 (none)",
-    )
+    add_amp_argument(p)
     p.add_argument(
         "--explain",
         action="store_true",
@@ -126,7 +120,9 @@ def run(args: argparse.Namespace) -> int:
 
 def default_weights() -> Path:
     """The shipped default image model (trained by `instseg demo`, see its model card)."""
-    p = Path(__file__).resolve().parents[1] / "weights" / "demo_image.pt"
+    from instseg.engine.weights import shipped_weights
+
+    p = shipped_weights("image")
     if not p.is_file():
         raise SystemExit(
             "no --weights given and no shipped default model found; run `./run demo` and pass "
