@@ -1,5 +1,5 @@
 """Semi-supervised VOS on held-out DAVIS-2016-subset sequences: instance-prototype propagation
-(``instseg track --init-masks``, ImageNet EfficientNet-Lite0 features, no video training)
+(``instseg propagate``, ImageNet EfficientNet-Lite0 features, no video training)
 side by side with two baselines, J&F by ``instseg.evaluation.vos`` (DAVIS protocol: first and
 last frame excluded, means over objects).
 

@@ -1,5 +1,5 @@
 """Train the propagation embedding (:mod:`instseg.models.video.propagation_embedding`) for
-``instseg track --init-masks ... --weights W`` on real DAVIS sequences.
+``instseg propagate --init-masks ... --weights W`` on real DAVIS sequences.
 
 Frozen ImageNet EfficientNet-Lite0 features (:class:`BackboneFeatures`, computed once at
 ``--max-side`` and cached in ``OUT/features``); each step takes a random sequence, a random
@@ -28,6 +28,7 @@ import torch
 
 from instseg.data.davis import list_davis_sequences, read_davis_label
 from instseg.data.davis_splits import SEMISUP_HELD_OUT, SEMISUP_TUNING
+from instseg.engine.weights import WeightsMeta, save_weights_file
 from instseg.inference.propagate import (
     BackboneFeatures,
     coverage,
@@ -40,7 +41,7 @@ from instseg.models.video.propagation_embedding import (
     propagation_read,
 )
 from instseg.utils.image import read_image
-from instseg.utils.io import atomic_write, atomic_write_json
+from instseg.utils.io import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO / ".." / "shared" / "data" / "davis2016-train-subset"
@@ -88,17 +89,17 @@ def main(argv: list[str] | None = None) -> int:
         if (it + 1) % 50 == 0:
             print(f"iter {it + 1}/{args.iters} loss {np.mean(losses[-50:]):.4f}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "kind": "propagation_embedding",
-        "channels": model.channels,
-        "hidden": args.hidden,
-        "sequences": args.sequences,
-        "iters": args.iters,
-        "seed": args.seed,
-        "max_side": args.max_side,
-    }
-    state = {k: v.half() for k, v in model.state_dict().items()}
-    atomic_write(args.out / "model.pt", lambda f: torch.save({"model": state, "meta": meta}, f))
+    meta = WeightsMeta(
+        task="propagation",
+        model={"channels": model.channels, "hidden": args.hidden},
+        training={
+            "sequences": args.sequences,
+            "iters": args.iters,
+            "seed": args.seed,
+            "max_side": args.max_side,
+        },
+    )
+    save_weights_file(model, args.out / "model.pt", meta, half=True)
     n = min(50, len(losses))
     metrics = {
         "loss_first50": float(np.mean(losses[:n])),
