@@ -117,8 +117,8 @@ def ours_end_to_end(
 def ours_network(
     img: np.ndarray, *, amp: str, channels_last: bool, **build_kw: object
 ) -> Callable[[], object]:
-    from instseg.data.batch import Batch, collate_images
     from instseg.models.zoo import build_model
+    from instseg.structures.batch import Batch, collate_images
 
     torch.manual_seed(0)
     kw = {"frozen_bn": True, **build_kw}

@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     if args.weights:
-        nets, meta = load_voin_weights(args.weights)
+        nets, wmeta = load_voin_weights(args.weights)
+        meta = wmeta.model
         label = f"{args.weights} ({meta['variant']})"
     else:
         torch.manual_seed(0)

@@ -32,7 +32,7 @@ import torch
 from instseg.config import load_config
 from instseg.inference.video_predictor import load_video_model
 from instseg.models.video.pcan import PCAN
-from instseg.recipes.video import _load_video_data, evaluate_video, prepare_video_data
+from instseg.recipes.video import evaluate_video, load_video_data, prepare_video_data
 from instseg.recipes.video_config import VideoTrainConfig
 
 KEYS = ("AP", "AP50", "AP75", "AR1", "AR10")
@@ -99,14 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     splits = prepare_video_data(cfg.data, Path(cfg.out_dir))
     if splits.test_json is None:
         raise SystemExit(f"{args.config}: no test split to evaluate on")
-    test = _load_video_data(splits.test_json, splits.test_root or ".", cfg.data)
+    test = load_video_data(splits.test_json, splits.test_root or ".", cfg.data)
     model, meta = load_video_model(args.weights)
     args.out.mkdir(parents=True, exist_ok=True)
 
     def run(kw: dict[str, Any]) -> dict[str, Any]:
         with setting(model, **kw):
             return evaluate_video(
-                model, test, category_ids=meta["category_ids"], min_size=cfg.data.test_min_size,
+                model, test, category_ids=list(meta.category_ids), min_size=cfg.data.test_min_size,
                 max_size=cfg.data.max_size, amp=cfg.solver.amp, max_videos=args.videos or None,
             )  # fmt: skip
 

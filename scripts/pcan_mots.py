@@ -19,14 +19,14 @@ from pathlib import Path
 
 import torch
 
-from instseg.cli.track import _paint
 from instseg.config import load_config
 from instseg.data.mots import MOTSObject, write_mots_txt
 from instseg.evaluation.mots import evaluate_mots
 from instseg.inference.video_predictor import VideoPredictor
-from instseg.recipes.video import _load_video_data, prepare_video_data
+from instseg.recipes.video import load_video_data, prepare_video_data
 from instseg.recipes.video_config import VideoTrainConfig
 from instseg.structures.masks import mask_to_rle
+from instseg.structures.ops import paint_instances
 from instseg.utils.image import read_image
 
 KEYS = ("sMOTSA", "MOTSA", "MOTSP", "IDF1", "IDSW", "HOTA")
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     splits = prepare_video_data(cfg.data, Path(cfg.out_dir))
     if splits.test_json is None:
         raise SystemExit(f"{args.config}: no test split")
-    test = _load_video_data(splits.test_json, splits.test_root or ".", cfg.data)
+    test = load_video_data(splits.test_json, splits.test_root or ".", cfg.data)
     predictor = VideoPredictor.from_weights(args.weights, device="cpu")
     gt_dir, res_dir = args.out / "gt", args.out / "results"
     lengths = {}
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         for t, path in enumerate(video.frame_paths):
             inst = predictor(read_image(path))
             inst = inst[inst.scores > args.score_thresh]
-            owner = _paint(inst)  # 1 + instance index, higher score on top (as instseg track)
+            owner = paint_instances(inst)  # 1 + instance index, higher score on top
             for i in range(len(inst)):
                 m = owner == i + 1
                 if m.any():

@@ -10,11 +10,12 @@ tensors back to the parameters' dtypes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import torch
 
-from instseg.inference.loading import read_weights_file
+from instseg.engine.weights import read_weights_file
 from instseg.utils.io import atomic_write
 
 
@@ -33,11 +34,13 @@ def main() -> None:
     args = p.parse_args()
     state, meta = read_weights_file(args.weights)
     if args.memory_length is not None:
-        if meta.get("task") != "video":
+        if meta.task != "video":
             raise SystemExit(f"{args.weights}: --memory-length is for PCAN (task: video) weights")
-        meta = {**meta, "model": {**meta.get("model", {}), "memory_length": args.memory_length}}
+        meta = dataclasses.replace(meta, model={**meta.model, "memory_length": args.memory_length})
     half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    out = atomic_write(Path(args.out), lambda f: torch.save({"model": half, "meta": meta}, f))
+    out = atomic_write(
+        Path(args.out), lambda f: torch.save({"model": half, "meta": meta.to_dict()}, f)
+    )
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {len(half)} tensors)")
 
 

@@ -261,7 +261,7 @@ def _pipelines(nets: VOINNets, meta: dict, args: argparse.Namespace) -> dict[str
         "window": args.window,
         "overlap": args.overlap,
         "flow_preset": args.preset,
-        "canvas_size": int(meta.get("canvas_size", 64)),
+        "canvas_size": int(meta.get("model", {}).get("canvas_size", 64)),
         "progress": False,
     }
     return {
@@ -334,15 +334,15 @@ def _load_nets(path: Path | None) -> tuple[VOINNets | None, dict]:
             print(f"no --weights and no {DEFAULT_WEIGHTS}: learned rows skipped")
             return None, {}
         path = DEFAULT_WEIGHTS
-    nets, meta = load_voin_weights(path)
-    overlap = set(meta.get("train_sequences", [])) & set(EVAL_SEQUENCES)
+    nets, wmeta = load_voin_weights(path)
+    overlap = set(wmeta.training.get("train_sequences", [])) & set(EVAL_SEQUENCES)
     if overlap:
         print(f"WARNING: {path} was trained on evaluation sequences {sorted(overlap)}")
     print(
-        f"weights: {path} (variant {meta.get('variant')}, iterations "
-        f"{meta.get('iterations')}, trained={meta.get('trained')})"
+        f"weights: {path} (variant {wmeta.model.get('variant')}, iterations "
+        f"{wmeta.training.get('iterations')}, trained={wmeta.trained})"
     )
-    return nets, meta
+    return nets, wmeta.to_dict()
 
 
 def _machine(args: argparse.Namespace) -> str:

@@ -49,9 +49,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from instseg.data.davis_splits import VOIN_EVAL, VOIN_TRAIN  # noqa: E402
 from instseg.data.video_occlusion import make_eval_split  # noqa: E402
-from instseg.evaluation.inpainting import evaluate_inpainting  # noqa: E402
+from instseg.evaluation.inpainting import (
+    evaluate_inpainting,  # noqa: E402
+    flow_epe,  # noqa: E402
+)
 from instseg.models.inpainting.baselines import inpaint_opencv, propagation_baseline  # noqa: E402
-from instseg.models.inpainting.flow import clip_flows, fill_clip_flows, flow_epe  # noqa: E402
+from instseg.models.inpainting.flow import clip_flows, fill_clip_flows  # noqa: E402
 from instseg.utils.image import read_image  # noqa: E402
 from instseg.utils.io import atomic_write_json  # noqa: E402
 

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from instseg.engine.checkpoint import save_weights
-from instseg.recipes.image import build_model_from_config
-from instseg.recipes.image_config import ModelConfig
+from instseg.models.build import ModelConfig, build_model_from_config
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "davis2016-train-subset"
 

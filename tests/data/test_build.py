@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from instseg.data.batch import Batch
 from instseg.data.build import (
     InferenceSampler,
     TrainingSampler,
@@ -19,6 +18,7 @@ from instseg.data.build import (
 )
 from instseg.data.transforms import RandomHorizontalFlip, ResizeShortestEdge
 from instseg.structures import Instances
+from instseg.structures.batch import Batch
 
 
 class TinyDataset:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from instseg.data.batch import Batch, collate_images
 from instseg.data.class_split import SPLITS, VOC_CLASSES, PartialMaskSupervision, resolve_split
 from instseg.data.synthetic import SceneConfig, scene_categories
 from instseg.data.transforms import Compose, RandomHorizontalFlip
@@ -13,6 +12,7 @@ from instseg.evaluation.coco import VOC_CLASS_NAMES
 from instseg.models.heads.commonality import CommonalityMaskHead
 from instseg.models.zoo import effl0_fcos_maskrcnn
 from instseg.structures import Instances
+from instseg.structures.batch import Batch, collate_images
 
 # a COCO-like category list: the 20 VOC classes at their COCO ids plus four non-VOC ones
 COCO_IDS = {

@@ -11,7 +11,6 @@ import pytest
 import torch
 from _engine_toy import ToyLoader, ToyModel, run_toy_training
 
-from instseg.data.batch import Batch
 from instseg.engine.optim import build_optimizer
 from instseg.engine.trainer import (
     Callback,
@@ -21,6 +20,7 @@ from instseg.engine.trainer import (
     move_to_device,
     seed_everything,
 )
+from instseg.structures.batch import Batch
 
 HERE = Path(__file__).resolve().parent
 
@@ -219,9 +219,8 @@ def test_grad_clip_logs_norm_and_move_to_device() -> None:
 
 
 def test_images_channels_last_converts_only_image_tensors() -> None:
-    from instseg.data.batch import Batch
     from instseg.engine.trainer import images_channels_last
-    from instseg.models.video.pcan import ClipBatch
+    from instseg.structures.batch import Batch, ClipBatch
 
     def batch() -> Batch:
         return Batch(images=torch.rand(2, 3, 8, 10), image_sizes=[(8, 10)] * 2)

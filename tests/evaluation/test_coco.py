@@ -15,7 +15,6 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import nn
 
-from instseg.data.batch import Batch
 from instseg.evaluation.coco import (
     METRIC_KEYS,
     COCOEvaluator,
@@ -26,6 +25,7 @@ from instseg.evaluation.coco import (
 )
 from instseg.evaluation.evaluator import inference_on_dataset
 from instseg.structures import Instances
+from instseg.structures.batch import Batch
 from instseg.structures.masks import masks_to_boxes
 
 

@@ -15,7 +15,6 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from instseg.data.batch import Batch
 from instseg.data.ytvis import load_ytvis_dataset
 from instseg.evaluation.vis import (
     COCO_AREA_RANGES,
@@ -26,6 +25,7 @@ from instseg.evaluation.vis import (
     video_iou,
 )
 from instseg.structures import Instances, mask_to_rle
+from instseg.structures.batch import Batch
 
 YTVIS_JSON = (
     Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "davis2016-train-subset"

@@ -10,8 +10,7 @@ from PIL import Image
 from instseg.cli.main import main
 from instseg.engine.checkpoint import save_weights
 from instseg.inference.explain import explain_panel, head_maps, save_explanations
-from instseg.recipes.image import build_model_from_config
-from instseg.recipes.image_config import ModelConfig
+from instseg.models.build import ModelConfig, build_model_from_config
 from instseg.structures import Instances
 
 

@@ -52,10 +52,10 @@ def weights(tmp_path) -> Path:
 
 def test_weights_round_trip_fp16(weights):
     raw = torch.load(weights, weights_only=True)
-    assert raw["meta"]["task"] == "voin" and raw["meta"]["seed"] == 0
+    assert raw["meta"]["task"] == "voin" and raw["meta"]["training"]["seed"] == 0
     assert all(v.dtype == torch.float16 for v in raw["model"].values() if v.is_floating_point())
     nets, meta = load_voin_weights(weights)
-    assert meta["variant"] == "small" and meta["canvas_size"] == 32
+    assert meta.model["variant"] == "small" and meta.model["canvas_size"] == 32
     p = nets.generator.out.weight
     assert p.dtype == torch.float32
     torch.testing.assert_close(p, raw["model"]["generator.out.weight"].float())
@@ -70,7 +70,7 @@ def test_load_rejects_other_files(tmp_path):
         nets, tmp_path / "v.pt", variant="small", num_classes=1, canvas_size=32, trained=False
     )
     data = torch.load(path, weights_only=True)
-    data["meta"]["variant"] = "paper"  # small tensors under the paper variant's name
+    data["meta"]["model"]["variant"] = "paper"  # small tensors under the paper variant's name
     torch.save(data, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="do not match VOIN variant 'paper'"):
         load_voin_weights(tmp_path / "bad.pt")

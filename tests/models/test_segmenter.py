@@ -7,12 +7,12 @@ from functools import partial
 import pytest
 import torch
 
-from instseg.data.batch import Batch, collate_images
 from instseg.models.heads.base import MaskTargets
 from instseg.models.heads.mask_rcnn import MaskRCNNHead
 from instseg.models.segmenter import paste_masks, project_masks, sample_mask_rois
 from instseg.models.zoo import effl0_fcos_maskrcnn
 from instseg.structures import Instances
+from instseg.structures.batch import Batch, collate_images
 
 
 def tiny_batch(with_extras: bool = False) -> Batch:
@@ -97,24 +97,18 @@ def test_sample_mask_rois_gt_first_then_positive_proposals():
     assert boxes.shape == (0, 4) and idx.numel() == 0
 
 
-def test_targets_for_occluder_head_amodal_and_has_mask(monkeypatch):
-    import instseg.data.occlusion as occlusion
-
-    calls = []
-
-    def fake(masks, boxes, *, depth=None, amodal_masks=None):
-        calls.append(depth)
-        return masks.flip(0)  # "the other instance" as occluder
-
-    monkeypatch.setattr(occlusion, "compute_occluder_masks", fake)
+def test_targets_for_occluder_head_amodal_and_has_mask():
     torch.manual_seed(0)
     model = effl0_fcos_maskrcnn(num_classes=2, pretrained=False, mask_head=RecordingHead)
     batch = tiny_batch(with_extras=True)
+    t0 = batch.targets[0]
+    with pytest.raises(ValueError, match="RecordingHead learns occluders.*occluder_masks"):
+        model.loss(batch)  # the model never computes occluder targets itself
+    batch.targets[0] = t0.replace(occluder_masks=t0.masks.flip(0))  # "the other instance"
     batch.targets[1].occluder_masks = torch.zeros_like(batch.targets[1].masks)
     losses = model.loss(batch)
     assert torch.isfinite(losses["loss_mask"])
     t = model.mask_head.seen
-    assert len(calls) == 1 and torch.equal(calls[0], torch.arange(2))  # only image 0 computed
     assert t.occluder is not None and t.amodal is not None and t.has_mask is not None
     assert t.masks.shape == t.occluder.shape == t.amodal.shape == (len(t), 28, 28)
     # the GT boxes come first: image 0's instance 0 is fully its own mask and has_mask=True

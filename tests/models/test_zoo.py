@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from instseg.data.batch import Batch, collate_images
+from instseg.data.occlusion import compute_occluder_masks
 from instseg.models.backbones.efficientnet import FrozenBNConv2d
 from instseg.models.segmenter import InstanceSegmenter
 from instseg.models.zoo import MODELS, build_model
 from instseg.structures import Instances
+from instseg.structures.batch import Batch, collate_images
 from instseg.utils.precision import autocast
 
 SMALL = dict(num_classes=3, pretrained=False, max_detections=6, train_mask_roi_batch=6)
@@ -29,12 +30,14 @@ def tiny_batch() -> Batch:
             m = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1
             masks.append(m)
             boxes.append([cx - rx, cy - ry, cx + rx + 1, cy + ry + 1])
+        masks_t, boxes_t = torch.stack(masks), torch.tensor(boxes, dtype=torch.float32)
         targets.append(
             Instances(
                 image_size=(h, w),
-                boxes=torch.tensor(boxes, dtype=torch.float32),
+                boxes=boxes_t,
                 labels=torch.tensor([0, 2, 1][:n]),
-                masks=torch.stack(masks),
+                masks=masks_t,
+                occluder_masks=compute_occluder_masks(masks_t, boxes_t),  # as datasets give
             )
         )
     return Batch(images=images, image_sizes=sizes, targets=targets)

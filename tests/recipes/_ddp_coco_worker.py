@@ -11,8 +11,8 @@ import torch
 from instseg.data.coco import CocoInstanceDataset
 from instseg.data.transforms import build_transforms
 from instseg.engine import distributed as dist
-from instseg.recipes.image import build_model_from_config, evaluate
-from instseg.recipes.image_config import ModelConfig
+from instseg.models.build import ModelConfig, build_model_from_config
+from instseg.recipes.image import evaluate
 
 
 class Oracle(torch.nn.Module):

@@ -203,13 +203,13 @@ def test_freeze_trains_the_mask_head_alone(bcnet_run, tmp_path):
 def test_run_records_resolved_precision(bcnet_run):
     """config.yaml starts with the resolved precision (a comment: the file still configures
     amp as requested) and model.pt's meta carries the same record."""
-    from instseg.inference.loading import read_weights_file
+    from instseg.engine.weights import read_weights_file
 
     out, _ = bcnet_run
     text = (out / "config.yaml").read_text()
     assert text.startswith("# precision: amp=none -> fp32 on cpu (")
     assert load_config(ImageTrainConfig, out / "config.yaml", []).solver.amp == "none"
     _, meta = read_weights_file(out / "model.pt")
-    prec = meta["precision"]
+    prec = meta.precision
     assert prec["amp"] == "none" and prec["resolved"] == "fp32" and prec["device"] == "cpu"
     assert isinstance(prec["cpu_bf16_native"], bool) and prec["cpu"]

@@ -127,8 +127,9 @@ def test_three_iterations_train_resume_and_write_model(tmp_path: Path) -> None:
     from instseg.inference.video_predictor import load_video_model
 
     model, meta = load_video_model(out / "model.pt")
-    assert meta["task"] == "video" and meta["model"]["name"] == "pcan_tiny"
-    assert meta["num_classes"] == len(meta["category_ids"]) == len(meta["class_names"])
+    assert meta.task == "video" and meta.model["name"] == "pcan_tiny"
+    assert meta.num_classes == len(meta.category_ids) == len(meta.class_names)
+    assert meta.precision["resolved"] == "fp32"
     final = torch.load(out / "model_final.pth", weights_only=True)
     assert final["iteration"] == 3
     # resume: continue from the last checkpoint to iteration 4 (one more step only)
@@ -141,4 +142,4 @@ def test_three_iterations_train_resume_and_write_model(tmp_path: Path) -> None:
     cfg.data.class_agnostic, cfg.out_dir, cfg.solver.max_iters = True, str(tmp_path / "ag"), 1
     assert "AP" in train_video(cfg, progress=False)
     _, meta = load_video_model(tmp_path / "ag" / "model.pt")
-    assert meta["num_classes"] == 1 and meta["class_names"] == ["object"]
+    assert meta.num_classes == 1 and meta.class_names == ("object",)

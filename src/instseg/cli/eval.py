@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     splits = prepare_data(cfg.data, Path(cfg.out_dir))
     device = resolve_device(cfg.device)
     model, meta = load_trained_model(args.weights, device=device)
-    target = str(meta.get("model", {}).get("mask_target", cfg.model.mask_target))
+    target = str(meta.model.get("mask_target", cfg.model.mask_target))
     ev = cfg.evaluation
     ev = dataclasses.replace(
         ev,

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from instseg.inference.loading import load_trained_model
 
     model, meta = load_trained_model(args.weights, fixed_num_detections=args.detections)
-    size = tuple(args.size) if args.size else (int(meta.get("test_min_size", 256)),) * 2
+    size = tuple(args.size) if args.size else (int(meta.test_min_size or 256),) * 2
     suffix = ".onnx" if args.format == "onnx" else ".torchscript.pt"
     out = Path(args.out) if args.out else Path(args.weights).with_suffix(suffix)
     export_model(model, out, fmt=args.format, image_size=size)

@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             "flow + OpenCV Telea for the leftovers (no shape completion, no generator).",
             file=sys.stderr,
         )
-    elif not inp.meta.get("trained"):
+    elif not inp.meta.trained:
         print(f"WARNING: {inp.source} is marked untrained (meta trained=False)", file=sys.stderr)
     print(f"model: {inp.describe()}")
     try:

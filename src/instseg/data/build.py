@@ -1,5 +1,5 @@
 """Loaders: seeded infinite training stream sharded by rank, duplicate-free inference split,
-and collation into :class:`~instseg.data.batch.Batch`.
+and collation into :class:`~instseg.structures.batch.Batch`.
 
 Training stream: every rank draws the same per-epoch permutations of ``range(len(dataset))``
 (``torch.randperm`` seeded with ``seed`` and the epoch) laid end to end; rank ``r`` of ``W`` takes
@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from instseg.data.batch import Batch, collate_images
+from instseg.structures.batch import Batch, collate_images
 
 __all__ = [
     "TrainingSampler",

@@ -19,6 +19,7 @@ at load time so downstream code sees one form.
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +34,7 @@ from instseg.structures.masks import rle_to_mask
 from instseg.utils.io import atomic_write_json, read_json
 
 __all__ = [
+    "tracks_to_video_results",
     "Video",
     "VideoAnnotation",
     "VideoResult",
@@ -347,3 +349,25 @@ def _json_rle(rle: Any) -> RLE | None:
 def _bytes(rle: RLE) -> dict[str, Any]:
     c = rle["counts"]
     return {"size": rle["size"], "counts": c.encode("ascii") if isinstance(c, str) else c}
+
+
+def tracks_to_video_results(
+    tracks: dict[int, dict[int, tuple]], length: int, video_id: int, cat_ids: list[int]
+) -> list[dict]:
+    """One YouTube-VIS result per track: mean score, most frequent label (ties: larger summed
+    score), one RLE or null per frame.
+
+    ``tracks``: track id -> {frame index: (RLE, score, contiguous label)}; ``length``: frames
+    in the video; ``cat_ids[label]`` is the category id written."""
+
+    out = []
+    for frames in tracks.values():
+        votes = Counter(lab for _, _, lab in frames.values())
+        mass: dict[int, float] = defaultdict(float)
+        for _, s, lab in frames.values():
+            mass[lab] += s
+        label = max(votes, key=lambda k: (votes[k], mass[k]))
+        segs = [frames[t][0] if t in frames else None for t in range(length)]
+        score = float(np.mean([s for _, s, _ in frames.values()]))
+        out.append(VideoResult(video_id, cat_ids[label], score, segs).to_json())
+    return out

@@ -34,9 +34,9 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from instseg.data.batch import Batch
 from instseg.evaluation.evaluator import DatasetEvaluator
 from instseg.structures import Instances
+from instseg.structures.batch import Batch
 from instseg.structures.ops import resize_instances
 from instseg.utils.io import atomic_write_json, read_json
 

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from instseg.data.batch import Batch
 from instseg.structures import Instances
+from instseg.structures.batch import Batch
 from instseg.utils.precision import autocast
 
 __all__ = ["DatasetEvaluator", "inference_on_dataset", "is_main_process"]

@@ -34,7 +34,6 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import nn
 
-from instseg.models.inpainting.flow import flow_epe
 from instseg.utils.image import IMAGE_EXTENSIONS, read_image
 
 __all__ = [
@@ -305,3 +304,24 @@ def _index(root: str | Path) -> dict[str, Path]:
                 continue
             out[key] = p
     return out
+
+
+def flow_epe(
+    pred: np.ndarray | torch.Tensor,
+    gt: np.ndarray | torch.Tensor,
+    mask: np.ndarray | torch.Tensor | None = None,
+) -> float:
+    """Mean end-point error ``||pred - gt||_2`` over pixels (optionally only where ``mask``).
+
+    ``pred``/``gt``: (..., H, W, 2) numpy or (..., 2, H, W) torch; ``mask``: (..., H, W) bool.
+    Returns NaN when the mask is empty.
+    """
+    if isinstance(pred, torch.Tensor):
+        err = torch.linalg.vector_norm(pred.float() - torch.as_tensor(gt).float(), dim=-3)
+        err = err.detach().cpu().numpy()
+    else:
+        err = np.linalg.norm(np.asarray(pred, np.float64) - np.asarray(gt, np.float64), axis=-1)
+    if mask is not None:
+        m = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask, bool)
+        err = err[np.broadcast_to(m, err.shape)]
+    return float(err.mean()) if err.size else float("nan")

@@ -33,7 +33,6 @@ import numpy as np
 import pycocotools.mask as mask_util
 import torch
 
-from instseg.data.batch import Batch
 from instseg.data.ytvis import (
     VideoResult,
     YTVISDataset,
@@ -44,6 +43,7 @@ from instseg.data.ytvis import (
 from instseg.evaluation.coco import rescale_instances
 from instseg.evaluation.evaluator import DatasetEvaluator, is_main_process
 from instseg.structures import Instances, mask_to_rle
+from instseg.structures.batch import Batch
 from instseg.utils.io import read_json
 
 __all__ = [

@@ -41,9 +41,9 @@ class ExportWrapper(nn.Module):
         m = self.model
         n = m.fixed_num_detections
         det = m.detector.predict(feats, sizes, score_thresh=m.score_thresh, max_detections=n)
-        from instseg.models.segmenter import _pad_detections
+        from instseg.models.segmenter import pad_detections
 
-        d = _pad_detections(det[0], n)
+        d = pad_detections(det[0], n)
         outputs = m.mask_head(m.mask_roi_pool(feats, [d.boxes], [padded]))
         probs = m.mask_head.predict(outputs, d.labels).float()
         return d.boxes.float(), d.scores.float(), d.labels, probs

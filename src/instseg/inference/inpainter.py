@@ -36,8 +36,13 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from instseg.engine.checkpoint import save_weights
-from instseg.inference.loading import read_weights_file
+from instseg.engine.weights import (
+    VOIN_FORMAT,
+    WeightsMeta,
+    read_weights_file,
+    save_weights_file,
+    shipped_weights,
+)
 from instseg.models.inpainting.flow import Preset
 from instseg.models.inpainting.voin import (
     VOIN,
@@ -62,8 +67,8 @@ __all__ = [
     "hull_amodal",
 ]
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "voin_default.pt"
-WEIGHTS_FORMAT = "instseg-voin-1"
+DEFAULT_WEIGHTS = shipped_weights("voin")
+WEIGHTS_FORMAT = VOIN_FORMAT
 _NET_NAMES = ("shape_net", "flow_net", "generator")
 
 
@@ -79,36 +84,35 @@ def save_voin_weights(
     half: bool = True,
     meta: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the three networks and ``meta`` (plain values) as one weights file (fp16 by
-    default; floating tensors are cast back to fp32 on load)."""
+    """Write the three networks as one weights file (fp16 by default; floating tensors are cast
+    back to fp32 on load); ``meta`` (plain values: iterations, seed, data ...) becomes the
+    file's ``training`` provenance."""
     if variant not in VOIN_VARIANTS:
         raise ValueError(f"unknown VOIN variant {variant!r}; choose from {sorted(VOIN_VARIANTS)}")
-    full = {
-        **(meta or {}),
-        "task": "voin",
-        "format": WEIGHTS_FORMAT,
-        "variant": variant,
-        "num_classes": int(num_classes),
-        "canvas_size": int(canvas_size),
-        "trained": bool(trained),
-    }
-    return save_weights(_as_module(nets), path, half=half, meta=full)
+    full = WeightsMeta(
+        task="voin",
+        model={"variant": variant, "canvas_size": int(canvas_size), "format": WEIGHTS_FORMAT},
+        num_classes=int(num_classes),
+        trained=bool(trained),
+        training=dict(meta or {}),
+    )
+    return save_weights_file(_as_module(nets), path, full, half=half)
 
 
-def load_voin_weights(path: str | Path) -> tuple[VOINNets, dict[str, Any]]:
+def load_voin_weights(path: str | Path) -> tuple[VOINNets, WeightsMeta]:
     """Rebuild the variant named in the file's meta and load its weights (fp32, eval mode).
     Raises ValueError naming ``path`` for a file of another task / format / variant or with
     missing, unexpected or mis-shaped tensors."""
     state, meta = read_weights_file(path)
-    if meta.get("task") != "voin" or meta.get("format") != WEIGHTS_FORMAT:
+    if meta.task != "voin" or meta.model.get("format") != WEIGHTS_FORMAT:
         raise ValueError(
-            f"{path}: not a VOIN weights file (meta task={meta.get('task')!r}, "
-            f"format={meta.get('format')!r}; expected 'voin' / {WEIGHTS_FORMAT!r})"
+            f"{path}: not a VOIN weights file (meta task={meta.task!r}, "
+            f"format={meta.model.get('format')!r}; expected 'voin' / {WEIGHTS_FORMAT!r})"
         )
-    variant = meta.get("variant")
+    variant = meta.model.get("variant")
     if variant not in VOIN_VARIANTS:
         raise ValueError(f"{path}: unknown VOIN variant {variant!r} in meta")
-    nets = VOIN_VARIANTS[variant](num_classes=int(meta["num_classes"]))
+    nets = VOIN_VARIANTS[variant](num_classes=meta.num_classes)
     module = _as_module(nets)
     ref = module.state_dict()
     bad = sorted(k for k in set(ref) & set(state) if ref[k].shape != state[k].shape)
@@ -143,7 +147,7 @@ class Inpainter:
 
     Args:
         nets: trained networks, or None for the non-learned fallback (module docstring).
-        meta: the weights file's meta (``canvas_size``, ``num_classes`` are read from it).
+        meta: the weights file's :class:`WeightsMeta` (``model['canvas_size']`` is read).
         source: human-readable origin of the model (a path or "fallback").
         use_flow / use_generator: the switches of Table 5.8 (the fallback never generates).
         window / overlap: temporal window and overlap in frames (``0 <= overlap < window``).
@@ -155,7 +159,7 @@ class Inpainter:
         self,
         *,
         nets: VOINNets | None,
-        meta: dict[str, Any] | None = None,
+        meta: WeightsMeta | None = None,
         source: str = "fallback",
         use_flow: bool = True,
         use_generator: bool = True,
@@ -166,7 +170,7 @@ class Inpainter:
         device: str | torch.device = "cpu",
         progress: bool = True,
     ) -> None:
-        self.meta = dict(meta or {})
+        self.meta = meta or WeightsMeta(task="voin", trained=False)
         self.source = source
         self.learned = nets is not None
         self.window, self.overlap = window, overlap
@@ -180,7 +184,7 @@ class Inpainter:
             use_generator=use_generator and self.learned,
             window=window,
             overlap=overlap,
-            canvas_size=int(self.meta.get("canvas_size", 64)),
+            canvas_size=int(self.meta.model.get("canvas_size", 64)),
             flow_preset=flow_preset,
             device=device,
             progress=False,
@@ -201,8 +205,8 @@ class Inpainter:
             return "non-learned fallback: DIS flow propagation + OpenCV Telea (no generator)"
         v = self.voin
         parts = [
-            f"VOIN '{self.meta.get('variant')}' from {self.source}",
-            "trained" if self.meta.get("trained") else "NOT TRAINED (meta trained=False)",
+            f"VOIN '{self.meta.model.get('variant')}' from {self.source}",
+            "trained" if self.meta.trained else "NOT TRAINED (meta trained=False)",
             f"flow {'on' if v.use_flow else 'off'}",
             f"generator {'on' if v.use_generator else 'off (Telea)'}",
         ]

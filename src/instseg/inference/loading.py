@@ -1,7 +1,7 @@
 """Rebuild a trained model from a weights file (``model.pt``) written by train/demo.
 
-The file holds ``{"model": state_dict, "meta": {...}}`` and is read with
-``torch.load(weights_only=True)`` only; ``meta`` says which zoo model to build.
+The file format and its typed meta are :mod:`instseg.engine.weights`'s; ``meta.model`` says which
+zoo model to build.
 """
 
 from __future__ import annotations
@@ -11,39 +11,23 @@ from typing import Any
 
 import torch
 
-__all__ = ["load_exact_state", "load_trained_model", "read_weights_file"]
+from instseg.engine.weights import WeightsMeta, read_weights_file
 
-
-def read_weights_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """-> (state_dict, meta). Refuses files that need unpickling of arbitrary objects."""
-    from instseg.engine.checkpoint import load_checkpoint_file
-
-    obj = load_checkpoint_file(path)
-    if not isinstance(obj, dict) or "model" not in obj:
-        raise ValueError(f"{path}: not an instseg weights file (expected keys 'model' and 'meta')")
-    meta = obj.get("meta") or {}
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path}: 'meta' must be a dict")
-    return obj["model"], meta
+__all__ = ["load_exact_state", "load_trained_model"]
 
 
 def load_trained_model(
     path: str | Path, *, device: torch.device | str = "cpu", **model_kw: Any
-) -> tuple[torch.nn.Module, dict[str, Any]]:
+) -> tuple[torch.nn.Module, WeightsMeta]:
     """Build the zoo model named in the file's meta, load weights (fp16 files are cast back to
     fp32), put it in eval mode on ``device``. ``model_kw`` go to the zoo builder (e.g.
     ``fixed_num_detections`` for export)."""
     from instseg.config import from_dict
-    from instseg.recipes.image import build_model_from_config
-    from instseg.recipes.image_config import ModelConfig
+    from instseg.models.build import ModelConfig, build_model_from_config
 
-    state, meta = read_weights_file(path)
-    if meta.get("task", "image") != "image":
-        raise ValueError(
-            f"{path}: weights are for task '{meta.get('task')}', not image segmentation"
-        )
-    mcfg = from_dict(ModelConfig, meta.get("model", {}), where=str(path))
-    model = build_model_from_config(mcfg, num_classes=int(meta["num_classes"]), **model_kw)
+    state, meta = read_weights_file(path, task="image")
+    mcfg = from_dict(ModelConfig, meta.model, where=str(path))
+    model = build_model_from_config(mcfg, num_classes=meta.num_classes, **model_kw)
     load_exact_state(model, state, source=f"{path} (model '{mcfg.name}')")
     return model.to(device).eval(), meta
 

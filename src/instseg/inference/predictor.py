@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from instseg.data.batch import Batch, collate_images
 from instseg.structures import Instances
+from instseg.structures.batch import Batch, collate_images
 from instseg.structures.ops import resize_instances
 from instseg.utils.precision import autocast, resolve_amp
 
@@ -57,11 +57,11 @@ class ImagePredictor:
         self.channels_last = channels_last
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.min_size = int(min_size or self.meta.get("test_min_size", 256))
-        self.max_size = int(max_size or self.meta.get("max_size", 512))
+        self.min_size = int(min_size or self.meta.test_min_size or 256)
+        self.max_size = int(max_size or self.meta.max_size or 512)
         self.score_thresh = score_thresh
-        self.class_names: list[str] = list(self.meta.get("class_names", []))
-        self.category_ids: list[int] = list(self.meta.get("category_ids", []))
+        self.class_names: list[str] = list(self.meta.class_names)
+        self.category_ids: list[int] = list(self.meta.category_ids)
 
     def _resize(self, image: np.ndarray) -> torch.Tensor:
         h, w = image.shape[:2]

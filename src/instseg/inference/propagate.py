@@ -83,16 +83,16 @@ class BackboneFeatures:
         max_side: int | None = None,
         weights: str | Path | None = None,
     ) -> None:
-        from instseg.inference.loading import read_weights_file
+        from instseg.engine.weights import read_weights_file
         from instseg.models.backbones.efficientnet import EfficientNetLite0
 
         self.embedding: torch.nn.Module | None = None
-        state, meta = read_weights_file(weights) if weights is not None else (None, {})
+        state, meta = read_weights_file(weights) if weights is not None else (None, None)
         self.source = (
             "imagenet"
-            if state is None
+            if meta is None
             else "embedding"
-            if meta.get("kind") == "propagation_embedding"
+            if meta.task == "propagation"
             else "backbone"
         )
         self.body = EfficientNetLite0(
@@ -102,7 +102,7 @@ class BackboneFeatures:
             from instseg.models.video.propagation_embedding import PropagationEmbedding
 
             self.embedding = PropagationEmbedding(
-                channels=int(meta["channels"]), hidden=int(meta["hidden"])
+                channels=int(meta.model["channels"]), hidden=int(meta.model["hidden"])
             )
             self.embedding.load_state_dict({k: v.float() for k, v in state.items()})
             self.embedding = self.embedding.to(device).eval()

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from instseg.data.batch import Batch, collate_images
 from instseg.data.transforms import resize
+from instseg.engine.weights import WeightsMeta
 from instseg.models.video.pcan import PCAN, VideoState
 from instseg.structures import Instances
+from instseg.structures.batch import Batch, collate_images
 from instseg.structures.ops import resize_instances
 from instseg.utils.precision import autocast, resolve_amp
 
@@ -31,22 +32,17 @@ __all__ = ["VideoPredictor", "load_video_model"]
 
 def load_video_model(
     path: str | Path, *, device: torch.device | str = "cpu"
-) -> tuple[PCAN, dict[str, Any]]:
+) -> tuple[PCAN, WeightsMeta]:
     """Rebuild the PCAN named in a ``model.pt``'s meta (``task: video``), load its weights,
     eval mode on ``device``. -> (model, meta)."""
     from instseg.config import from_dict
-    from instseg.inference.loading import load_exact_state, read_weights_file
-    from instseg.recipes.video import build_video_model_from_config
-    from instseg.recipes.video_config import VideoModelConfig
+    from instseg.engine.weights import read_weights_file
+    from instseg.inference.loading import load_exact_state
+    from instseg.models.build import VideoModelConfig, build_video_model_from_config
 
-    state, meta = read_weights_file(path)
-    if meta.get("task") != "video":
-        raise ValueError(
-            f"{path}: weights are for task '{meta.get('task', 'image')}', not video (PCAN); "
-            "train one with scripts/train_pcan.py"
-        )
-    mcfg = from_dict(VideoModelConfig, meta.get("model", {}), where=str(path))
-    model = build_video_model_from_config(mcfg, num_classes=int(meta["num_classes"]))
+    state, meta = read_weights_file(path, task="video")
+    mcfg = from_dict(VideoModelConfig, meta.model, where=str(path))
+    model = build_video_model_from_config(mcfg, num_classes=meta.num_classes)
     load_exact_state(model, state, source=f"{path} (PCAN '{mcfg.name}')")
     return model.to(device).eval(), meta
 
@@ -68,7 +64,7 @@ class VideoPredictor:
         self,
         model: PCAN,
         *,
-        meta: dict[str, Any] | None = None,
+        meta: WeightsMeta | None = None,
         device: str = "auto",
         min_size: int | None = None,
         max_size: int | None = None,
@@ -79,12 +75,12 @@ class VideoPredictor:
             device = str(next(model.parameters()).device)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.meta = dict(meta or {})
-        self.min_size = int(min_size or self.meta.get("test_min_size", 256))
-        self.max_size = int(max_size or self.meta.get("max_size", 512))
+        self.meta = meta or WeightsMeta(task="video")
+        self.min_size = int(min_size or self.meta.test_min_size or 256)
+        self.max_size = int(max_size or self.meta.max_size or 512)
         self.amp, self.score_thresh = resolve_amp(amp, self.device), score_thresh
-        self.class_names: list[str] = list(self.meta.get("class_names", []))
-        self.category_ids: list[int] = list(self.meta.get("category_ids", []))
+        self.class_names: list[str] = list(self.meta.class_names)
+        self.category_ids: list[int] = list(self.meta.category_ids)
         self.state: VideoState = model.init_state()
 
     @classmethod

@@ -21,11 +21,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import MultiScaleRoIAlign, box_iou, roi_align
 
-from instseg.data.batch import Batch
 from instseg.models.heads.base import MaskHead, MaskTargets
 from instseg.structures import Instances
+from instseg.structures.batch import Batch
 
-__all__ = ["InstanceSegmenter", "Detector", "sample_mask_rois", "project_masks", "paste_masks"]
+__all__ = [
+    "Detector",
+    "InstanceSegmenter",
+    "pad_detections",
+    "paste_masks",
+    "project_masks",
+    "sample_mask_rois",
+]
 
 
 class Detector(Protocol):
@@ -161,7 +168,7 @@ class InstanceSegmenter(nn.Module):
             dets = self.detector.predict(
                 feats, sizes, score_thresh=self.score_thresh, max_detections=n
             )
-            dets = [_pad_detections(d, n) for d in dets]
+            dets = [pad_detections(d, n) for d in dets]
         else:
             dets = self.detector.predict(
                 feats, sizes, score_thresh=self.score_thresh, max_detections=self.max_detections
@@ -230,10 +237,10 @@ class InstanceSegmenter(nn.Module):
         if self.mask_head.needs_occluder:
             occ = t.occluder_masks
             if occ is None:
-                from instseg.data.occlusion import compute_occluder_masks
-
-                occ = compute_occluder_masks(
-                    t.masks, t.boxes, depth=t.depth, amodal_masks=t.amodal_masks
+                raise ValueError(
+                    f"{type(self.mask_head).__name__} learns occluders: every target needs "
+                    "occluder_masks (COCODataset provides them; for hand-made targets use "
+                    "instseg.data.occlusion.compute_occluder_masks)"
                 )
             occluder = project_masks(occ, boxes, idx, m)
         amodal = (
@@ -317,7 +324,7 @@ def paste_masks(
     return out
 
 
-def _pad_detections(d: Instances, n: int) -> Instances:
+def pad_detections(d: Instances, n: int) -> Instances:
     """Exactly n detections: truncate, or pad with whole-image boxes (score 0, label 0)."""
     if len(d) >= n:
         return d[:n]

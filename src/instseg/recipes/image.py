@@ -14,7 +14,9 @@ from typing import Any
 import torch
 
 from instseg.config import dump_config, to_dict
-from instseg.recipes.image_config import DataConfig, EvalConfig, ImageTrainConfig, ModelConfig
+from instseg.engine.weights import WeightsMeta
+from instseg.models.build import build_model_from_config
+from instseg.recipes.image_config import DataConfig, EvalConfig, ImageTrainConfig
 from instseg.utils.io import atomic_write_json
 
 __all__ = [
@@ -188,65 +190,17 @@ def _resolve_direction(name: str, gt_json: str | Path) -> tuple[list[int], list[
         raise ValueError(f"{gt_json}: {e}") from None
 
 
-def build_model_from_config(cfg: ModelConfig, *, num_classes: int, **extra: Any) -> torch.nn.Module:
-    """Zoo model for ``cfg``; ``extra`` keywords go to the builder (segmenter overrides)."""
-    from instseg.models.zoo import build_model
-
-    kw: dict[str, Any] = {
-        **extra,
-        "num_classes": num_classes,
-        "pretrained": cfg.pretrained,
-        "class_aware_masks": cfg.class_aware_masks,
-    }
-    if cfg.backbone_weights:
-        kw["weights"] = cfg.backbone_weights
-    if cfg.frozen_bn is not None:
-        kw["frozen_bn"] = cfg.frozen_bn
-    model = build_model(cfg.name, **kw)
-    if cfg.weights:
-        from instseg.engine.checkpoint import load_model_weights
-
-        load_model_weights(model, cfg.weights, strict=False)
-    freeze_modules(model, cfg.freeze)
-    return model
-
-
-def freeze_modules(model: torch.nn.Module, names: list[str]) -> None:
-    """Fix the parameters of the named top-level submodules (``requires_grad=False``).
-
-    Raises ``ValueError`` naming an unknown module. Frozen modules get no gradient and no
-    optimizer state, and their BatchNorm layers always normalise with the stored statistics
-    (inference behaviour, running averages unchanged) even while the model trains.
-    """
-    children = dict(model.named_children())
-    for name in names:
-        if name not in children:
-            raise ValueError(
-                f"model.freeze: no module {name!r} in {type(model).__name__} "
-                f"(top-level modules: {', '.join(children)})"
-            )
-        children[name].requires_grad_(False)
-        for m in children[name].modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.register_forward_pre_hook(_keep_eval)
-
-
-def _keep_eval(module: torch.nn.Module, _inputs: Any) -> None:
-    module.training = False
-
-
 def model_meta(
     cfg: ImageTrainConfig, train_ds: Any, *, device: torch.device | str = "cpu"
-) -> dict[str, Any]:
+) -> WeightsMeta:
     """Everything needed to rebuild the model for inference from a weights file, plus the
-    precision it was trained in (``precision``: :func:`~instseg.utils.precision.precision_info`).
-    """
+    precision it was trained in (see :func:`~instseg.utils.precision.precision_info`)."""
     from instseg.utils.precision import precision_info
 
-    return {
-        "task": "image",
+    return WeightsMeta(
+        task="image",
         # rebuilt without any weight file, with the BatchNorm layout it was trained with
-        "model": to_dict(cfg.model)
+        model=to_dict(cfg.model)
         | {
             "pretrained": False,
             "weights": None,
@@ -256,13 +210,14 @@ def model_meta(
             if cfg.model.frozen_bn is None
             else cfg.model.frozen_bn,
         },
-        "num_classes": len(train_ds.category_ids),
-        "category_ids": list(train_ds.category_ids),
-        "class_names": list(train_ds.category_names),
-        "test_min_size": cfg.data.test_min_size,
-        "max_size": cfg.data.max_size,
-        "precision": precision_info(cfg.solver.amp, device),
-    }
+        num_classes=len(train_ds.category_ids),
+        category_ids=tuple(train_ds.category_ids),
+        class_names=tuple(train_ds.category_names),
+        test_min_size=cfg.data.test_min_size,
+        max_size=cfg.data.max_size,
+        precision=precision_info(cfg.solver.amp, device),
+        training={"iterations": cfg.solver.max_iters, "seed": cfg.seed},
+    )
 
 
 def train(cfg: ImageTrainConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -272,9 +227,10 @@ def train(cfg: ImageTrainConfig, *, resume: bool = False, progress: bool = True)
     """
     from instseg.data.build import build_train_loader
     from instseg.engine import distributed as dist
-    from instseg.engine.checkpoint import Checkpointer, save_weights
+    from instseg.engine.checkpoint import Checkpointer
     from instseg.engine.optim import build_optimizer, build_scheduler
     from instseg.engine.trainer import ProgressBar, TensorBoardWriter, Trainer, seed_everything
+    from instseg.engine.weights import save_weights_file
     from instseg.utils.precision import precision_header
 
     distributed = dist.init_distributed()
@@ -358,9 +314,7 @@ def train(cfg: ImageTrainConfig, *, resume: bool = False, progress: bool = True)
     trainer.train()
     metrics = trainer.eval_results
     if dist.is_main_process():
-        save_weights(
-            model, out_dir / "model.pt", half=False, meta=model_meta(cfg, train_ds, device=device)
-        )
+        save_weights_file(model, out_dir / "model.pt", model_meta(cfg, train_ds, device=device))
         atomic_write_json(out_dir / "metrics.json", metrics, indent=2)
     return metrics
 

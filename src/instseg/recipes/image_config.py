@@ -8,23 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from instseg.models.build import ModelConfig
 
-@dataclass
-class ModelConfig:
-    name: str = "effl0_fcos_maskrcnn"  # key of instseg.models.zoo.MODELS
-    pretrained: bool = True  # ImageNet backbone weights (EfficientNet-Lite0 ships offline)
-    backbone_weights: str | None = None  # user-given backbone weight file (e.g. ResNet-50)
-    frozen_bn: bool | None = None  # backbone BatchNorm frozen/folded (None: when pretrained)
-    class_aware_masks: bool = False  # one mask per class (True) or class-agnostic (False)
-    weights: str | None = None  # full-model weights to start from (fine-tuning, few-shot)
-    # which mask the mask head learns and the evaluation scores: "visible" (modal) or "amodal"
-    # (the full extent incl. occluded parts; needs a synthetic / KINS / COCOA layout). With
-    # "amodal" the training boxes become the amodal boxes and BCNet's occludee branch is
-    # supervised with the amodal masks (occluder targets still come from visible masks).
-    mask_target: str = "visible"
-    # top-level modules kept fixed during training, e.g. [backbone, detector] trains the mask head
-    # alone on top of `weights` (the same detections for every mask head in an ablation)
-    freeze: list[str] = field(default_factory=list)
+__all__ = [
+    "DataConfig",
+    "EvalConfig",
+    "ImageTrainConfig",
+    "ModelConfig",
+    "SolverConfig",
+    "SyntheticConfig",
+]
 
 
 @dataclass

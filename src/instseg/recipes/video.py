@@ -22,14 +22,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from instseg.config import dump_config, to_dict
-from instseg.data.batch import Batch
 from instseg.data.build import build_train_loader, collate_samples
 from instseg.data.clips import FramePair, annotated_frames, memory_frames, sample_frame_pairs
 from instseg.data.transforms import Compose, build_transforms
 from instseg.data.ytvis import Video, YTVISDataset, class_agnostic, load_ytvis_dataset
-from instseg.models.video.pcan import PCAN, ClipBatch
+from instseg.engine.weights import WeightsMeta
+from instseg.models.build import build_video_model_from_config
+from instseg.models.video.pcan import PCAN
 from instseg.recipes.image import resolve_device
-from instseg.recipes.video_config import VideoDataConfig, VideoModelConfig, VideoTrainConfig
+from instseg.recipes.video_config import VideoDataConfig, VideoTrainConfig
+from instseg.structures.batch import Batch, ClipBatch
 from instseg.utils.image import read_image
 from instseg.utils.io import atomic_write_json
 
@@ -44,6 +46,7 @@ __all__ = [
     "video_model_meta",
     "train_video",
     "evaluate_video",
+    "load_video_data",
 ]
 
 log = logging.getLogger(__name__)
@@ -232,47 +235,26 @@ def build_clip_loader(
     )
 
 
-def build_video_model_from_config(cfg: VideoModelConfig, *, num_classes: int) -> PCAN:
-    """PCAN zoo model for ``cfg`` (segmenter optionally from an image ``model.pt``)."""
-    from instseg.engine.checkpoint import load_model_weights
-    from instseg.models.video.zoo import build_pcan
-
-    kw: dict[str, Any] = {
-        "num_classes": num_classes,
-        "image_model": cfg.image_model,
-        "pretrained": cfg.pretrained,
-        "class_aware_masks": cfg.class_aware_masks,
-        "memory_length": cfg.memory_length,
-    }
-    if cfg.frozen_bn is not None:
-        kw["frozen_bn"] = cfg.frozen_bn
-    model = build_pcan(cfg.name, **kw)
-    if cfg.image_weights:
-        load_model_weights(model.segmenter, cfg.image_weights, strict=False)
-    if cfg.weights:
-        load_model_weights(model, cfg.weights, strict=False)
-    return model
-
-
 def video_model_meta(
     cfg: VideoTrainConfig, data: YTVISDataset, *, device: torch.device | str = "cpu"
-) -> dict[str, Any]:
+) -> WeightsMeta:
     """Everything :func:`~instseg.inference.video_predictor.load_video_model` needs, plus the
-    training precision (``precision``)."""
+    training precision."""
     from instseg.utils.precision import precision_info
 
     frozen = cfg.model.pretrained if cfg.model.frozen_bn is None else cfg.model.frozen_bn
-    return {
-        "task": "video",
-        "model": to_dict(cfg.model)
+    return WeightsMeta(
+        task="video",
+        model=to_dict(cfg.model)
         | {"pretrained": False, "weights": None, "image_weights": None, "frozen_bn": frozen},
-        "num_classes": len(data.categories),
-        "category_ids": list(data.categories),
-        "class_names": list(data.categories.values()),
-        "test_min_size": cfg.data.test_min_size,
-        "max_size": cfg.data.max_size,
-        "precision": precision_info(cfg.solver.amp, device),
-    }
+        num_classes=len(data.categories),
+        category_ids=tuple(data.categories),
+        class_names=tuple(data.categories.values()),
+        test_min_size=cfg.data.test_min_size,
+        max_size=cfg.data.max_size,
+        precision=precision_info(cfg.solver.amp, device),
+        training={"iterations": cfg.solver.max_iters, "seed": cfg.seed},
+    )
 
 
 def train_video(
@@ -280,9 +262,10 @@ def train_video(
 ) -> dict[str, Any]:
     """Train PCAN (resumable), evaluate YouTube-VIS AP on the test split at the end, write
     ``out_dir/model.pt`` (weights + meta) and ``metrics.json``. Single process."""
-    from instseg.engine.checkpoint import Checkpointer, save_weights
+    from instseg.engine.checkpoint import Checkpointer
     from instseg.engine.optim import build_optimizer, build_scheduler
     from instseg.engine.trainer import ProgressBar, TensorBoardWriter, Trainer, seed_everything
+    from instseg.engine.weights import save_weights_file
     from instseg.utils.precision import precision_header
 
     out_dir = Path(cfg.out_dir)
@@ -293,7 +276,7 @@ def train_video(
     out_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out_dir / "config.yaml", header=precision_header(cfg.solver.amp, device))
     splits = prepare_video_data(cfg.data, out_dir)
-    train_data = _load_video_data(splits.train_json, splits.train_root, cfg.data)
+    train_data = load_video_data(splits.train_json, splits.train_root, cfg.data)
     train_ds = build_pair_dataset(train_data, cfg.data, seed=cfg.seed)
     model = build_video_model_from_config(cfg.model, num_classes=len(train_data.categories))
     model = model.to(device)
@@ -312,7 +295,7 @@ def train_video(
     def eval_fn() -> dict[str, Any]:
         if splits.test_json is None:
             return {}
-        test = _load_video_data(splits.test_json, splits.test_root or ".", cfg.data)
+        test = load_video_data(splits.test_json, splits.test_root or ".", cfg.data)
         return evaluate_video(
             model, test, category_ids=list(train_data.categories), min_size=cfg.data.test_min_size,
             max_size=cfg.data.max_size, amp=s.amp, max_videos=cfg.eval_videos or None,
@@ -334,12 +317,13 @@ def train_video(
     )  # fmt: skip
     trainer.train()
     metrics = trainer.eval_results
-    save_weights(model, out_dir / "model.pt", meta=video_model_meta(cfg, train_data, device=device))
+    save_weights_file(model, out_dir / "model.pt", video_model_meta(cfg, train_data, device=device))
     atomic_write_json(out_dir / "metrics.json", metrics, indent=2)
     return metrics
 
 
-def _load_video_data(json_path: Path, root: Path | str, cfg: VideoDataConfig) -> YTVISDataset:
+def load_video_data(json_path: Path, root: Path | str, cfg: VideoDataConfig) -> YTVISDataset:
+    """A YouTube-VIS split as the recipe trains/evaluates on it (class-agnostic if configured)."""
     data = load_ytvis_dataset(json_path, root)
     return class_agnostic(data) if cfg.class_agnostic else data
 

@@ -9,19 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from instseg.models.build import VideoModelConfig
 from instseg.recipes.image_config import SolverConfig
-
-
-@dataclass
-class VideoModelConfig:
-    name: str = "pcan_fast"  # key of instseg.models.video.zoo.PCAN_MODELS
-    image_model: str = "effl0_fcos_maskrcnn"  # key of instseg.models.zoo.MODELS (image part)
-    pretrained: bool = True  # ImageNet backbone weights (EfficientNet-Lite0 ships offline)
-    frozen_bn: bool | None = None  # backbone BatchNorm frozen/folded (None: when pretrained)
-    class_aware_masks: bool = False  # one mask per class (True) or class-agnostic (False)
-    memory_length: int = 8  # T: frames of prototypes kept in the PCAM memory
-    image_weights: str | None = None  # image model.pt to start the segmenter from (recommended)
-    weights: str | None = None  # full PCAN weights to start from (fine-tuning)
 
 
 @dataclass

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from instseg.structures.instances import Instances
 
-__all__ = ["resize_instances", "resize_masks"]
+__all__ = ["paint_instances", "resize_instances", "resize_masks"]
 
 
 def resize_instances(inst: Instances, out_size: tuple[int, int]) -> Instances:
@@ -42,3 +43,16 @@ def resize_masks(masks: torch.Tensor, size: tuple[int, int], chunk: int = 32) ->
         x = part.float()[:, None]
         out.append(F.interpolate(x, size=size, mode="bilinear", align_corners=False)[:, 0] > 0.5)
     return torch.cat(out)
+
+
+def paint_instances(inst: Instances) -> np.ndarray:
+    """(H, W) int32: 1 + index of the instance owning each pixel (higher score on top), 0 =
+    background."""
+    h, w = inst.image_size
+    index = np.zeros((h, w), np.int32)
+    if inst.masks is None or len(inst) == 0:
+        return index
+    scores = inst.scores if inst.scores is not None else torch.ones(len(inst))
+    for i in scores.argsort().tolist():
+        index[inst.masks[i].numpy()] = i + 1
+    return index

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from instseg.evaluation.inpainting import flow_epe
 from instseg.models.inpainting.flow import (
     RAFTFlow,
     clip_flows,
@@ -15,7 +16,6 @@ from instseg.models.inpainting.flow import (
     fb_consistency_error,
     fill_clip_flows,
     fill_object_flow,
-    flow_epe,
     warp,
 )
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from instseg.models.inpainting.flow import flow_epe, warp
+from instseg.evaluation.inpainting import flow_epe
+from instseg.models.inpainting.flow import warp
 from instseg.models.inpainting.flow_completion import (
     FlowCompletionNet,
     flow_completion_losses,

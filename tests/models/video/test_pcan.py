@@ -5,16 +5,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from instseg.data.batch import Batch
 from instseg.models.video.cross_attention import build_multilevel_pcam
 from instseg.models.video.instance_prototypes import (
     InstancePrototypeAttention,
     TemporalSegmentationModule,
 )
-from instseg.models.video.pcan import PCAN, ClipBatch
+from instseg.models.video.pcan import PCAN
 from instseg.models.video.tracker import Tracker, TrackHead
 from instseg.models.zoo import effl0_fcos_maskrcnn
 from instseg.structures import Instances
+from instseg.structures.batch import Batch, ClipBatch
 from instseg.structures.masks import masks_to_boxes
 
 C = 32

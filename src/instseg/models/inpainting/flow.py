@@ -13,7 +13,8 @@ on frame t+1); both have shape (T-1, H, W, 2).
   ever downloaded; no file -> :class:`FileNotFoundError`).
 - :func:`warp`: backward warping ``out[y, x] = image[y + dy, x + dx]`` (cv2.remap for numpy,
   ``grid_sample`` for torch).
-- :func:`flow_epe` end-point error; :func:`fb_consistency_error` forward-backward cycle error.
+- :func:`fb_consistency_error` forward-backward cycle error (the end-point error metric is
+  :func:`instseg.evaluation.inpainting.flow_epe`).
 - :func:`fill_object_flow` / :func:`fill_clip_flows`: the hand-written initial completion of the
   flow inside the occluded part of an object (what the flow completion U-Net refines): flow
   measured on corrupted frames shows the *occluder's* motion there, so it is replaced by a
@@ -38,7 +39,6 @@ __all__ = [
     "clip_flows",
     "RAFTFlow",
     "warp",
-    "flow_epe",
     "fb_consistency_error",
     "fill_object_flow",
     "fill_clip_flows",
@@ -270,27 +270,6 @@ def warp(
         borderValue=0,
     )
     return out.astype(image.dtype) if image.dtype == bool else out
-
-
-def flow_epe(
-    pred: np.ndarray | torch.Tensor,
-    gt: np.ndarray | torch.Tensor,
-    mask: np.ndarray | torch.Tensor | None = None,
-) -> float:
-    """Mean end-point error ``||pred - gt||_2`` over pixels (optionally only where ``mask``).
-
-    ``pred``/``gt``: (..., H, W, 2) numpy or (..., 2, H, W) torch; ``mask``: (..., H, W) bool.
-    Returns NaN when the mask is empty.
-    """
-    if isinstance(pred, torch.Tensor):
-        err = torch.linalg.vector_norm(pred.float() - torch.as_tensor(gt).float(), dim=-3)
-        err = err.detach().cpu().numpy()
-    else:
-        err = np.linalg.norm(np.asarray(pred, np.float64) - np.asarray(gt, np.float64), axis=-1)
-    if mask is not None:
-        m = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask, bool)
-        err = err[np.broadcast_to(m, err.shape)]
-    return float(err.mean()) if err.size else float("nan")
 
 
 def fb_consistency_error(flow_ab: np.ndarray, flow_ba: np.ndarray) -> np.ndarray:

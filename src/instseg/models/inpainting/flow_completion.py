@@ -19,7 +19,8 @@ first-order smoothness inside the region, optional), :func:`laplacian_pyramid_lo
 Bojanowski et al.: ``sum_j 2^{2j} |L^j(O) - L^j(O_gt)|_1 / N_0``, i.e. the mean L1 of every
 level with equal weight) and :func:`flow_warping_loss` (photometric: frame b warped back with
 the predicted flow must match frame a inside the region, using :func:`flow.warp`);
-:func:`flow_completion_losses` returns them all. The metric is :func:`flow.flow_epe`.
+:func:`flow_completion_losses` returns them all. The metric is
+:func:`instseg.evaluation.inpainting.flow_epe`.
 
 Choices where the paper is silent: widths ``c, 2c, 4c, 8c`` (4 levels), LeakyReLU 0.1, stride-2
 convs down and bilinear up (also in the Laplacian pyramid: 5x5 binomial blur, subsample,

@@ -40,7 +40,6 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
-from instseg.data.batch import Batch
 from instseg.models.video.cross_attention import MultiLevelPCAM, PrototypeMemory
 from instseg.models.video.instance_prototypes import (
     InstancePrototypeAttention,
@@ -59,6 +58,7 @@ from instseg.models.video.tracker import (
     quasi_dense_loss,
 )
 from instseg.structures import Instances
+from instseg.structures.batch import Batch, ClipBatch
 
 __all__ = ["PCAN", "ClipBatch", "VideoState", "FeatureSegmenter"]
 
@@ -86,28 +86,6 @@ class FeatureSegmenter(Protocol):
     ) -> list[Instances]:
         """B x Instances (boxes, labels, scores, masks bool (N, h, w)); ``extra["mask"]``
         (N, K, M, M) mask logits when available."""
-
-
-@dataclass
-class ClipBatch:
-    """B (key, reference) frame pairs; ``key.targets[i]`` and ``reference.targets[i]`` come
-    from the same video and carry ``track_ids`` (the same object has the same id in both).
-    ``memory``: optional further frames of the same videos, oldest first, read into the PCAM
-    memory before the reference (no loss on them, no gradients through them)."""
-
-    key: Batch
-    reference: Batch
-    memory: tuple[Batch, ...] = ()
-
-    def __len__(self) -> int:
-        return len(self.key)
-
-    def to(self, device: torch.device | str) -> ClipBatch:
-        return ClipBatch(
-            key=self.key.to(device),
-            reference=self.reference.to(device),
-            memory=tuple(m.to(device) for m in self.memory),
-        )
 
 
 @dataclass(frozen=True)

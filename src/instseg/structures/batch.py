@@ -1,4 +1,5 @@
-"""The batch that flows from a loader into a model.
+"""The batches that flow from a loader into a model: :class:`Batch` (images) and
+:class:`ClipBatch` (frame pairs of videos).
 
 Images are padded to a common size (bottom/right, a multiple of ``size_divisibility``); the model
 normalises pixel values itself (each backbone knows its mean/std), so the batch holds raw RGB.
@@ -13,7 +14,7 @@ from torch import Tensor
 
 from instseg.structures import Instances
 
-__all__ = ["Batch", "collate_images"]
+__all__ = ["Batch", "ClipBatch", "collate_images"]
 
 
 @dataclass
@@ -47,6 +48,28 @@ class Batch:
             image_ids=self.image_ids,
             orig_sizes=self.orig_sizes,
             file_names=self.file_names,
+        )
+
+
+@dataclass
+class ClipBatch:
+    """B (key, reference) frame pairs; ``key.targets[i]`` and ``reference.targets[i]`` come
+    from the same video and carry ``track_ids`` (the same object has the same id in both).
+    ``memory``: optional further frames of the same videos, oldest first, read into the PCAM
+    memory before the reference (no loss on them, no gradients through them)."""
+
+    key: Batch
+    reference: Batch
+    memory: tuple[Batch, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+    def to(self, device: torch.device | str) -> ClipBatch:
+        return ClipBatch(
+            key=self.key.to(device),
+            reference=self.reference.to(device),
+            memory=tuple(m.to(device) for m in self.memory),
         )
 
 
