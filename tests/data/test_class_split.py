@@ -86,13 +86,13 @@ def test_partial_mask_supervision_marks_base_instances_only():
     assert t.base_labels == [0, 3]
     image = torch.zeros(3, 32, 40, dtype=torch.uint8)
     _, out = t(image, _instances([0, 1, 3, 2]))
-    assert out.extra["has_mask"].tolist() == [True, False, True, False]
+    assert out.has_mask.tolist() == [True, False, True, False]
     assert "iscrowd" in out.extra  # other extras kept
     flip = Compose([RandomHorizontalFlip(p=1.0), t])
     _, flipped = flip(image, _instances([2, 0]), generator=torch.Generator().manual_seed(0))
-    assert flipped.extra["has_mask"].tolist() == [False, True]
+    assert flipped.has_mask.tolist() == [False, True]
     _, empty = t(image, _instances([]))
-    assert empty.extra["has_mask"].shape == (0,) and empty.extra["has_mask"].dtype == torch.bool
+    assert empty.has_mask.shape == (0,) and empty.has_mask.dtype == torch.bool
     with pytest.raises(ValueError, match="not among"):
         PartialMaskSupervision.from_category_ids([8, 17], [8, 99])
 

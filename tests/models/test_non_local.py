@@ -121,3 +121,13 @@ def test_custom_norm_class_and_flops():
     assert isinstance(block.norm, torch.nn.GroupNorm)
     assert block(torch.randn(1, 8, 2, 2)).shape == (1, 8, 2, 2)
     assert block.matmul_flops(196) == 196 * 196 * (2 + 8)
+
+
+def test_aggregate_is_a_times_x_w_g():
+    """The public A X W_g step (CPMask's Eq. 4.5 reads it) equals the explicit product."""
+    block = _block()
+    x = torch.randn(2, 8, 4, 3)
+    a = block.affinity(x)
+    g = F.conv2d(x, block.w_g.weight).flatten(2).transpose(1, 2)  # (B, N, C)
+    want = torch.bmm(a, g).transpose(1, 2).reshape(2, 8, 4, 3)
+    torch.testing.assert_close(block.aggregate(x, a), want)

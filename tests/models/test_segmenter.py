@@ -36,7 +36,7 @@ def tiny_batch(with_extras: bool = False) -> Batch:
         if with_extras:
             t.amodal_masks = masks.clone()
             t.depth = torch.arange(len(rects))
-            t.extra["has_mask"] = torch.tensor([True, False][: len(rects)])
+            t.has_mask = torch.tensor([True, False][: len(rects)])
         targets.append(t)
     return Batch(images=images, image_sizes=sizes, targets=targets)
 
@@ -135,7 +135,7 @@ def test_predict_fixed_num_and_head_outputs():
     assert [len(r) for r in out] == [5, 5]
     for r, (h, w) in zip(out, [(64, 80), (48, 64)], strict=True):
         assert r.masks.shape == (5, h, w) and r.masks.dtype == torch.bool
-        assert r.extra["mask"].shape == (5, 1, 28, 28)
+        assert r.mask_logits.shape == (5, 1, 28, 28) and "mask" not in r.extra
         assert r.scores.dtype == torch.float32
 
 

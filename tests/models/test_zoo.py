@@ -55,22 +55,23 @@ def _check_predictions(out: list[Instances], batch: Batch) -> None:
         assert int(r.labels.min()) >= 0 and int(r.labels.max()) < 3
 
 
-# Every detector with the baseline head, every head variant on the fast detector, and one
-# bilayer head on each other detector (the full 4 x 13 cross product would take minutes).
-CONTRACT_MODELS = sorted(
-    {n for n in MODELS if n.endswith("_maskrcnn") or n.startswith("effl0_fcos_")}
-    | {"effl0_frcnn_bcnet", "r50_fcos_bcnet", "r50_frcnn_cpmask"}
-)
+# every registered variant (4 detectors x 14 heads)
+CONTRACT_MODELS = sorted(MODELS)
 
 
-@pytest.mark.parametrize("name", CONTRACT_MODELS)
-def test_loss_backward_predict(name):
+def _contract(name: str, *, amp: str, channels_last: bool) -> None:
+    """Loss terms (scalar, float32, finite), gradients reaching backbone, FPN and every mask
+    head parameter, then predictions of the right shapes, under ``amp`` (and NHWC)."""
     torch.manual_seed(0)
     model = build_model(name, **SMALL)
     assert isinstance(model, InstanceSegmenter)
     batch = tiny_batch()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        batch.images = batch.images.contiguous(memory_format=torch.channels_last)
     model.train()
-    losses = model.loss(batch)
+    with autocast(amp, "cpu"):
+        losses = model.loss(batch)
     assert "loss_mask" in losses and "loss_cls" in losses and "loss_box" in losses
     for k, v in losses.items():
         assert v.ndim == 0 and v.dtype == torch.float32 and torch.isfinite(v), k
@@ -83,32 +84,26 @@ def test_loss_backward_predict(name):
     head_grads = [p.grad for p in model.mask_head.parameters()]
     assert all(g is not None for g in head_grads) and any(g.abs().sum() > 0 for g in head_grads)
     model.eval()
-    _check_predictions(model.predict(batch), batch)
-
-
-def _autocast_channels_last(name: str, amp: str) -> None:
-    torch.manual_seed(0)
-    model = build_model(name, **SMALL).to(memory_format=torch.channels_last)
-    batch = tiny_batch()
-    batch.images = batch.images.contiguous(memory_format=torch.channels_last)
     with autocast(amp, "cpu"):
-        losses = model.loss(batch)
-        assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
-        sum(losses.values()).backward()
-        model.eval()
         out = model.predict(batch)
     _check_predictions(out, batch)
 
 
 @pytest.mark.parametrize("name", CONTRACT_MODELS)
-def test_resolved_autocast_channels_last(name):
-    """Every variant in the precision this CPU resolves to (bf16 where native, else fp32)."""
-    _autocast_channels_last(name, "auto")
+def test_contract_in_resolved_precision_channels_last(name):
+    """Every variant as it runs on this CPU: channels_last, amp=auto (bf16 where native)."""
+    _contract(name, amp="auto", channels_last=True)
+
+
+@pytest.mark.parametrize("name", ["effl0_fcos_maskrcnn", "r50_frcnn_bcnet"])
+def test_contract_fp32_contiguous(name):
+    """The plain layout in fp32 (GPUs, and the inference path with channels_last=False)."""
+    _contract(name, amp="none", channels_last=False)
 
 
 def test_forced_bf16_autocast_channels_last():
     """bf16 on any CPU, on one model (emulated bf16 is 10-65x slower on CPUs without it)."""
-    _autocast_channels_last("effl0_fcos_bcnet", "bf16")
+    _contract("effl0_fcos_bcnet", amp="bf16", channels_last=True)
 
 
 def test_pretrained_fast_default_builds_frozen_and_predicts():
@@ -156,4 +151,4 @@ def test_class_aware_masks_and_head_factory():
     )
     assert calls == {"in_channels": 64, "num_classes": 3, "class_aware": True}
     out = model.eval().predict(tiny_batch(), return_head_outputs=True)
-    assert out[0].extra["mask"].shape[1:] == (3, 28, 28)
+    assert out[0].mask_logits.shape[1:] == (3, 28, 28)

@@ -76,7 +76,7 @@ def test_class_split_marks_novel_instances_without_masks(tmp_path):
     for i in range(len(train_ds)):
         inst = train_ds[i]["instances"]
         is_novel = torch.tensor([train_ds.category_ids[int(lb)] in novel for lb in inst.labels])
-        assert torch.equal(inst.extra["has_mask"], ~is_novel)
+        assert torch.equal(inst.has_mask, ~is_novel)
         seen += torch.stack([(~is_novel).sum(), is_novel.sum()])
     assert seen.min() > 0  # both kinds occur in the tiny set
 

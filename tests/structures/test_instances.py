@@ -98,3 +98,19 @@ def test_empty_and_repr() -> None:
     assert Instances(
         image_size=[3.0, 2.0], boxes=torch.zeros(0, 4), labels=torch.zeros(0)
     ).image_size == (3, 2)
+
+
+def test_typed_has_mask_and_mask_logits_follow_indexing_and_cat():
+    inst = Instances(
+        image_size=(4, 4),
+        boxes=torch.zeros(3, 4),
+        labels=torch.zeros(3, dtype=torch.long),
+        has_mask=torch.tensor([True, False, True]),
+        mask_logits=torch.randn(3, 1, 28, 28),
+    )
+    sub = inst[torch.tensor([False, True, True])]
+    assert sub.has_mask.tolist() == [False, True] and sub.mask_logits.shape == (2, 1, 28, 28)
+    both = Instances.cat([inst, sub])
+    assert both.has_mask.tolist() == [True, False, True, False, True]
+    with pytest.raises(ValueError, match="has_mask has 2 rows"):
+        inst.replace(has_mask=torch.tensor([True, False]))

@@ -9,7 +9,7 @@
 
 :func:`resolve_split` turns a direction into (base category ids, novel category ids);
 :class:`PartialMaskSupervision` is the transform that marks which instances keep mask
-supervision: ``Instances.extra["has_mask"]`` bool (N,), True only for base classes. The
+supervision: ``Instances.has_mask`` bool (N,), True only for base classes. The
 :class:`~instseg.models.segmenter.InstanceSegmenter` reads it when it builds
 :class:`~instseg.models.heads.base.MaskTargets`, so novel instances still train the detector
 (boxes, classes) but give no mask-branch loss.
@@ -71,7 +71,7 @@ def resolve_split(categories: Sequence[dict[str, Any]], name: str) -> tuple[list
 
 
 class PartialMaskSupervision:
-    """Transform that sets ``instances.extra["has_mask"]`` = (label is a base class).
+    """Transform that sets ``instances.has_mask`` = (label is a base class).
 
     ``t(image, instances, *, generator=None) -> (image, instances)``, like every transform in
     :mod:`instseg.data.transforms`; put it last in a ``Compose`` (or anywhere: it only reads
@@ -104,7 +104,7 @@ class PartialMaskSupervision:
     ) -> tuple[Tensor, Instances]:
         base = torch.tensor(self.base_labels, dtype=inst.labels.dtype, device=inst.labels.device)
         has_mask = torch.isin(inst.labels, base)
-        return image, inst.replace(extra={**inst.extra, "has_mask": has_mask})
+        return image, inst.replace(has_mask=has_mask)
 
     def __repr__(self) -> str:
         return f"PartialMaskSupervision(base_labels={self.base_labels})"

@@ -347,25 +347,33 @@ class YTVISEvaluator(DatasetEvaluator):
 
     def process(self, batch: Batch, outputs: list[Instances]) -> None:
         for i, inst in enumerate(outputs):
-            vid, t = self._locate(batch.file_names[i] if batch.file_names else "")
-            video = self._videos[vid]
-            if inst.masks is None or inst.scores is None or inst.track_ids is None:
-                raise ValueError("YTVISEvaluator needs masks, scores and track_ids")
-            inst = inst.to("cpu")
-            size = tuple(batch.image_sizes[i]) if batch.image_sizes else inst.image_size
-            inst = inst.replace(image_size=size, masks=inst.masks[:, : size[0], : size[1]])
-            if size != (video.height, video.width):
-                inst = rescale_instances(inst, (video.height, video.width))
-            self._seen.add(vid)
-            rows = zip(
-                inst.masks,
-                inst.scores.tolist(),
-                inst.labels.tolist(),
-                inst.track_ids.tolist(),
-                strict=True,
-            )
-            for m, s, lab, tid in rows:
-                self._frames[vid][int(tid)][t] = (mask_to_rle(m), float(s), int(lab))
+            size = tuple(batch.image_sizes[i]) if batch.image_sizes else None
+            self.process_frame(batch.file_names[i] if batch.file_names else "", inst, size=size)
+
+    def process_frame(
+        self, file_name: str, inst: Instances, *, size: tuple[int, int] | None = None
+    ) -> None:
+        """One frame's tracked predictions; ``file_name`` locates the video and frame,
+        ``size`` is the valid (h, w) of ``inst`` (default: ``inst.image_size``)."""
+        vid, t = self._locate(file_name)
+        video = self._videos[vid]
+        if inst.masks is None or inst.scores is None or inst.track_ids is None:
+            raise ValueError("YTVISEvaluator needs masks, scores and track_ids")
+        inst = inst.to("cpu")
+        size = tuple(size) if size is not None else inst.image_size
+        inst = inst.replace(image_size=size, masks=inst.masks[:, : size[0], : size[1]])
+        if size != (video.height, video.width):
+            inst = rescale_instances(inst, (video.height, video.width))
+        self._seen.add(vid)
+        rows = zip(
+            inst.masks,
+            inst.scores.tolist(),
+            inst.labels.tolist(),
+            inst.track_ids.tolist(),
+            strict=True,
+        )
+        for m, s, lab, tid in rows:
+            self._frames[vid][int(tid)][t] = (mask_to_rle(m), float(s), int(lab))
 
     def add_video_results(self, tracks: Sequence[VideoResult | Mapping[str, Any]]) -> None:
         for tr in tracks:

@@ -45,7 +45,8 @@ def head_maps(
     *,
     pixel: tuple[int, int] | None = None,
 ) -> tuple[dict[str, np.ndarray], tuple[int, int] | None]:
-    """Per-RoI maps of detection ``index`` from a predictor's ``Instances.extra``.
+    """Per-RoI maps of detection ``index`` from the mask head's outputs (a predictor's
+    ``{"mask": inst.mask_logits, **inst.extra}``).
 
     Args:
         extra: head outputs, each with first dim N: ``"mask"`` (N, K, M, M) logits and, by
@@ -144,20 +145,22 @@ def save_explanations(
 
     Args:
         image: RGB uint8 (H, W, 3), the frame ``inst`` refers to (same size).
-        inst: predictions with ``boxes``, ``labels``, ``scores``, ``masks`` (optional) and the
-            head outputs in ``extra`` (``model.predict(..., return_head_outputs=True)``).
+        inst: predictions with ``boxes``, ``labels``, ``scores``, ``masks`` (optional),
+            ``mask_logits`` and the head's other outputs in ``extra``
+            (``model.predict(..., return_head_outputs=True)``).
         pixel: affinity pixel for CPMask heads (see :func:`head_maps`).
 
     Returns the written paths (empty when there is no detection). Raises ValueError when
-    ``inst.extra`` has no head outputs (the model was not run with ``return_head_outputs``).
+    ``inst.mask_logits`` is missing (the model was not run with ``return_head_outputs``).
     """
     if len(inst) == 0:
         return []
-    if "mask" not in inst.extra:
+    if inst.mask_logits is None:
         raise ValueError(
-            "save_explanations needs the mask head outputs in inst.extra (run the model with "
-            "return_head_outputs=True)"
+            "save_explanations needs the mask head outputs (inst.mask_logits and inst.extra; run "
+            "the model with return_head_outputs=True)"
         )
+    outputs = {"mask": inst.mask_logits, **inst.extra}  # the head's output dict again
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scores = inst.scores if inst.scores is not None else torch.ones(len(inst))
@@ -169,7 +172,7 @@ def save_explanations(
         ix0, iy0 = min(max(int(np.floor(x0)), 0), w - 1), min(max(int(np.floor(y0)), 0), h - 1)
         ix1, iy1 = max(min(int(np.ceil(x1)), w), ix0 + 1), max(min(int(np.ceil(y1)), h), iy0 + 1)
         label = int(inst.labels[i])
-        maps, used = head_maps(inst.extra, i, label, pixel=pixel)
+        maps, used = head_maps(outputs, i, label, pixel=pixel)
         final = None
         if inst.masks is not None:
             final = inst.masks[i, iy0:iy1, ix0:ix1].cpu().numpy().astype(bool)

@@ -145,8 +145,8 @@ class InstanceSegmenter(nn.Module):
     def predict(self, batch: Batch, *, return_head_outputs: bool = False) -> list[Instances]:
         """-> B x :class:`Instances` at each image's valid size ``batch.image_sizes[i]``:
         boxes float32 (N, 4), labels int64 (N,), scores float32 (N,), masks bool (N, h, w).
-        With ``return_head_outputs``, ``extra`` also holds the mask head's per-RoI outputs
-        (float32, e.g. ``"mask"`` (N, K, 28, 28) logits, BCNet's occluder maps)."""
+        With ``return_head_outputs``, ``mask_logits`` holds the mask head's (N, K, 28, 28)
+        logits and ``extra`` its other per-RoI outputs (float32, e.g. BCNet's occluder maps)."""
         feats, padded = self.features(batch.images)
         return self.predict_from_features(
             feats, padded, batch, return_head_outputs=return_head_outputs
@@ -182,11 +182,15 @@ class InstanceSegmenter(nn.Module):
         for i, (d, p) in enumerate(zip(dets, probs.split(counts), strict=True)):
             masks = paste_masks(p, d.boxes, sizes[i], threshold=self.mask_thresh)
             extra: dict[str, Tensor] = {}
+            logits = None
             if return_head_outputs:
                 for k, v in outputs.items():
                     if v.ndim >= 1 and v.shape[0] == len(labels):
                         extra[k] = v.split(counts)[i].float()
-            results.append(d.replace(masks=masks, scores=d.scores.float(), extra=extra))
+                logits = extra.pop("mask")
+            results.append(
+                d.replace(masks=masks, scores=d.scores.float(), mask_logits=logits, extra=extra)
+            )
         return results
 
     def features(self, images: Tensor) -> tuple[dict[str, Tensor], tuple[int, int]]:
@@ -223,8 +227,8 @@ class InstanceSegmenter(nn.Module):
         m = self.mask_out_size
         n_roi = boxes.shape[0]
         has_mask = torch.ones(n_roi, dtype=torch.bool, device=boxes.device)
-        if "has_mask" in t.extra:
-            has_mask = t.extra["has_mask"].to(boxes.device, torch.bool)[idx]
+        if t.has_mask is not None:
+            has_mask = t.has_mask.to(boxes.device, torch.bool)[idx]
         if t.masks is None:  # boxes only: no mask supervision for this image
             zeros = boxes.new_zeros((n_roi, m, m))
             return MaskTargets(

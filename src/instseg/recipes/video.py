@@ -31,7 +31,7 @@ from instseg.models.build import build_video_model_from_config
 from instseg.models.video.pcan import PCAN
 from instseg.recipes.image import resolve_device
 from instseg.recipes.video_config import VideoDataConfig, VideoTrainConfig
-from instseg.structures.batch import Batch, ClipBatch
+from instseg.structures.batch import ClipBatch
 from instseg.utils.image import read_image
 from instseg.utils.io import atomic_write_json
 
@@ -353,12 +353,7 @@ def evaluate_video(
             predictor.reset()
             for t, path in enumerate(video.frame_paths):
                 inst = predictor(read_image(path))
-                frame = Batch(
-                    images=torch.zeros(1, 3, 1, 1),
-                    image_sizes=[inst.image_size],
-                    file_names=[video.file_names[t]],
-                )
-                evaluator.process(frame, [inst])
+                evaluator.process_frame(video.file_names[t], inst)
         return evaluator.evaluate()
     finally:
         model.train(was_training)

@@ -10,6 +10,10 @@ An :class:`Instances` holds N instances of one image of size (H, W):
 - ``amodal_masks``: bool (N, H, W), optional: full object extent incl. occluded parts
 - ``track_ids``: int64 (N,), optional: identities in a video
 - ``depth``: int64 (N,), optional: depth order (0 = nearest the camera)
+- ``has_mask``: bool (N,), optional (targets): mask supervision available (False: box only, e.g.
+  novel classes in partially supervised training); None = every instance has its mask
+- ``mask_logits``: float (N, K, M, M), optional (predictions): the mask head's logits on the
+  RoI grid (K = 1 class-agnostic, else one per class), when asked for
 - ``extra``: dict of other per-instance tensors (first dim N), e.g. ``iscrowd``, ``ids``
 """
 
@@ -24,7 +28,16 @@ from torch import Tensor
 
 __all__ = ["Instances"]
 
-_OPTIONAL = ("scores", "masks", "occluder_masks", "amodal_masks", "track_ids", "depth")
+_OPTIONAL = (
+    "scores",
+    "masks",
+    "occluder_masks",
+    "amodal_masks",
+    "track_ids",
+    "depth",
+    "has_mask",
+    "mask_logits",
+)
 
 
 @dataclass
@@ -38,6 +51,8 @@ class Instances:
     amodal_masks: Tensor | None = None
     track_ids: Tensor | None = None
     depth: Tensor | None = None
+    has_mask: Tensor | None = None
+    mask_logits: Tensor | None = None
     extra: dict[str, Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -33,8 +33,8 @@ Choices the paper leaves open (each is a constructor argument or documented defa
   is scaled by 1 / sqrt(D') (``affinity_scaled``; False gives the literal unscaled product).
 - **Softmax over m, n (Eq. 4.4).** Row-wise: ``A[r, i, :]`` sums to 1 over all pixels m.
 - **Coordination (Eq. 4.5).** Exactly ``A g(C)``: no norm, ReLU or residual inside (the
-  residual is the ``C~ + C`` of Eq. 4.6). The block's ``w_g`` convolution is g; its norm is
-  ``nn.Identity`` so the head has no unused parameters.
+  residual is the ``C~ + C`` of Eq. 4.6). The block's ``w_g`` convolution is g, applied by
+  ``NonLocalBlock.aggregate``; its norm is ``nn.Identity`` so the head has no unused parameters.
 - **The "+" of Eq. 4.6.** ``C~ (+) C`` uses the same symbol as Eq. 4.2, where the text says
   "element-wise additions", so it is an addition (not a concatenation).
 - **Ablation variants** (baseline / +boundary / +affinity / both) via ``boundary`` and
@@ -158,12 +158,10 @@ class CommonalityMaskHead(MaskHead):
             x = x + b  # Eq. 4.2: X (+) F_B(X)
         c = self.mask_convs(x)  # C = G(.)
         if self.affinity_unit is not None:
-            r, d, h, w = c.shape
             a = self.affinity_unit.affinity(c)  # Eq. 4.3 + softmax of Eq. 4.4
-            g = self.affinity_unit.w_g(c).flatten(2).transpose(1, 2)  # (R, N, D)
-            c_tilde = torch.bmm(a, g.to(a.dtype)).transpose(1, 2).reshape(r, d, h, w)  # Eq. 4.5
+            c_tilde = self.affinity_unit.aggregate(c, a)  # Eq. 4.5
             out["affinity"] = a
-            c = c_tilde.to(c.dtype) + c  # Eq. 4.6: C~ (+) C
+            c = c_tilde + c  # Eq. 4.6: C~ (+) C
         out["mask"] = self.mask_predictor(self.mask_upsample(c))
         return out
 

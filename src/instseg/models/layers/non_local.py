@@ -80,12 +80,18 @@ class NonLocalBlock(nn.Module):
 
         For callers that also supervise the affinity (CPMask) without computing it twice.
         """
-        b, c, h, w = x.shape
         a = self.affinity(x)
-        g = self.w_g(x).flatten(2).transpose(1, 2)  # (B, N, C): X W_g
-        y = torch.bmm(a, g).transpose(1, 2).reshape(b, c, h, w)  # A X W_g
-        z = F.relu(self.norm(y))
+        z = F.relu(self.norm(self.aggregate(x, a)))
         return (z + x if self.residual else z), a
+
+    def aggregate(self, x: Tensor, a: Tensor) -> Tensor:
+        """x: (B, C, H, W), A: (B, N, N) -> A X W_g as (B, C, H, W) in x's dtype: every node's
+        affinity-weighted sum of the others' transformed features (before norm and residual;
+        CPMask's Eq. 4.5 uses it as is)."""
+        b, c, h, w = x.shape
+        g = self.w_g(x).flatten(2).transpose(1, 2)  # (B, N, C): X W_g
+        y = torch.bmm(a, g.to(a.dtype)).transpose(1, 2).reshape(b, c, h, w)
+        return y.to(x.dtype)
 
     def affinity(self, x: Tensor) -> Tensor:
         """x: (B, C, H, W) -> A: (B, N, N) float, N = H * W, row-stochastic (Eq. 3.2).

@@ -84,8 +84,8 @@ class FeatureSegmenter(Protocol):
         *,
         return_head_outputs: bool = False,
     ) -> list[Instances]:
-        """B x Instances (boxes, labels, scores, masks bool (N, h, w)); ``extra["mask"]``
-        (N, K, M, M) mask logits when available."""
+        """B x Instances (boxes, labels, scores, masks bool (N, h, w)); ``mask_logits``
+        (N, K, M, M) when available."""
 
 
 @dataclass(frozen=True)
@@ -265,8 +265,7 @@ class PCAN(nn.Module):
         protos = {k: v for k, v in state.instance_protos.items() if k in tracks.tracks}
         if self.tsm is not None and len(det) and det.masks is not None:
             det, protos = self._refine_tracked(fused, pad, det, ids, protos)
-        extra = {k: v for k, v in det.extra.items() if k != "mask"}
-        out = det.replace(track_ids=ids, extra=extra)
+        out = det.replace(track_ids=ids, mask_logits=None)  # logits served the TSM only
         return out, VideoState(memory=memory, tracks=tracks, instance_protos=protos)
 
     def _refine_tracked(
@@ -352,8 +351,8 @@ def _prob_logits(p: Tensor, eps: float = 0.02) -> Tensor:
 
 def _initial_logits(det: Instances, size: int) -> Tensor:
     """(N, 1, size, size) initial mask logits: the mask head's logits of the predicted class
-    (``extra["mask"]``) when available, else the pasted mask cropped back to the box."""
-    logits = det.extra.get("mask")
+    (``mask_logits``) when available, else the pasted mask cropped back to the box."""
+    logits = det.mask_logits
     if logits is not None and logits.shape[-1] == size:
         ch = det.labels if logits.shape[1] > 1 else torch.zeros_like(det.labels)
         return logits[torch.arange(len(det), device=logits.device), ch][:, None].float()
