@@ -25,19 +25,19 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from instseg.models.heads import bilayer, commonality  # noqa: E402
 from instseg.models.heads.mask_rcnn import MaskRCNNHead  # noqa: E402
+from instseg.models.zoo import BILAYER_HEADS, COMMONALITY_HEADS  # noqa: E402
 
 HEADS: dict[str, Callable[..., torch.nn.Module]] = {
     "baseline (Mask R-CNN, 4 convs)": lambda *, in_channels: MaskRCNNHead(
         in_channels=in_channels, num_classes=1, conv_dims=in_channels, num_convs=4
     ),
-    "single layer FCN": bilayer.single_fcn_head,
-    "single layer GCN": bilayer.single_gcn_head,
-    "bilayer FCN": bilayer.bcnet_fcn_head,
-    "bilayer GCN (BCNet)": bilayer.bcnet_head,
-    "BCNet paper (1 conv/GCN/1 conv)": bilayer.bcnet_paper_head,
-    "CPMask": commonality.cpmask_head,
+    "single layer FCN": BILAYER_HEADS["single_fcn"],
+    "single layer GCN": BILAYER_HEADS["single_gcn"],
+    "bilayer FCN": BILAYER_HEADS["bilayer_fcn"],
+    "bilayer GCN (BCNet)": BILAYER_HEADS["bcnet"],
+    "BCNet paper (1 conv/GCN/1 conv)": BILAYER_HEADS["bcnet_paper"],
+    "CPMask": COMMONALITY_HEADS["cpmask"],
 }
 
 

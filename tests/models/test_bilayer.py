@@ -6,25 +6,30 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from instseg.models.heads import bilayer as B
 from instseg.models.heads.base import MaskTargets
-from instseg.models.heads.bilayer import BilayerLossWeights, BilayerMaskHead, bilayer_loss
+from instseg.models.heads.bilayer import (
+    BilayerLossWeights,
+    BilayerMaskHead,
+    bilayer_inference,
+    bilayer_loss,
+)
 from instseg.models.heads.contours import mask_contours
 from instseg.models.layers.non_local import NonLocalBlock
+from instseg.models.zoo import BILAYER_HEADS as BH
 
 C = 16  # tiny heads: 16 channels, 7x7 RoIs -> 14x14 masks
 OCC = {"occluder_mask", "occluder_contour"}
 
 BUILDERS = {
-    B.bcnet_head: {"mask", "contour"} | OCC,
-    B.bcnet_paper_head: {"mask", "contour"} | OCC,
-    B.bcnet_no_occluder_targets_head: {"mask", "contour"},
-    B.bcnet_occluder_mask_head: {"mask", "contour", "occluder_mask"},
-    B.bcnet_occluder_contour_head: {"mask", "contour", "occluder_contour"},
-    B.bcnet_no_guidance_head: {"mask", "contour"} | OCC,
-    B.bcnet_fcn_head: {"mask", "contour"} | OCC,
-    B.single_gcn_head: {"mask", "contour"},
-    B.single_fcn_head: {"mask", "contour"},
+    BH["bcnet"]: {"mask", "contour"} | OCC,
+    BH["bcnet_paper"]: {"mask", "contour"} | OCC,
+    BH["bcnet_no_occ_targets"]: {"mask", "contour"},
+    BH["bcnet_occ_mask"]: {"mask", "contour", "occluder_mask"},
+    BH["bcnet_occ_contour"]: {"mask", "contour", "occluder_contour"},
+    BH["bcnet_no_guidance"]: {"mask", "contour"} | OCC,
+    BH["bilayer_fcn"]: {"mask", "contour"} | OCC,
+    BH["single_gcn"]: {"mask", "contour"},
+    BH["single_fcn"]: {"mask", "contour"},
 }
 
 
@@ -41,7 +46,7 @@ def _targets(r: int = 3, m: int = 14, *, seed: int = 0, has_mask=None) -> MaskTa
     return MaskTargets(masks=masks, labels=labels, occluder=occluder, has_mask=has_mask)
 
 
-@pytest.mark.parametrize("builder", list(BUILDERS), ids=lambda f: f.__name__)
+@pytest.mark.parametrize("builder", list(BUILDERS), ids=lambda f: str(f.keywords or "default"))
 def test_every_variant_shapes_keys_backward(builder):
     torch.manual_seed(0)
     head = builder(in_channels=C, num_classes=3)
@@ -63,7 +68,7 @@ def test_bilayer_inference_gives_probabilities_of_every_output():
     head = BilayerMaskHead(in_channels=C, num_classes=2, class_aware=True)
     out = head(torch.randn(2, C, 7, 7))
     labels = torch.tensor([1, 0])
-    probs = B.bilayer_inference(out, labels)
+    probs = bilayer_inference(out, labels)
     assert set(probs) == set(out)
     torch.testing.assert_close(probs["contour"], out["contour"][torch.arange(2), labels].sigmoid())
     torch.testing.assert_close(probs["occluder_mask"], out["occluder_mask"][:, 0].sigmoid())
@@ -131,17 +136,15 @@ def test_parameter_counts():
     nl = _n(NonLocalBlock(channels=c))
     assert nl == 3 * c * c + 2 * c  # theta, phi, W_g (no bias) + layer norm
     layer = 4 * conv3 + nl + deconv
-    assert _n(B.bcnet_head(in_channels=c)) == 2 * layer + 4 * pred == 5_640_708
-    assert _n(B.single_gcn_head(in_channels=c)) == layer + 2 * pred
-    assert (
-        _n(B.bcnet_head(in_channels=c)) - _n(B.single_gcn_head(in_channels=c)) == layer + 2 * pred
-    )
-    assert _n(B.bcnet_head(in_channels=c)) - _n(B.bcnet_fcn_head(in_channels=c)) == 2 * nl
-    assert _n(B.single_gcn_head(in_channels=c)) - _n(B.single_fcn_head(in_channels=c)) == nl
+    assert _n(BH["bcnet"](in_channels=c)) == 2 * layer + 4 * pred == 5_640_708
+    assert _n(BH["single_gcn"](in_channels=c)) == layer + 2 * pred
+    assert _n(BH["bcnet"](in_channels=c)) - _n(BH["single_gcn"](in_channels=c)) == layer + 2 * pred
+    assert _n(BH["bcnet"](in_channels=c)) - _n(BH["bilayer_fcn"](in_channels=c)) == 2 * nl
+    assert _n(BH["single_gcn"](in_channels=c)) - _n(BH["single_fcn"](in_channels=c)) == nl
     # Table 3.3 orders: single FCN < single GCN < bilayer FCN < bilayer GCN
     sizes = [
         _n(f(in_channels=c))
-        for f in (B.single_fcn_head, B.single_gcn_head, B.bcnet_fcn_head, B.bcnet_head)
+        for f in (BH["single_fcn"], BH["single_gcn"], BH["bilayer_fcn"], BH["bcnet"])
     ]
     assert sizes == sorted(sizes)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -21,14 +22,15 @@ from instseg.models.heads.commonality import (
 )
 from instseg.models.heads.contours import mask_contours
 from instseg.models.layers.non_local import NonLocalBlock
+from instseg.models.zoo import COMMONALITY_HEADS as CH
 
 C = 8  # tiny heads: 8 channels, 7x7 RoIs -> 14x14 masks, 49-pixel affinities
 
 BUILDERS = {
-    CP.cpmask_head: {"mask", "boundary", "affinity"},
-    CP.cpmask_boundary_head: {"mask", "boundary"},
-    CP.cpmask_affinity_head: {"mask", "affinity"},
-    CP.cpmask_baseline_head: {"mask"},
+    CH["cpmask"]: {"mask", "boundary", "affinity"},
+    CH["cpmask_boundary"]: {"mask", "boundary"},
+    CH["cpmask_affinity"]: {"mask", "affinity"},
+    partial(CP.CommonalityMaskHead, boundary=False, affinity=False): {"mask"},
 }
 
 
@@ -127,7 +129,7 @@ def test_boundary_loss_is_bce_against_mask_contours_of_supervised_rois():
 # ------------------------------------------------------------------ the head
 
 
-@pytest.mark.parametrize("builder", list(BUILDERS), ids=lambda f: f.__name__)
+@pytest.mark.parametrize("builder", list(BUILDERS), ids=lambda f: str(f.keywords or "default"))
 def test_every_variant_shapes_keys_backward(builder):
     torch.manual_seed(0)
     head = builder(in_channels=C, num_classes=5)
@@ -151,7 +153,7 @@ def test_every_variant_shapes_keys_backward(builder):
 def test_forward_follows_eqs_4_2_to_4_6():
     """Recompute the full head by hand from its submodules."""
     torch.manual_seed(0)
-    head = CP.cpmask_head(in_channels=C)
+    head = CH["cpmask"](in_channels=C)
     x = torch.randn(2, C, 7, 7)
     out = head(x)
     nl = head.affinity_unit
@@ -187,7 +189,7 @@ def test_boundary_fusion_needs_matching_width_and_class_aware_mask_channels():
 
 def test_only_rois_with_has_mask_contribute_to_any_loss():
     torch.manual_seed(0)
-    head = CP.cpmask_head(in_channels=C)
+    head = CH["cpmask"](in_channels=C)
     x = torch.randn(3, C, 7, 7, requires_grad=True)
     keep = torch.tensor([True, False, True])
     t = _targets(3, has_mask=keep)
@@ -206,7 +208,7 @@ def test_only_rois_with_has_mask_contribute_to_any_loss():
 
 def test_loss_weights_scale_each_term():
     torch.manual_seed(0)
-    head = CP.cpmask_head(in_channels=C)
+    head = CH["cpmask"](in_channels=C)
     out, t = head(torch.randn(2, C, 7, 7)), _targets(2)
     base = commonality_loss(out, t)
     w = CommonalityLossWeights(mask=2.0, boundary=0.5, affinity=3.0)
@@ -217,7 +219,7 @@ def test_loss_weights_scale_each_term():
 
 def test_seeded_golden_losses():
     torch.manual_seed(0)
-    head = CP.cpmask_head(in_channels=C)
+    head = CH["cpmask"](in_channels=C)
     for pred in (head.mask_predictor, head.boundary_predictor):  # away from logit 0
         torch.nn.init.normal_(pred.weight, std=0.5)
     x = torch.randn(2, C, 7, 7)
@@ -231,7 +233,7 @@ GOLDEN = {"loss_mask": 0.72975, "loss_boundary": 0.71514, "loss_affinity": 1.207
 
 def test_tiny_overfit_loss_falls():
     torch.manual_seed(0)
-    head = CP.cpmask_head(in_channels=C)
+    head = CH["cpmask"](in_channels=C)
     t = _targets(4, seed=2)
     # features that carry the mask: a noisy downsampled copy in every channel
     small = F.avg_pool2d(t.masks[:, None], 2)
@@ -256,7 +258,7 @@ def test_tiny_overfit_loss_falls():
 
 def test_commonality_maps_boundary_and_affinity_row():
     torch.manual_seed(0)
-    out = CP.cpmask_head(in_channels=C)(torch.randn(2, C, 7, 7))
+    out = CH["cpmask"](in_channels=C)(torch.randn(2, C, 7, 7))
     b, a = commonality_maps(out, 1, pixel=(2, 5))
     torch.testing.assert_close(b, out["boundary"][1, 0].sigmoid())
     assert a.shape == (7, 7)
@@ -264,7 +266,9 @@ def test_commonality_maps_boundary_and_affinity_row():
     assert a.sum().item() == pytest.approx(1.0, abs=1e-5)
     _, centre = commonality_maps(out, 0)
     torch.testing.assert_close(centre.flatten(), out["affinity"][0, 3 * 7 + 3])
-    base = CP.cpmask_baseline_head(in_channels=C)(torch.randn(1, C, 7, 7))
+    base = partial(CP.CommonalityMaskHead, boundary=False, affinity=False)(in_channels=C)(
+        torch.randn(1, C, 7, 7)
+    )
     assert commonality_maps(base, 0) == (None, None)
     with pytest.raises(ValueError, match="outside"):
         commonality_maps(out, 0, pixel=(7, 0))

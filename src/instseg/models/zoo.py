@@ -31,12 +31,15 @@ from instseg.models.backbones.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
 from instseg.models.backbones.resnet import ResNet50
 from instseg.models.detectors.faster_rcnn import FasterRCNN
 from instseg.models.detectors.fcos import FCOS
-from instseg.models.heads import bilayer, commonality
 from instseg.models.heads.base import MaskHead
+from instseg.models.heads.bilayer import BilayerMaskHead
+from instseg.models.heads.commonality import CommonalityMaskHead
 from instseg.models.heads.mask_rcnn import MaskRCNNHead
 from instseg.models.segmenter import InstanceSegmenter
 
 __all__ = [
+    "BILAYER_HEADS",
+    "COMMONALITY_HEADS",
     "MODELS",
     "build_model",
     "effl0_fcos_maskrcnn",
@@ -211,24 +214,29 @@ def r50_frcnn_maskrcnn(
 
 
 # BCNet (ch. 3) head variants for the ablations of Tables 3.1-3.4; each sits on any detector.
-_BILAYER_HEADS: dict[str, Callable[..., MaskHead]] = {
-    "bcnet": bilayer.bcnet_head,  # full BCNet: occluder mask+contour, guidance, GCN
-    "bcnet_paper": bilayer.bcnet_paper_head,  # 1 conv + GCN + 1 conv per layer (Sect. 3.2.2)
-    "bcnet_no_occ_targets": bilayer.bcnet_no_occluder_targets_head,  # Table 3.1: none
-    "bcnet_occ_mask": bilayer.bcnet_occluder_mask_head,  # Table 3.1: occluder mask only
-    "bcnet_occ_contour": bilayer.bcnet_occluder_contour_head,  # Table 3.1: contour only
-    "bcnet_no_guidance": bilayer.bcnet_no_guidance_head,  # Table 3.2: no layer 1 -> 2
-    "bcnet_no_occludee_contour": bilayer.bcnet_no_occludee_contour_head,  # Table 3.2
-    "bilayer_fcn": bilayer.bcnet_fcn_head,  # Table 3.3: bilayer with FCN blocks
-    "single_gcn": bilayer.single_gcn_head,  # Table 3.3: single layer with GCN
-    "single_fcn": bilayer.single_fcn_head,  # Table 3.3: single layer FCN
+BILAYER_HEADS: dict[str, Callable[..., MaskHead]] = {
+    # full BCNet (Table 3.3's bilayer GCN): occluder mask + contour, guidance, occludee contour
+    "bcnet": partial(BilayerMaskHead),
+    # Sect. 3.2.2 prose: 1 conv + GCN + 1 conv per graph layer
+    "bcnet_paper": partial(BilayerMaskHead, convs_before_gcn=1, convs_after_gcn=1),
+    # Table 3.1: which occluder targets layer 1 learns (none = no explicit supervision)
+    "bcnet_no_occ_targets": partial(BilayerMaskHead, occluder_targets="none"),
+    "bcnet_occ_mask": partial(BilayerMaskHead, occluder_targets="mask"),
+    "bcnet_occ_contour": partial(BilayerMaskHead, occluder_targets="contour"),
+    # Table 3.2: layer 1 trained but not feeding layer 2; occludee without its contour
+    "bcnet_no_guidance": partial(BilayerMaskHead, guidance=False),
+    "bcnet_no_occludee_contour": partial(BilayerMaskHead, occludee_contour=False),
+    # Table 3.3: bilayer with FCN blocks; single layer with GCN; single layer FCN
+    "bilayer_fcn": partial(BilayerMaskHead, block="fcn"),
+    "single_gcn": partial(BilayerMaskHead, bilayer=False),
+    "single_fcn": partial(BilayerMaskHead, bilayer=False, block="fcn"),
 }
 # CPMask (ch. 4) class-agnostic commonality heads; the ablation baseline is the plain
 # ``*_maskrcnn`` model (the same 4-conv head, class-agnostic by default).
-_COMMONALITY_HEADS: dict[str, Callable[..., MaskHead]] = {
-    "cpmask": commonality.cpmask_head,  # boundary parsing + non-local affinity parsing
-    "cpmask_boundary": commonality.cpmask_boundary_head,  # boundary-parsing module only
-    "cpmask_affinity": commonality.cpmask_affinity_head,  # affinity-parsing unit only
+COMMONALITY_HEADS: dict[str, Callable[..., MaskHead]] = {
+    "cpmask": partial(CommonalityMaskHead),  # boundary parsing + non-local affinity parsing
+    "cpmask_boundary": partial(CommonalityMaskHead, affinity=False),  # boundary module only
+    "cpmask_affinity": partial(CommonalityMaskHead, boundary=False),  # affinity unit only
 }
 _DETECTORS: dict[str, Callable[..., InstanceSegmenter]] = {
     "effl0_fcos": effl0_fcos_maskrcnn,
@@ -245,7 +253,7 @@ MODELS: dict[str, Callable[..., InstanceSegmenter]] = {
     **{
         f"{det}_{head}": partial(builder, mask_head=factory)
         for det, builder in _DETECTORS.items()
-        for head, factory in {**_BILAYER_HEADS, **_COMMONALITY_HEADS}.items()
+        for head, factory in {**BILAYER_HEADS, **COMMONALITY_HEADS}.items()
     },
 }
 

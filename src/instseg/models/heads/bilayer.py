@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from instseg.models.heads.base import MaskHead, MaskTargets, select_class
 from instseg.models.heads.contours import mask_contours
+from instseg.models.layers.blocks import conv_relu_stack, upsample_relu
 from instseg.models.layers.non_local import NonLocalBlock
 
 __all__ = [
@@ -50,15 +51,6 @@ __all__ = [
     "BilayerLossWeights",
     "bilayer_loss",
     "bilayer_inference",
-    "bcnet_head",
-    "bcnet_paper_head",
-    "bcnet_no_occluder_targets_head",
-    "bcnet_occluder_mask_head",
-    "bcnet_occluder_contour_head",
-    "bcnet_no_guidance_head",
-    "bcnet_fcn_head",
-    "single_gcn_head",
-    "single_fcn_head",
 ]
 
 OccluderTargets = Literal["none", "mask", "contour", "both"]
@@ -190,17 +182,14 @@ class GraphLayer(nn.Module):
         out_channels: int,
     ) -> None:
         super().__init__()
-        self.pre = _conv_stack(in_channels, conv_dim, before)
+        self.pre = conv_relu_stack(in_channels, conv_dim, before)
         d = conv_dim if before > 0 else in_channels
         self.gcn: nn.Module = NonLocalBlock(channels=d) if block == "gcn" else nn.Identity()
-        self.post = _conv_stack(d, conv_dim, after)
+        self.post = conv_relu_stack(d, conv_dim, after)
         d = conv_dim if after > 0 else d
         self.upsample: nn.Module | None = None
         if outputs:
-            deconv = nn.ConvTranspose2d(d, conv_dim, kernel_size=2, stride=2)
-            nn.init.kaiming_normal_(deconv.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(deconv.bias)
-            self.upsample = nn.Sequential(deconv, nn.ReLU(inplace=True))
+            self.upsample = upsample_relu(d, conv_dim)
         self.predictors = nn.ModuleDict({n: nn.Conv2d(conv_dim, out_channels, 1) for n in outputs})
         for p in self.predictors.values():
             nn.init.normal_(p.weight, std=0.001)
@@ -294,127 +283,3 @@ def bilayer_inference(outputs: dict[str, Tensor], labels: Tensor) -> dict[str, T
     """Logits -> probabilities (R, M, M) for every output present (occludee channels picked by
     ``labels`` (R,) when class-aware); for visualising both layers as in survey Fig. 3.7."""
     return {name: select_class(x, labels).float().sigmoid() for name, x in outputs.items()}
-
-
-# Builders (literal numbers; the zoo collects them). Each matches the zoo's mask-head factory
-# signature ``(*, in_channels, num_classes, class_aware)``. Defaults = Table 3.3's bilayer GCN.
-
-
-def bcnet_head(
-    *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
-) -> BilayerMaskHead:
-    """Full BCNet: bilayer GCN, occluder mask + contour, guidance, occludee contour."""
-    return BilayerMaskHead(
-        in_channels=in_channels, num_classes=num_classes, class_aware=class_aware
-    )
-
-
-def bcnet_paper_head(
-    *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
-) -> BilayerMaskHead:
-    """Sect. 3.2.2 prose: one 3x3 conv, one GCN, one FCN layer per graph layer."""
-    return BilayerMaskHead(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        class_aware=class_aware,
-        convs_before_gcn=1,
-        convs_after_gcn=1,
-    )
-
-
-def bcnet_no_occluder_targets_head(
-    *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
-) -> BilayerMaskHead:
-    """Table 3.1 baseline: bilayer GCN without explicit occluder supervision."""
-    return BilayerMaskHead(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        class_aware=class_aware,
-        occluder_targets="none",
-    )
-
-
-def bcnet_occluder_mask_head(
-    *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
-) -> BilayerMaskHead:
-    """Table 3.1: occluder modelled by its mask only."""
-    return BilayerMaskHead(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        class_aware=class_aware,
-        occluder_targets="mask",
-    )
-
-
-def bcnet_occluder_contour_head(
-    *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
-) -> BilayerMaskHead:
-    """Table 3.1: occluder modelled by its contour only."""
-    return BilayerMaskHead(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        class_aware=class_aware,
-        occluder_targets="contour",
-    )
-
-
-def bcnet_no_guidance_head(
-    *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
-) -> BilayerMaskHead:
-    """Table 3.2: layer 1 is trained but does not feed layer 2."""
-    return BilayerMaskHead(
-        in_channels=in_channels, num_classes=num_classes, class_aware=class_aware, guidance=False
-    )
-
-
-def bcnet_no_occludee_contour_head(
-    *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
-) -> BilayerMaskHead:
-    """Table 3.2 middle row: guidance on, occludee mask without the occludee contour."""
-    return BilayerMaskHead(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        class_aware=class_aware,
-        occludee_contour=False,
-    )
-
-
-def bcnet_fcn_head(
-    *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
-) -> BilayerMaskHead:
-    """Table 3.3 "Bilayer FCN": the bilayer structure without non-local blocks."""
-    return BilayerMaskHead(
-        in_channels=in_channels, num_classes=num_classes, class_aware=class_aware, block="fcn"
-    )
-
-
-def single_gcn_head(
-    *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
-) -> BilayerMaskHead:
-    """Table 3.3 "Single layer GCN": occludee layer only, with the non-local block."""
-    return BilayerMaskHead(
-        in_channels=in_channels, num_classes=num_classes, class_aware=class_aware, bilayer=False
-    )
-
-
-def single_fcn_head(
-    *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
-) -> BilayerMaskHead:
-    """Table 3.3 "Single layer FCN": 4 convs + deconv + mask/contour predictors."""
-    return BilayerMaskHead(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        class_aware=class_aware,
-        bilayer=False,
-        block="fcn",
-    )
-
-
-def _conv_stack(in_channels: int, out_channels: int, n: int) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i in range(n):
-        conv = nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1)
-        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-        nn.init.zeros_(conv.bias)
-        layers += [conv, nn.ReLU(inplace=True)]
-    return nn.Sequential(*layers)

@@ -59,6 +59,7 @@ from torch import Tensor, nn
 from instseg.models.heads.base import MaskHead, MaskTargets, select_class
 from instseg.models.heads.contours import mask_contours
 from instseg.models.heads.mask_rcnn import mask_rcnn_loss
+from instseg.models.layers.blocks import conv_relu_stack, mask_predictor, upsample_relu
 from instseg.models.layers.non_local import NonLocalBlock
 
 __all__ = [
@@ -69,10 +70,6 @@ __all__ = [
     "affinity_targets",
     "boundary_loss",
     "commonality_maps",
-    "cpmask_head",
-    "cpmask_boundary_head",
-    "cpmask_affinity_head",
-    "cpmask_baseline_head",
 ]
 
 
@@ -122,10 +119,10 @@ class CommonalityMaskHead(MaskHead):
         self.boundary_upsample: nn.Module | None = None
         self.boundary_predictor: nn.Conv2d | None = None
         if boundary:
-            self.boundary_convs = _conv_stack(in_channels, dim, 4)
-            self.boundary_upsample = _upsample(dim)
-            self.boundary_predictor = _predictor(dim, 1)
-        self.mask_convs = _conv_stack(in_channels, dim, 4)  # G
+            self.boundary_convs = conv_relu_stack(in_channels, dim, 4)
+            self.boundary_upsample = upsample_relu(dim, dim)
+            self.boundary_predictor = mask_predictor(dim, 1)
+        self.mask_convs = conv_relu_stack(in_channels, dim, 4)  # G
         self.affinity_unit: NonLocalBlock | None = None
         if affinity:
             self.affinity_unit = NonLocalBlock(
@@ -136,8 +133,8 @@ class CommonalityMaskHead(MaskHead):
                 scaled=affinity_scaled,
                 zscore=True,
             )
-        self.mask_upsample = _upsample(dim)
-        self.mask_predictor = _predictor(dim, num_classes if class_aware else 1)
+        self.mask_upsample = upsample_relu(dim, dim)
+        self.mask_predictor = mask_predictor(dim, num_classes if class_aware else 1)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """x: (R, C, S, S) RoI features -> dict:
@@ -349,68 +346,4 @@ def commonality_maps(
 # signature ``(*, in_channels, num_classes, class_aware)``.
 
 
-def cpmask_head(
-    *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
-) -> CommonalityMaskHead:
-    """Full CPMask: Boundary-Parsing Module + Non-local Affinity-Parsing unit."""
-    return CommonalityMaskHead(
-        in_channels=in_channels, num_classes=num_classes, class_aware=class_aware
-    )
-
-
-def cpmask_boundary_head(
-    *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
-) -> CommonalityMaskHead:
-    """Ablation: baseline + Boundary-Parsing Module only."""
-    return CommonalityMaskHead(
-        in_channels=in_channels, num_classes=num_classes, class_aware=class_aware, affinity=False
-    )
-
-
-def cpmask_affinity_head(
-    *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
-) -> CommonalityMaskHead:
-    """Ablation: baseline + Non-local Affinity-Parsing unit only."""
-    return CommonalityMaskHead(
-        in_channels=in_channels, num_classes=num_classes, class_aware=class_aware, boundary=False
-    )
-
-
-def cpmask_baseline_head(
-    *, in_channels: int = 256, num_classes: int = 80, class_aware: bool = False
-) -> CommonalityMaskHead:
-    """Ablation baseline: G + upsample + 1x1 conv (the class-agnostic Mask R-CNN head)."""
-    return CommonalityMaskHead(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        class_aware=class_aware,
-        boundary=False,
-        affinity=False,
-    )
-
-
 # -------------------------------------------------------------------- helpers
-
-
-def _conv_stack(in_channels: int, dim: int, n: int) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i in range(n):
-        conv = nn.Conv2d(in_channels if i == 0 else dim, dim, 3, padding=1)
-        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-        nn.init.zeros_(conv.bias)
-        layers += [conv, nn.ReLU(inplace=True)]
-    return nn.Sequential(*layers)
-
-
-def _upsample(dim: int) -> nn.Sequential:
-    deconv = nn.ConvTranspose2d(dim, dim, kernel_size=2, stride=2)
-    nn.init.kaiming_normal_(deconv.weight, mode="fan_out", nonlinearity="relu")
-    nn.init.zeros_(deconv.bias)
-    return nn.Sequential(deconv, nn.ReLU(inplace=True))
-
-
-def _predictor(dim: int, out_channels: int) -> nn.Conv2d:
-    conv = nn.Conv2d(dim, out_channels, 1)
-    nn.init.normal_(conv.weight, std=0.001)
-    nn.init.zeros_(conv.bias)
-    return conv
