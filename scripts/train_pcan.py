@@ -1,5 +1,8 @@
 """Train PCAN (video recipe) and optionally install it as the shipped default model.
 
+``instseg train configs/pcan_synthetic.yaml [key=value ...]`` trains the same way (the config's
+``task: video`` picks the video recipe); this script adds ``--install`` and ``--smoke``.
+
 The shipped default (``src/instseg/weights/pcan_default.pt``, used by ``instseg track`` without
 ``--weights``) is produced by exactly this command (a long CPU job: hours on 2 cores)::
 

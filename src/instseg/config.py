@@ -34,12 +34,13 @@ def load_config(
     ``overrides`` (``"a.b=value"`` strings, values parsed as YAML scalars/lists)."""
     data: dict[str, Any] = {}
     if path is not None:
-        data = _read_yaml_with_base(Path(path))
+        data = read_yaml_with_base(Path(path))
     cfg = from_dict(cls, data, where=str(path) if path else "<defaults>")
     return apply_overrides(cfg, overrides or [])
 
 
-def _read_yaml_with_base(path: Path, depth: int = 0) -> dict[str, Any]:
+def read_yaml_with_base(path: Path, depth: int = 0) -> dict[str, Any]:
+    """The mapping of a YAML config file merged over its ``_base_`` (one level at most)."""
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
@@ -53,7 +54,7 @@ def _read_yaml_with_base(path: Path, depth: int = 0) -> dict[str, Any]:
         return data
     if depth >= 1:
         raise ConfigError(f"{path}: a base file may not have a base of its own (one level only)")
-    merged = _read_yaml_with_base((path.parent / base).resolve(), depth + 1)
+    merged = read_yaml_with_base((path.parent / base).resolve(), depth + 1)
     return _deep_merge(merged, data)
 
 

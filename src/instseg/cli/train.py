@@ -1,6 +1,15 @@
-"""``instseg train CONFIG [key=value ...] [--resume]``: train an image instance segmenter.
+"""``instseg train CONFIG [key=value ...] [--resume]``: train the model a config describes.
 
-Under ``torchrun --nproc_per_node=N -m instseg.cli.main train ...`` it trains with DDP.
+The config's top-level ``task`` picks the recipe (default ``image``):
+
+- ``image``: :func:`instseg.recipes.image.train` (:class:`ImageTrainConfig`; BCNet, CPMask and
+  the baseline on COCO-format data or the built-in synthetic scenes). Under
+  ``torchrun --nproc_per_node=N -m instseg.cli.main train ...`` it trains with DDP.
+- ``video``: :func:`instseg.recipes.video.train_video` (:class:`VideoTrainConfig`; PCAN on
+  YouTube-VIS-format data or synthetic videos, e.g. ``configs/pcan_synthetic.yaml``).
+
+The propagation embedding and VOIN are still trained by ``scripts/train_propagation.py`` and
+``scripts/train_voin.py``.
 """
 
 from __future__ import annotations
@@ -8,27 +17,54 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
+from typing import Any
 
 from instseg.config import ConfigError, load_config
 
+TASKS = ("image", "video")
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="YAML config (see configs/); fields of ImageTrainConfig")
+    p.add_argument("config", help="YAML config (see configs/); its `task` picks the recipe")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. solver.lr=0.01")
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last_checkpoint")
     p.add_argument("--no-progress", action="store_true", help="disable the progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from instseg.recipes.image import train
-    from instseg.recipes.image_config import ImageTrainConfig
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        cfg = load_config(ImageTrainConfig, args.config, args.overrides)
+        task = config_task(args.config, args.overrides)
+        if task == "video":
+            from instseg.recipes.video import train_video
+            from instseg.recipes.video_config import VideoTrainConfig
+
+            cfg: Any = load_config(VideoTrainConfig, args.config, args.overrides)
+            train_fn: Any = train_video
+        else:
+            from instseg.recipes.image import train
+            from instseg.recipes.image_config import ImageTrainConfig
+
+            cfg = load_config(ImageTrainConfig, args.config, args.overrides)
+            train_fn = train
     except ConfigError as e:
         raise SystemExit(f"config error: {e}") from None
-    metrics = train(cfg, resume=args.resume, progress=not args.no_progress)
+    metrics = train_fn(cfg, resume=args.resume, progress=not args.no_progress)
     if metrics:
         print(json.dumps(metrics, indent=2))
     return 0
+
+
+def config_task(path: str | Path, overrides: list[str]) -> str:
+    """The ``task`` of a config file (following its ``_base_``), a ``task=...`` override
+    winning; ``image`` when unset. Raises ConfigError for an unknown task."""
+    from instseg.config import read_yaml_with_base
+
+    task = str(read_yaml_with_base(Path(path)).get("task", "image"))
+    for o in overrides:
+        if o.startswith("task="):
+            task = o.split("=", 1)[1]
+    if task not in TASKS:
+        raise ConfigError(f"{path}: task must be one of {', '.join(TASKS)}, got {task!r}")
+    return task

@@ -90,6 +90,7 @@ class EvalConfig:
 
 @dataclass
 class ImageTrainConfig:
+    task: str = "image"  # which recipe `instseg train` runs (must be "image" here)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)

@@ -51,6 +51,7 @@ class VideoDataConfig:
 
 @dataclass
 class VideoTrainConfig:
+    task: str = "video"  # which recipe `instseg train` runs (must be "video" here)
     model: VideoModelConfig = field(default_factory=VideoModelConfig)
     data: VideoDataConfig = field(default_factory=VideoDataConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
