@@ -13,6 +13,8 @@ Prints the CPU (model name, vector ISA, native bf16 as torch reports it), then m
   as ours and Mask R-CNN return them).
 - **network only**: the model's forward on a prepared tensor (ours: ``model.predict`` on a
   ``Batch``; yolov8n-seg: ``model.model(x)``, no NMS or mask assembly).
+- **ONNX Runtime**: our network exported as ``instseg export --format onnx`` does it (no mask
+  pasting), run by onnxruntime in fp32 (its own kernels: the ISA caps do not apply to it).
 - **fast paths in fp32**: channels_last on/off and folded vs unfolded frozen BatchNorm for our
   network, and the FCOS/FPN width, so the defaults chosen for bf16 are checked on fp32 too.
 
@@ -143,6 +145,41 @@ def ours_network(
     return fn
 
 
+def ours_onnxruntime(img: np.ndarray, tmp: Path, threads: int) -> Callable[[], object] | None:
+    """Our network exported to ONNX (``instseg export``'s graph: detector + mask head, 20
+    detections, 28x28 mask probabilities; no pasting) run by ONNX Runtime in fp32. ORT uses its
+    own kernels: the oneDNN/ATen ISA caps do not apply to it."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    from instseg.inference.export import export_model
+    from instseg.models.zoo import build_model
+
+    torch.manual_seed(0)
+    model = build_model(
+        "effl0_fcos_maskrcnn",
+        num_classes=80,
+        pretrained=False,
+        frozen_bn=True,
+        fixed_num_detections=NUM_DET,
+    ).eval()
+    h, w = img.shape[:2]
+    hp, wp = (h + 31) // 32 * 32, (w + 31) // 32 * 32
+    path = export_model(model, tmp / "ours.onnx", fmt="onnx", image_size=(hp, wp))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no busy-wait
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    x = np.zeros((1, 3, hp, wp), np.float32)
+    x[0, :, :h, :w] = img.transpose(2, 0, 1)
+
+    def fn() -> object:
+        return sess.run(None, {"images": x})
+
+    return fn
+
+
 def torchvision_maskrcnn(img: np.ndarray, *, amp: str) -> Callable[[], object]:
     from torchvision.models.detection import maskrcnn_resnet50_fpn
 
@@ -253,6 +290,9 @@ def main() -> None:
             yolo = yolo_seg(img, args.threads)
             for key in ("e2e", "e2e retina", "net"):
                 run(size, f"yolov8n-seg {key}", "none", yolo[key] if yolo else None)
+            # last: ORT's thread pool must not compete with the other rows
+            run(size, "ours network via onnxruntime (no paste)", "none",
+                ours_onnxruntime(img, Path(tmp), args.threads))  # fmt: skip
             if not args.no_fast_paths:
                 print("fast paths, fp32 network only:")
                 for cl in (False, True):
