@@ -28,17 +28,11 @@ from pathlib import Path
 
 from instseg.config import load_config
 from instseg.recipes.video import train_video
-from instseg.recipes.video_config import VideoTrainConfig
+from instseg.recipes.video_config import SMOKE_OVERRIDES, VideoTrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "src" / "instseg" / "weights" / "pcan_default.pt"
-SMOKE = [
-    "model.name=pcan_tiny", "model.pretrained=false", "data.synthetic.num_train=2",
-    "data.synthetic.num_test=1", "data.synthetic.num_frames=4", "data.synthetic.image_size=64",
-    "data.synthetic.cutouts=false", "data.min_size=[64]", "data.max_size=96",
-    "data.test_min_size=64", "data.batch_size=2", "solver.max_iters=3", "solver.warmup_iters=1",
-    "model.image_weights=null", "solver.amp=none", "out_dir=runs/pcan_smoke",
-]  # fmt: skip
+SMOKE = [*SMOKE_OVERRIDES, "out_dir=runs/pcan_smoke"]
 
 
 def main() -> None:

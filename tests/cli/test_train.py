@@ -10,15 +10,10 @@ import pytest
 
 from instseg.cli.main import main
 from instseg.cli.train import config_task
+from instseg.recipes.video_config import SMOKE_OVERRIDES
 
 ROOT = Path(__file__).resolve().parents[2]
-VIDEO_SMOKE = [
-    "model.name=pcan_tiny", "model.pretrained=false", "model.image_weights=null",
-    "data.synthetic.num_train=2", "data.synthetic.num_test=1", "data.synthetic.num_frames=4",
-    "data.synthetic.image_size=64", "data.synthetic.cutouts=false", "data.min_size=[64]",
-    "data.max_size=96", "data.test_min_size=64", "data.batch_size=2", "solver.max_iters=2",
-    "solver.warmup_iters=1", "threads=1", "device=cpu",
-]  # fmt: skip
+VIDEO_SMOKE = [*SMOKE_OVERRIDES, "threads=1", "device=cpu"]
 
 
 def test_task_of_configs(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +22,17 @@ def add_amp_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
-def open_frames(args: argparse.Namespace, prog: str) -> tuple[Iterator, float] | None:
-    """(frames, fps) of ``args.source`` (a video or a folder of frames; frames are
-    (name, RGB uint8, _) tuples) and creates ``args.out/masks``; None after printing one line
-    naming the source when it is missing or has no frames."""
+def run_on_frames(
+    args: argparse.Namespace,
+    prog: str,
+    job: Callable[[argparse.Namespace, Iterator, Path, float], int],
+) -> int:
+    """The frame-by-frame commands' shell: read ``args.source`` (a video or a folder of
+    frames; frames are (name, RGB uint8, _) tuples), create ``args.out/masks``, run
+    ``job(args, frames, out, fps) -> frames written`` and print one summary line. A missing or
+    empty source, or a FileNotFoundError / ValueError / CheckpointError of the job, is one line
+    naming the problem and exit status 2."""
+    from instseg.engine.checkpoint import CheckpointError
     from instseg.utils.sources import is_video, iter_source, video_fps
 
     try:
@@ -33,13 +40,20 @@ def open_frames(args: argparse.Namespace, prog: str) -> tuple[Iterator, float] |
         first = next(source, None)
     except (FileNotFoundError, OSError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
-        return None
+        return 2
     if first is None:
         print(f"{prog}: {args.source}: no frames", file=sys.stderr)
-        return None
+        return 2
     fps = args.fps or (video_fps(args.source) if is_video(args.source) else 24.0)
-    (Path(args.out) / "masks").mkdir(parents=True, exist_ok=True)
-    return chain_first(first, source), fps
+    out = Path(args.out)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    try:
+        n = job(args, chain_first(first, source), out, fps)
+    except (FileNotFoundError, ValueError, CheckpointError) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    print(f"{prog}: {n} frames -> {out}")
+    return 0
 
 
 def chain_first(first: tuple, rest: Iterator) -> Iterator:

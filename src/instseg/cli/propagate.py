@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from instseg.cli.options import chain_first, drain_to_video, open_frames
-from instseg.engine.checkpoint import CheckpointError
+from instseg.cli.options import chain_first, drain_to_video, run_on_frames
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +59,7 @@ def add_propagation_arguments(g: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    opened = open_frames(args, "instseg propagate")
-    if opened is None:
-        return 2
-    frames, fps = opened
-    out = Path(args.out)
-    try:
-        n = run_propagation(args, frames, out, fps)
-    except (FileNotFoundError, ValueError, CheckpointError) as e:
-        print(f"instseg propagate: {e}", file=sys.stderr)
-        return 2
-    print(f"instseg propagate: {n} frames -> {out}")
-    return 0
+    return run_on_frames(args, "instseg propagate", run_propagation)
 
 
 def run_propagation(args: argparse.Namespace, frames: Iterator, out: Path, fps: float) -> int:

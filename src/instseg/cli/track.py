@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from instseg.cli.options import add_amp_argument, drain_to_video, open_frames
+from instseg.cli.options import add_amp_argument, drain_to_video, run_on_frames
 from instseg.data.ytvis import tracks_to_video_results
-from instseg.engine.checkpoint import CheckpointError
 from instseg.engine.weights import shipped_weights
 from instseg.structures.ops import paint_instances
 
@@ -64,24 +62,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    opened = open_frames(args, "instseg track")
-    if opened is None:
-        return 2
-    frames, fps = opened
-    out = Path(args.out)
-    try:
-        if args.init_masks:
-            from instseg.cli.propagate import run_propagation
+    if args.init_masks:
+        from instseg.cli.propagate import run_propagation
 
-            log.warning("instseg track --init-masks is deprecated: use instseg propagate")
-            n = run_propagation(args, frames, out, fps)
-        else:
-            n = _run_tracking(args, frames, out, fps)
-    except (FileNotFoundError, ValueError, CheckpointError) as e:
-        print(f"instseg track: {e}", file=sys.stderr)
-        return 2
-    print(f"instseg track: {n} frames -> {out}")
-    return 0
+        log.warning("instseg track --init-masks is deprecated: use instseg propagate")
+        return run_on_frames(args, "instseg track", run_propagation)
+    return run_on_frames(args, "instseg track", _run_tracking)
 
 
 def default_weights() -> Path:

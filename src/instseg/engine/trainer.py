@@ -42,7 +42,7 @@ from torch.nn.parallel import DistributedDataParallel
 from instseg.engine.checkpoint import Checkpointer
 from instseg.engine.distributed import is_main_process, reduce_dict
 from instseg.utils.io import atomic_write_text
-from instseg.utils.precision import amp_dtype, resolve_amp
+from instseg.utils.precision import autocast, resolve_amp
 
 __all__ = [
     "Callback",
@@ -98,7 +98,6 @@ class Trainer:
         self.eval_results: dict = {}  # last eval_fn() output ...
         self.eval_iter = -1  # ... and the iteration it was run at
         self.amp = resolve_amp(amp, self.device)  # "bf16" | "fp16" | "none"
-        self._amp_dtype = amp_dtype(self.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self.checkpointer = checkpointer
         if checkpointer is not None and self.scaler.is_enabled():
@@ -148,7 +147,7 @@ class Trainer:
             batch = images_channels_last(batch)
         data_time = time.perf_counter() - t0
         lr = self.optimizer.param_groups[0]["lr"]
-        with torch.autocast(self.device.type, self._amp_dtype, enabled=self._amp_dtype is not None):
+        with autocast(self.amp, self.device):
             losses = self._loss(batch)
         total = sum(v.float() for v in losses.values())
         values = self._check_finite(losses)

@@ -63,3 +63,14 @@ class VideoTrainConfig:
     checkpoint_period: int = 500  # write a resumable checkpoint every N iterations
     log_period: int = 20
     threads: int = 0  # torch CPU threads (0 = leave torch's default)
+
+
+# Overrides that shrink any video config to a run of seconds (random-init tiny PCAN, 2 tiny
+# synthetic videos, 3 iterations): `scripts/train_pcan.py --smoke` and the CLI test use it.
+SMOKE_OVERRIDES = [
+    "model.name=pcan_tiny", "model.pretrained=false", "model.image_weights=null",
+    "data.synthetic.num_train=2", "data.synthetic.num_test=1", "data.synthetic.num_frames=4",
+    "data.synthetic.image_size=64", "data.synthetic.cutouts=false", "data.min_size=[64]",
+    "data.max_size=96", "data.test_min_size=64", "data.batch_size=2", "solver.max_iters=3",
+    "solver.warmup_iters=1", "solver.amp=none",
+]  # fmt: skip
