@@ -7,7 +7,9 @@ Prints the CPU (model name, vector ISA, native bf16 as torch reports it), then m
 
 - **end to end**: an RGB uint8 photo in, instances at the photo's size out.
   Ours: :class:`instseg.inference.ImagePredictor` (resize, normalise, detector, mask head, mask
-  pasting). Mask R-CNN: torchvision's ``model([x])`` (its transform, RPN, heads, paste).
+  pasting), with ``backend="torch"`` in each precision and with ``backend="onnxruntime"`` (fp32,
+  what the predictor runs on a CPU by default). Mask R-CNN: torchvision's ``model([x])`` (its
+  transform, RPN, heads, paste).
   yolov8n-seg: Ultralytics ``YOLO.predict`` (letterbox, network, NMS, mask assembly), once with its
   default low-resolution masks and once with ``retina_masks=True`` (masks at the photo's size,
   as ours and Mask R-CNN return them).
@@ -78,6 +80,9 @@ def test_image(size: int) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(img, (round(w * s), round(h * s))))
 
 
+ORT_E2E = "ours e2e (ImagePredictor, onnxruntime)"
+
+
 def _random_weights_file(tmp: Path, name: str = "effl0_fcos_maskrcnn", **kw: object) -> Path:
     """A weights file of a random-init zoo model (80 classes), readable by ImagePredictor."""
     from instseg.engine.checkpoint import save_weights
@@ -98,14 +103,21 @@ def _random_weights_file(tmp: Path, name: str = "effl0_fcos_maskrcnn", **kw: obj
 
 
 def ours_end_to_end(
-    weights: Path, img: np.ndarray, *, amp: str, channels_last: bool
+    weights: Path, img: np.ndarray, *, amp: str, channels_last: bool, backend: str = "torch"
 ) -> Callable[[], object]:
     from instseg.inference.predictor import ImagePredictor
 
     short, long = min(img.shape[:2]), max(img.shape[:2])
     pred = ImagePredictor(
-        weights, device="cpu", min_size=short, max_size=long, amp=amp, channels_last=channels_last
+        weights,
+        device="cpu",
+        min_size=short,
+        max_size=long,
+        amp=amp,
+        channels_last=channels_last,
+        backend=backend,
     )
+    assert pred.backend == backend, (pred.backend, backend)
     pred.model.fixed_num_detections = NUM_DET
 
     def fn() -> object:
@@ -282,7 +294,7 @@ def main() -> None:
             img = test_image(size)
             for prec in precisions:
                 cl = True  # channels_last: the predictor's CPU default (see the fast-path rows)
-                run(size, "ours e2e (ImagePredictor)", prec,
+                run(size, "ours e2e (ImagePredictor, torch)", prec,
                     ours_end_to_end(weights, img, amp=prec, channels_last=cl))  # fmt: skip
                 run(size, "ours network", prec, ours_network(img, amp=prec, channels_last=cl))
                 run(size, "torchvision maskrcnn_r50_fpn e2e", prec,
@@ -293,6 +305,8 @@ def main() -> None:
             # last: ORT's thread pool must not compete with the other rows
             run(size, "ours network via onnxruntime (no paste)", "none",
                 ours_onnxruntime(img, Path(tmp), args.threads))  # fmt: skip
+            run(size, ORT_E2E, "none", ours_end_to_end(
+                weights, img, amp="none", channels_last=False, backend="onnxruntime"))  # fmt: skip
             if not args.no_fast_paths:
                 print("fast paths, fp32 network only:")
                 for cl in (False, True):
@@ -306,11 +320,19 @@ def main() -> None:
     print("\nratios (peer ms / ours ms; > 1 means ours is faster):")
     print("| size | peer | ours | " + " | ".join(label[p] for p in precisions) + " |")
     print("|---|---|---|" + "---:|" * len(precisions))
+    torch_e2e = "ours e2e (ImagePredictor, torch)"
     pairs = [
-        ("torchvision maskrcnn_r50_fpn e2e", "ours e2e (ImagePredictor)", True),
-        ("yolov8n-seg e2e", "ours e2e (ImagePredictor)", False),
-        ("yolov8n-seg e2e retina", "ours e2e (ImagePredictor)", False),
+        ("torchvision maskrcnn_r50_fpn e2e", torch_e2e, True),
+        ("yolov8n-seg e2e", torch_e2e, False),
+        ("yolov8n-seg e2e retina", torch_e2e, False),
         ("yolov8n-seg net", "ours network", False),
+    ]
+    # the predictor's CPU default (backend auto): ONNX Runtime in fp32, one value per row
+    ort_pairs = [
+        ("torchvision maskrcnn_r50_fpn e2e", ORT_E2E),
+        ("yolov8n-seg e2e", ORT_E2E),
+        ("yolov8n-seg e2e retina", ORT_E2E),
+        ("yolov8n-seg net", "ours network via onnxruntime (no paste)"),
     ]
     for size in args.sizes:
         for peer, ours, same_prec in pairs:
@@ -320,10 +342,17 @@ def main() -> None:
                 ok = (size, ours, prec)
                 cells.append(f"{lat[pk] / lat[ok]:.2f}x" if pk in lat and ok in lat else "-")
             print(f"| {size} | {peer} | {ours} | " + " | ".join(cells) + " |")
+        for peer, ours in ort_pairs:
+            pk, ok = (size, peer, "none"), (size, ours, "none")
+            if pk in lat and ok in lat:
+                cell = f"{lat[pk] / lat[ok]:.2f}x"
+                cells = " | ".join([cell] * len(precisions))
+                print(f"| {size} | {peer} | {ours} | {cells} |")
     print(
         "targets on a CPU without native bf16 (fp32 column): >= 5x vs Mask R-CNN R50-FPN end to "
         "end; >= 1.0x vs yolov8n-seg end to end (no slower). Peers run in fp32 except Mask R-CNN, "
-        "which runs in each column's precision."
+        "which runs in each column's precision. The onnxruntime rows are what ImagePredictor and "
+        "`instseg predict` run on a CPU by default (backend auto); the torch rows: backend torch."
     )
 
 

@@ -29,6 +29,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     add_amp_argument(p)
     p.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "torch", "onnxruntime"],
+        help="auto: ONNX Runtime (fp32) on CPU unless --amp forces a low precision, else torch",
+    )
+    p.add_argument(
         "--explain",
         action="store_true",
         help="also save per-RoI panels of the mask head's maps to DIR/explain/ (top 3 RoIs: "
@@ -75,7 +81,11 @@ def run(args: argparse.Namespace) -> int:
 
     weights = args.weights or default_weights()
     predictor = ImagePredictor(
-        weights, device=args.device, amp=args.amp, score_thresh=args.score_thresh
+        weights,
+        device=args.device,
+        amp=args.amp,
+        score_thresh=args.score_thresh,
+        backend=args.backend,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -60,7 +60,7 @@ def export_model(
     """Trace ``model`` (with ``fixed_num_detections``) on a (1, 3, H, W) example and save it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = ExportWrapper(model)
+    wrapper = ExportWrapper(model).eval()  # the exporter restores this mode afterwards
     example = torch.rand(1, 3, *image_size, generator=torch.Generator().manual_seed(0)) * 255
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)

@@ -127,7 +127,8 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        y = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps)
+        c = (int(self.weight.shape[0]),)  # a constant: traceable for ONNX
+        y = F.layer_norm(x.permute(0, 2, 3, 1), c, self.weight, self.bias, self.eps)
         return y.permute(0, 3, 1, 2)
 
 
