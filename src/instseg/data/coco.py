@@ -65,9 +65,58 @@ from instseg.structures.masks import is_valid_polygon, polygons_to_mask, rle_to_
 from instseg.utils.image import ImageReadError, read_image
 from instseg.utils.io import read_json
 
-__all__ = ["CocoInstanceDataset", "detect_layout", "LAYOUTS", "MASK_KINDS"]
+__all__ = [
+    "CocoInstanceDataset",
+    "LAYOUTS",
+    "LAYOUT_KEYS",
+    "LayoutKeys",
+    "MASK_KINDS",
+    "detect_layout",
+    "layout_fields",
+]
 
 LAYOUTS = ("coco", "synthetic", "kins", "kins_updated", "cocoa")
+
+
+@dataclass(frozen=True)
+class LayoutKeys:
+    """JSON keys of one annotation in a per-instance layout (COCOA's per-image ``regions`` are
+    read apart). ``*_fallback``: the key used when the first is absent."""
+
+    visible: str
+    amodal: str | None
+    bbox: str
+    amodal_fallback: str | None = None
+    bbox_fallback: str | None = None
+
+
+# The one table of the layouts' keys (the dataset and the amodal evaluator both read it).
+LAYOUT_KEYS: dict[str, LayoutKeys] = {
+    "coco": LayoutKeys(visible="segmentation", amodal=None, bbox="bbox"),
+    "synthetic": LayoutKeys(visible="segmentation", amodal="amodal_segm", bbox="bbox"),
+    "kins": LayoutKeys(
+        visible="i_segm",
+        amodal="a_segm",
+        bbox="i_bbox",
+        amodal_fallback="segmentation",
+        bbox_fallback="bbox",
+    ),
+    "kins_updated": LayoutKeys(visible="inmodal_seg", amodal="segmentation", bbox="inmodal_bbox"),
+}
+
+
+def layout_fields(a: dict[str, Any], layout: str) -> tuple[Any, Any, Any]:
+    """(visible segmentation, amodal segmentation or None, visible xywh box or None) of one
+    JSON annotation in ``layout`` (any of :data:`LAYOUT_KEYS`), as stored in the file."""
+    k = LAYOUT_KEYS[layout]
+
+    def get(key: str | None, fallback: str | None) -> Any:
+        v = a.get(key) if key else None
+        return a.get(fallback) if v is None and fallback else v
+
+    return get(k.visible, None), get(k.amodal, k.amodal_fallback), get(k.bbox, k.bbox_fallback)
+
+
 MASK_KINDS = ("visible", "amodal", "occluder")
 # stats keys that are normal filtering, not data problems: counted but not warned about
 _QUIET = {"crowd dropped", "category filtered"}
@@ -296,24 +345,17 @@ class CocoInstanceDataset(Dataset):
             iscrowd=bool(a.get("iscrowd", 0)),
         )
         seg = self._clean_segm
-        if self.layout == "coco":
-            ann.bbox, ann.visible = a.get("bbox"), seg(a.get("segmentation"), rec)
-        elif self.layout == "synthetic":
-            ann.bbox, ann.visible = a.get("bbox"), seg(a.get("segmentation"), rec)
-            ann.amodal = seg(a.get("amodal_segm"), rec)
+        visible, amodal, ann.bbox = layout_fields(a, self.layout)
+        ann.visible = seg(visible, rec)
+        if LAYOUT_KEYS[self.layout].amodal is not None:
+            ann.amodal = seg(amodal, rec)
+        if self.layout == "synthetic":
             ann.occluder = seg(a.get("occluder_segm"), rec)
             ann.depth = _as_int(a["depth_order"]) if a.get("depth_order") is not None else None
         elif self.layout == "kins":
-            ann.bbox = a.get("i_bbox", a.get("bbox"))
-            ann.visible = seg(a.get("i_segm"), rec)
-            ann.amodal = seg(a.get("a_segm", a.get("segmentation")), rec)
             for key in ("oco_id", "ico_id"):
                 if a.get(key) is not None:
                     ann.extra[f"kins_{key}"] = _as_int(a[key])
-        else:  # kins_updated
-            ann.bbox = a.get("inmodal_bbox")
-            ann.visible = seg(a.get("inmodal_seg"), rec)
-            ann.amodal = seg(a.get("segmentation"), rec)
         return [ann]
 
     def _read_cocoa_region(self, r: dict[str, Any], rec: _Image, k: int) -> _Ann:

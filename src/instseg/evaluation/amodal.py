@@ -41,7 +41,7 @@ from typing import Any, Literal
 import numpy as np
 import pycocotools.mask as mask_util
 
-from instseg.data.coco import detect_layout
+from instseg.data.coco import detect_layout, layout_fields
 from instseg.evaluation.coco import ClassSplit, evaluate_coco
 from instseg.structures.masks import is_valid_polygon
 from instseg.utils.io import atomic_write_json, read_json
@@ -257,20 +257,12 @@ def _records(a: Mapping[str, Any], layout: str) -> list[dict[str, Any]]:
                 }
             )
         return out
-    visible, amodal, bbox = {
-        "coco": ("segmentation", None, "bbox"),
-        "synthetic": ("segmentation", "amodal_segm", "bbox"),
-        "kins": ("i_segm", "a_segm", "i_bbox"),
-        "kins_updated": ("inmodal_seg", "segmentation", "inmodal_bbox"),
-    }[layout]
-    amo = a.get(amodal) if amodal else None
-    if layout == "kins" and amo is None:
-        amo = a.get("segmentation")
+    visible, amodal, bbox = layout_fields(dict(a), layout)
     return [
         {
-            "visible": a.get(visible),
-            "amodal": amo,
-            "bbox": a.get(bbox) if layout != "kins" else a.get("i_bbox", a.get("bbox")),
+            "visible": visible,
+            "amodal": amodal,
+            "bbox": bbox,
             "category_id": int(a["category_id"]),
             "iscrowd": int(bool(a.get("iscrowd", 0))),
             "source_id": a.get("id"),
