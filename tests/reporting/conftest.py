@@ -220,3 +220,156 @@ def chromium(tmp_path_factory):
         yield browser
     finally:
         browser.close()
+
+
+# ------------------------------------------------------------------ synthetic output folders
+# Small folders in the layouts the commands write, made with the project's own writers.
+
+
+def _perfect_results(gt: dict, *, drop_category: int | None = None) -> list[dict]:
+    """COCO results equal to the GT's visible masks (score 0.9), minus one category."""
+    from instseg.evaluation.amodal import to_coco_gt
+
+    coco = to_coco_gt(gt, target="visible")
+    return [
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "score": 0.9,
+            "segmentation": a["segmentation"],
+            "bbox": a["bbox"],
+        }
+        for a in coco["annotations"]
+        if a["category_id"] != drop_category
+    ]
+
+
+@pytest.fixture(scope="session")
+def scenes(tmp_path_factory) -> Path:
+    """Three generated synthetic test scenes (amodal layout: occlusion ratios)."""
+    from instseg.data.synthetic import generate_scenes
+
+    folder = tmp_path_factory.mktemp("scenes") / "test_n3"
+    generate_scenes(folder, num_images=3, seed=0, image_size=(96, 96), min_objects=2, max_objects=4)
+    return folder
+
+
+@pytest.fixture()
+def run_dir(tmp_path, scenes) -> Path:
+    """A training run: config.yaml with the precision header, metrics.jsonl, metrics.json and
+    results.json of the final evaluation (perfect except the first category present)."""
+    import json
+
+    from instseg.config import apply_overrides, dump_config
+    from instseg.evaluation.coco import evaluate_coco
+    from instseg.recipes.image_config import ImageTrainConfig
+    from instseg.utils.io import atomic_write_json, read_json
+    from instseg.utils.precision import precision_header
+
+    out = tmp_path / "run"
+    out.mkdir()
+    cfg = apply_overrides(
+        ImageTrainConfig(),
+        [
+            f"out_dir={out}",
+            f"data.test_json={scenes / 'annotations.json'}",
+            f"data.test_root={scenes}",
+            f"data.train_json={scenes / 'annotations.json'}",
+            f"data.train_root={scenes}",
+        ],
+    )
+    dump_config(cfg, out / "config.yaml", header=precision_header("none", "cpu"))
+    gt = read_json(scenes / "annotations.json")
+    dropped = gt["annotations"][0]["category_id"]
+    results = _perfect_results(gt, drop_category=dropped)
+    atomic_write_json(out / "results.json", results)
+    metrics = {t: evaluate_coco(gt, results, iou_type=t) for t in ("segm", "bbox")}
+    atomic_write_json(out / "metrics.json", metrics, indent=2)
+    lines = []
+    for it in (1, 2, 3, 4):
+        rec = {"iter": it, "loss_mask": 1.0 / it, "loss_cls": 0.5 / it, "lr": 0.01, "time": 0.5}
+        rec["total_loss"] = rec["loss_mask"] + rec["loss_cls"]
+        if it in (2, 4):
+            rec["eval"] = {"segm": {"AP": 10.0 * it}, "bbox": {"AP": 5.0 * it}}
+        lines.append(json.dumps(rec))
+    (out / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    return out
+
+
+@pytest.fixture()
+def predict_dir(tmp_path, scenes) -> Path:
+    """``instseg predict --save-vis --explain`` layout: vis/<stem>.jpg, results.json with the
+    numeric stems as image ids, explain/<stem>_roi<k>.png."""
+    import numpy as np
+    from PIL import Image
+
+    from instseg.utils.io import atomic_write_json, read_json
+
+    out = tmp_path / "pred"
+    (out / "vis").mkdir(parents=True)
+    (out / "explain").mkdir()
+    for f in sorted((scenes / "images").glob("*.png")):
+        Image.open(f).convert("RGB").save(out / "vis" / f"{f.stem}.jpg")
+    Image.fromarray(np.full((128, 448, 3), 200, np.uint8)).save(out / "explain" / "000001_roi0.png")
+    Image.fromarray(np.full((128, 448, 3), 90, np.uint8)).save(out / "explain" / "000001_roi1.png")
+    results = _perfect_results(read_json(scenes / "annotations.json"))
+    atomic_write_json(out / "results.json", results)
+    return out
+
+
+@pytest.fixture()
+def track_dir(tmp_path) -> Path:
+    """``instseg track`` layout: results.json (YouTube-VIS), masks/<frame>.png, vis.mp4."""
+    import numpy as np
+
+    from instseg.data.davis import write_davis_label
+    from instseg.data.ytvis import tracks_to_video_results
+    from instseg.structures.masks import mask_to_rle
+    from instseg.utils.io import atomic_write_json
+    from instseg.utils.video_writer import write_video
+
+    out = tmp_path / "track"
+    tracks: dict[int, dict[int, tuple]] = {0: {}, 1: {}}
+    frames = []
+    for t in range(8):
+        label = np.zeros((48, 64), np.uint8)
+        label[10:20, 5 + 4 * t : 15 + 4 * t] = 1
+        if t >= 3:
+            label[30:40, 40:50] = 2
+        write_davis_label(out / "masks" / f"{t:06d}.png", label)
+        for tid in (0, 1):
+            if (label == tid + 1).any():
+                tracks[tid][t] = (mask_to_rle(label == tid + 1), 0.8, tid)
+        frames.append(np.stack([label * 100] * 3, -1).astype(np.uint8))
+    atomic_write_json(out / "results.json", tracks_to_video_results(tracks, 8, 1, [1, 2]))
+    write_video(out / "vis.mp4", frames, fps=8)
+    (out / "tracks.txt").write_text("")
+    return out
+
+
+@pytest.fixture()
+def inpaint_dir(tmp_path) -> Path:
+    """A real ``Inpainter.run`` output (non-learned fallback): frames/, amodal/, video.mp4,
+    inpaint.json."""
+    import numpy as np
+    from PIL import Image
+
+    from instseg.inference.inpainter import Inpainter
+
+    rng = np.random.default_rng(0)
+    src, vis, holes = tmp_path / "src", tmp_path / "visible", tmp_path / "holes"
+    for d in (src, vis, holes):
+        d.mkdir()
+    for i in range(4):
+        frame = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+        v = np.zeros((48, 64), np.uint8)
+        v[10:30, 10 + i : 30 + i] = 255
+        h = np.zeros_like(v)
+        h[10:30, 25 + i : 30 + i] = 255
+        frame[h > 0] = 128
+        Image.fromarray(frame).save(src / f"f{i}.png")
+        Image.fromarray(v).save(vis / f"f{i}.png")
+        Image.fromarray(h).save(holes / f"f{i}.png")
+    out = tmp_path / "inpaint"
+    Inpainter(nets=None, window=4, overlap=1, progress=False).run(src, vis, out, holes_dir=holes)
+    return out
