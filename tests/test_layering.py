@@ -1,7 +1,7 @@
-"""Imports flow one way: cli -> recipes -> inference -> evaluation -> models -> engine -> data ->
-structures -> config / utils (a package imports only itself and packages below it, lazy imports
-inside functions included); no import cycle between modules; no private name is imported across
-packages, nor by scripts and benchmarks, which also never import the CLI."""
+"""Imports flow one way: cli -> reporting -> recipes -> inference -> evaluation -> models -> engine
+-> data -> structures -> config / utils (a package imports only itself and packages below it,
+lazy imports inside functions included); no import cycle between modules; no private name is
+imported across packages, nor by scripts and benchmarks, which also never import the CLI."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "instseg"
 LAYERS = [
     "cli",
+    "reporting",
     "recipes",
     "inference",
     "evaluation",

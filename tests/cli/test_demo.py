@@ -23,13 +23,17 @@ def test_demo_tiny_run_writes_every_artifact_and_predict_works(tmp_path, capsys)
         ]
     )
     assert rc == 0
-    for name in ("model.pt", "metrics.json", "metrics.jsonl", "curves.png", "config.yaml"):
+    for name in (
+        "model.pt", "metrics.json", "metrics.jsonl", "curves.png", "config.yaml", "report.html"
+    ):  # fmt: skip
         assert (out / name).is_file(), name
     assert len(list((out / "vis").glob("*.jpg"))) == 4
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"bbox", "segm"}
     assert 0.0 <= metrics["segm"]["AP"] <= 100.0
-    summary = json.loads(capsys.readouterr().out.split("next:")[0])
+    printed = capsys.readouterr().out
+    summary = json.loads(printed.split("next:")[0])
+    assert printed.rstrip().endswith(f"report: {out / 'report.html'}")
     assert summary["segm_AP"] == metrics["segm"]["AP"]
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["iter"] for x in lines if "total_loss" in x] == [1, 2, 3, 4]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -138,3 +139,8 @@ def test_streaming_run_equals_in_memory(tmp_path):
         got = np.asarray(Image.open(tmp_path / "out" / "frames" / f"f{i:03d}.png"))
         np.testing.assert_array_equal(got, ref.frames[i])
     assert (tmp_path / "out" / "video.mp4").stat().st_size > 0
+    manifest = json.loads((tmp_path / "out" / "inpaint.json").read_text())  # for instseg report
+    assert manifest["frames"] == [f"f{i:03d}" for i in range(7)]
+    assert manifest["source"] == str((tmp_path / "frames").resolve())
+    assert manifest["holes_masks"] == str((tmp_path / "holes").resolve())
+    assert manifest["occluder_masks"] is None

@@ -4,7 +4,8 @@ Generates the synthetic occlusion scenes (train + held-out split), trains the fa
 EfficientNet-Lite0-FCOS + Mask R-CNN-head model on CPU (``solver.amp=auto``: bf16 where the CPU
 has native bf16, fp32 elsewhere), evaluates COCO AP on the held-out split, and writes ``--out``
 with ``model.pt``, ``metrics.json``, ``curves.png`` (loss and AP) and overlay pictures in
-``vis/``. ``instseg predict --weights OUT/model.pt`` then works.
+``vis/``, and ends with ``report.html`` (:mod:`instseg.reporting`: config, curves, metric tables,
+predictions). ``instseg predict --weights OUT/model.pt`` then works.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
         f"next: instseg predict --weights {out / 'model.pt'} "
         "--source <image|folder|video> --save-vis"
     )
+    from instseg.reporting import build_report
+
+    print(f"report: {build_report(out)}")
     return 0
 
 

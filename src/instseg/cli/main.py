@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "track": ("instseg.cli.track", "video instance segmentation and tracking"),
     "propagate": ("instseg.cli.propagate", "propagate first-frame object masks over a video"),
     "inpaint": ("instseg.cli.inpaint", "occlusion-aware video object inpainting"),
+    "report": ("instseg.cli.report", "one self-contained HTML page about an output folder"),
 }
 
 

@@ -52,6 +52,7 @@ from instseg.models.inpainting.voin import (
     temporal_windows,
 )
 from instseg.utils.image import read_image
+from instseg.utils.io import atomic_write_json
 from instseg.utils.sources import is_video, iter_source, list_images, video_fps
 from instseg.utils.video_writer import write_video
 
@@ -269,7 +270,8 @@ class Inpainter:
         fps: float | None = None,
     ) -> InpaintSummary:
         """Inpaint a frame folder / video file with per-frame PNG masks matched by stem; writes
-        ``out/frames/<stem>.png``, ``out/amodal/<stem>.png`` and ``out/video.mp4``."""
+        ``out/frames/<stem>.png``, ``out/amodal/<stem>.png``, ``out/video.mp4`` and
+        ``out/inpaint.json`` (the source, the mask folders and the frame names)."""
         names = list_frames(source)
         mask_dirs = {"visible": visible_dir, "holes": holes_dir, "occluder": occluder_dir}
         mask_paths = {k: _mask_paths(Path(d), names, k) for k, d in mask_dirs.items() if d}
@@ -309,6 +311,13 @@ class Inpainter:
             out / "video.mp4", (read_image(out / "frames" / f"{n}.png") for n in names), fps=fps
         )
         summary.outputs = {"frames": out / "frames", "amodal": out / "amodal", "video": video}
+        atomic_write_json(  # what the outputs were made from (read by `instseg report`)
+            out / "inpaint.json",
+            {"source": str(Path(source).resolve()), "frames": names}
+            | {f"{k}_masks": str(Path(d).resolve()) if d else None for k, d in mask_dirs.items()},
+            indent=2,
+        )
+        summary.outputs["manifest"] = out / "inpaint.json"
         return summary
 
     # ------------------------------------------------------------------------------ helpers
