@@ -56,3 +56,5 @@ def read_json(path: str | Path) -> Any:
         raise InvalidInputError(
             f"{path}: invalid JSON ({e.msg} at line {e.lineno} col {e.colno})"
         ) from e
+    except UnicodeDecodeError as e:
+        raise InvalidInputError(f"{path}: not a JSON text file ({e.reason})") from e

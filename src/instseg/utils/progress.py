@@ -120,8 +120,10 @@ class Progress:
             for item in self.iterable:
                 yield item
                 self.update(1)
-        finally:
-            self.close()
+        except BaseException:  # an error or a break: no final line (the error is the news)
+            self.close(final_line=False)
+            raise
+        self.close()
 
     def __enter__(self) -> Progress:
         return self
@@ -153,14 +155,15 @@ class Progress:
             self.stream.write(message + "\n")
             self.stream.flush()
 
-    def close(self) -> None:
-        """Close the bar, or write the final line (if steps were done since the last one)."""
+    def close(self, *, final_line: bool = True) -> None:
+        """Close the bar, or write the final line (if steps were done since the last one and
+        ``final_line``)."""
         if self._closed:
             return
         self._closed = True
         if self._bar is not None:
             self._bar.close()
-        elif not self.disable and self.n != self._last_line:
+        elif final_line and not self.disable and self.n != self._last_line:
             self._line()
 
     def rate(self) -> float:
