@@ -184,7 +184,8 @@ def test_tensorboard_writer_and_progress_bar(tmp_path: Path, monkeypatch) -> Non
     assert [(e.step, e.value) for e in acc.Scalars("eval/AP")] == [(6, 0.25)]
 
 
-def test_progress_lines_without_tty(capsys) -> None:  # noqa: ANN001
+def test_progress_lines_without_tty(capsys, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.delenv("INSTSEG_LOG_EVERY", raising=False)
     seed_everything(0)
     bar = ProgressBar()
     trainer = _plain_trainer(ToyModel(), max_iters=5, log_period=2, callbacks=[bar])

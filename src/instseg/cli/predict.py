@@ -141,6 +141,13 @@ def run(args: argparse.Namespace) -> int:
     if video and frames:
         write_video(out / "vis.mp4", frames, fps=video_fps(args.source))
     print(f"wrote {len(results)} detections to {out / 'results.json'}")
+    if not results:
+        print(
+            f"instseg predict: no detections scored at least --conf {args.conf}"
+            + (f" in --classes {' '.join(args.classes)}" if args.classes else "")
+            + "; a lower --conf shows more",
+            file=sys.stderr,
+        )
     if reader.skipped:
         print(f"instseg predict: {reader.summary()}", file=sys.stderr)
     return 0

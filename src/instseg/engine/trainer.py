@@ -352,9 +352,9 @@ class TensorBoardWriter(Callback):
 
 class ProgressBar(Callback):
     """Progress on rank 0 (:mod:`instseg.utils.progress`): a tqdm bar when stderr is a terminal,
-    else a plain line every ``every`` iterations (default ``trainer.log_period``) with the
-    iteration, the loss terms and lr (means over those iterations), it/s and the ETA.
-    ``enabled=False``: nothing."""
+    else a plain line every ``every`` iterations (default: ``INSTSEG_LOG_EVERY`` when set, else
+    ``trainer.log_period``, 20 by default) with the iteration, the loss terms and lr (means over
+    those iterations), it/s and the ETA. ``enabled=False``: nothing."""
 
     def __init__(self, *, enabled: bool = True, every: int | None = None) -> None:
         self.enabled = enabled
@@ -364,11 +364,11 @@ class ProgressBar(Callback):
 
     def before_train(self, trainer: Trainer) -> None:
         if self.enabled and is_main_process():
-            from instseg.utils.progress import Progress
+            from instseg.utils.progress import Progress, env_every
 
             self._bar = Progress(
                 total=trainer.max_iters, initial=trainer.iter, desc="train", unit="it",
-                every=self.every or trainer.log_period,
+                every=self.every or env_every() or trainer.log_period,
             )  # fmt: skip
 
     def after_step(self, trainer: Trainer) -> None:

@@ -25,18 +25,30 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
-__all__ = ["DEFAULT_EVERY", "Progress", "default_every", "format_duration", "progress"]
+__all__ = [
+    "DEFAULT_EVERY",
+    "Progress",
+    "default_every",
+    "env_every",
+    "format_duration",
+    "progress",
+]
 
 DEFAULT_EVERY = 20
 
 
+def env_every() -> int | None:
+    """``INSTSEG_LOG_EVERY`` as a positive int (None when unset or not a number)."""
+    value = os.environ.get("INSTSEG_LOG_EVERY", "").strip()
+    try:
+        return max(1, int(value)) if value else None
+    except ValueError:
+        return None
+
+
 def default_every() -> int:
     """``INSTSEG_LOG_EVERY`` (a positive int) or :data:`DEFAULT_EVERY`."""
-    value = os.environ.get("INSTSEG_LOG_EVERY", "")
-    try:
-        return max(1, int(value)) if value else DEFAULT_EVERY
-    except ValueError:
-        return DEFAULT_EVERY
+    return env_every() or DEFAULT_EVERY
 
 
 def format_duration(seconds: float) -> str:
