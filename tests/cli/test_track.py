@@ -133,7 +133,9 @@ def test_init_masks_with_the_shipped_propagation_embedding(clip, tmp_path) -> No
     assert len(pngs) == 6 and all(set(np.unique(read_davis_label(p))) <= {0, 1} for p in pngs)
 
 
-def test_track_skips_an_unreadable_frame_and_keeps_frame_numbers(clip, tiny_pcan, tmp_path, capsys) -> None:  # noqa: ANN001, E501
+def test_track_skips_an_unreadable_frame_and_keeps_frame_numbers(
+    clip, tiny_pcan, tmp_path, capsys
+) -> None:  # noqa: ANN001, E501
     src = tmp_path / "frames"
     src.mkdir()
     pngs = sorted(clip[0].glob("*.png"))
