@@ -115,8 +115,8 @@ def _run_tracking(args: argparse.Namespace, frames: Iterator, out: Path, fps: fl
 
     def rendered() -> Iterator[np.ndarray]:
         nonlocal n
-        for name, frame, _ in frames:
-            t = frames.index  # the source's frame index (skipped unreadable frames count)
+        for k, (name, frame, _) in enumerate(frames):
+            t = getattr(frames, "index", k)  # the source's index (skipped unreadable frames count)
             inst = predictor(frame)
             index = paint_instances(inst)  # (H, W) int: 1 + index of the instance owning the pixel
             ids = inst.track_ids.tolist() if inst.track_ids is not None else []
