@@ -18,13 +18,16 @@ from typing import Any, TypeVar
 
 import yaml
 
+from instseg.utils.errors import UserError
+
 T = TypeVar("T")
 
 __all__ = ["ConfigError", "load_config", "from_dict", "to_dict", "apply_overrides", "dump_config"]
 
 
-class ConfigError(ValueError):
-    """A config file or override is invalid (unknown key, wrong type, bad YAML)."""
+class ConfigError(UserError, ValueError):
+    """A config file or override is invalid (unknown key, wrong type, bad YAML); a
+    :class:`~instseg.utils.errors.UserError` (one line from the CLI)."""
 
 
 def load_config(

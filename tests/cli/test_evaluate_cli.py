@@ -234,7 +234,7 @@ def test_evaluate_coco_bad_input(files, capsys, content, message):
     rc = main(
         ["evaluate", "coco", "--gt", str(gt_path), "--results", str(res_path), "--iou-type", "bbox"]
     )
-    assert rc == 1
+    assert rc == 2
     err = capsys.readouterr().err
     assert err.startswith("instseg evaluate coco: error:")
     assert len(err.strip().splitlines()) == 1
@@ -244,7 +244,7 @@ def test_evaluate_coco_bad_input(files, capsys, content, message):
 def test_evaluate_missing_gt_and_usage(files, tmp_path, capsys):
     _, res_path, _, _ = files
     rc = main(["evaluate", "coco", "--gt", str(tmp_path / "nope.json"), "--results", str(res_path)])
-    assert rc == 1 and "nope.json: file not found" in capsys.readouterr().err
+    assert rc == 2 and "nope.json: file not found" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["evaluate"])  # a benchmark is required
     assert e.value.code == 2

@@ -152,7 +152,7 @@ def test_inpaint_fallback_without_weights(clip_dir, tmp_path, monkeypatch, capsy
         assert (frame[hole] != inp[hole]).any()
     # without holes / occluders / a shape network the region cannot be predicted: clear error
     rc = main(_args(clip_dir, tmp_path / "out2"))
-    assert rc == 1 and "pass --holes" in capsys.readouterr().err
+    assert rc == 2 and "pass --holes" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -190,5 +190,5 @@ def test_missing_mask_is_a_clear_error(clip_dir, tmp_path, capsys):
     args[args.index("--visible-masks") + 1] = str(vis)
     rc = main(args)
     err = capsys.readouterr().err
-    assert rc == 1
+    assert rc == 2
     assert f"{vis / (stems[-1] + '.png')}: visible mask missing for frame '{stems[-1]}'" in err

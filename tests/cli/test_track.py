@@ -5,6 +5,7 @@ features, and the shipped embedding); ``track --init-masks`` still runs it, with
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -78,12 +79,13 @@ def test_track_video_writes_all_outputs(clip, tiny_pcan, tmp_path) -> None:  # n
     assert len(list(read_video_frames(out / "vis.mp4"))) == 6
 
 
-def test_track_without_weights_explains_how_to_train(clip, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+def test_track_without_weights_explains_how_to_train(clip, tmp_path, monkeypatch, capsys) -> None:  # noqa: ANN001, E501
     import instseg.cli.track as track
 
     monkeypatch.setattr(track, "DEFAULT_WEIGHTS", tmp_path / "missing.pt")
-    with pytest.raises(SystemExit, match="not trained yet.*scripts/train_pcan.py"):
-        main(["track", "--source", str(clip[0]), "--out", str(tmp_path / "o")])
+    assert main(["track", "--source", str(clip[0]), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert re.search("not trained yet.*scripts/train_pcan.py", err) and len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("command", ["propagate", "track"])
@@ -129,3 +131,33 @@ def test_init_masks_with_the_shipped_propagation_embedding(clip, tmp_path) -> No
                  "--weights", str(weights), "--out", str(out), "--no-video"]) == 0  # fmt: skip
     pngs = sorted((out / "masks").glob("*.png"))
     assert len(pngs) == 6 and all(set(np.unique(read_davis_label(p))) <= {0, 1} for p in pngs)
+
+
+def test_track_skips_an_unreadable_frame_and_keeps_frame_numbers(
+    clip, tiny_pcan, tmp_path, capsys
+) -> None:  # noqa: ANN001, E501
+    src = tmp_path / "frames"
+    src.mkdir()
+    pngs = sorted(clip[0].glob("*.png"))
+    for p in pngs:
+        (src / p.name).write_bytes(p.read_bytes())
+    bad = src / pngs[2].name
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated PNG
+    out = tmp_path / "out"
+    argv = ["track", "--weights", str(tiny_pcan), "--source", str(src), "--out", str(out),
+            "--amp", "none", "--no-video", "--conf", "0.5"]  # fmt: skip
+    assert main(argv) == 0
+    cap = capsys.readouterr()
+    warnings = [line for line in cap.err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and bad.name in warnings[0]
+    assert "1 of 6 items" in cap.out
+    assert sorted(p.name for p in (out / "masks").glob("*.png")) == sorted(
+        p.name for p in pngs if p.name != bad.name
+    )
+    results = json.loads((out / "results.json").read_text())
+    assert results and all(len(r["segmentations"]) == 6 for r in results)
+    assert all(r["segmentations"][2] is None for r in results)  # the skipped frame: no mask
+    assert all(r["score"] >= 0.5 for r in results)
+    assert main([*argv, "--strict"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and bad.name in err[0] and err[0].startswith("instseg track: error:")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -183,12 +184,25 @@ def test_tensorboard_writer_and_progress_bar(tmp_path: Path, monkeypatch) -> Non
     assert [(e.step, e.value) for e in acc.Scalars("eval/AP")] == [(6, 0.25)]
 
 
-def test_progress_bar_off_without_tty() -> None:
+def test_progress_lines_without_tty(capsys, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.delenv("INSTSEG_LOG_EVERY", raising=False)
     seed_everything(0)
     bar = ProgressBar()
-    trainer = _plain_trainer(ToyModel(), max_iters=1, callbacks=[bar])
-    bar.before_train(trainer)  # pytest captures stderr: not a TTY
-    assert bar._bar is None
+    trainer = _plain_trainer(ToyModel(), max_iters=5, log_period=2, callbacks=[bar])
+    trainer.train()  # pytest captures stderr: not a TTY, so plain lines, no bar
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split()[:2] for line in lines] == [["train", "2/5"], ["train", "4/5"],
+                                                    ["train", "5/5"]]  # fmt: skip
+    for line in lines:
+        assert re.search(r"total_loss=[-\d.e]+ .*lr=[\d.e-]+ .* it/s .*ETA \d+:\d\d:\d\d", line)
+    assert bar._bar is None  # closed
+
+
+def test_progress_bar_disabled_writes_nothing(capsys) -> None:  # noqa: ANN001
+    seed_everything(0)
+    trainer = _plain_trainer(ToyModel(), max_iters=3, callbacks=[ProgressBar(enabled=False)])
+    trainer.train()
+    assert capsys.readouterr().err == ""
 
 
 def test_fp16_on_cpu_and_bad_loss_are_rejected() -> None:

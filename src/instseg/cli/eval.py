@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from instseg.config import ConfigError, load_config
+from instseg.config import load_config
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,10 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from instseg.recipes.image_config import ImageTrainConfig
     from instseg.utils.io import atomic_write_json
 
-    try:
-        cfg = load_config(ImageTrainConfig, args.config, args.overrides)
-    except ConfigError as e:
-        raise SystemExit(f"config error: {e}") from None
+    cfg = load_config(ImageTrainConfig, args.config, args.overrides)  # ConfigError: one line
     out = Path(args.out or cfg.out_dir)
     splits = prepare_data(cfg.data, Path(cfg.out_dir))
     device = resolve_device(cfg.device)
@@ -93,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
             class_split=split,
         )
     except ValueError as e:
-        print(f"instseg eval: {e}", file=sys.stderr)
+        if getattr(args, "debug", False):
+            raise
+        print(f"instseg eval: error: {e}", file=sys.stderr)
         return 2
     for key, group in metrics.items():
         if key in ("segm", "bbox"):

@@ -2,7 +2,7 @@
 
 One sub-command per benchmark in :data:`SUBCOMMANDS`, each an ``(add_arguments, run)`` pair;
 the first line of ``run``'s docstring is its help. Bad input files give a one-line error
-naming the file and exit status 1.
+naming the file and exit status 2 (like every user error of the ``instseg`` command).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from instseg.utils.errors import one_line
 from instseg.utils.io import atomic_write_json, read_json
 
 __all__ = ["SUBCOMMANDS", "add_arguments", "run"]
@@ -97,8 +98,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         return int(args._run(args) or 0)
     except (ValueError, FileNotFoundError) as e:
-        print(f"instseg evaluate {args.benchmark}: error: {e}", file=sys.stderr)
-        return 1
+        if getattr(args, "debug", False):
+            raise
+        print(f"instseg evaluate {args.benchmark}: error: {one_line(e)}", file=sys.stderr)
+        return 2
 
 
 def _nan_to_none(x: Any) -> Any:

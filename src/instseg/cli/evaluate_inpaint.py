@@ -35,8 +35,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         res = evaluate_inpainting(args.pred, args.gt, args.holes)
     except (OSError, ValueError) as e:
-        print(f"instseg evaluate inpaint: {e}", file=sys.stderr)
-        return 1
+        if getattr(args, "debug", False):
+            raise
+        print(f"instseg evaluate inpaint: error: {e}", file=sys.stderr)
+        return 2
     if not args.per_frame:
         res.pop("per_frame")
     print(format_table(res))

@@ -4,7 +4,7 @@ sMOTSA / IDF1 / HOTA) and ``davis`` (J&F).
 Same convention as :mod:`instseg.cli.evaluate`: :data:`SUBCOMMANDS` maps a name to an
 ``(add_arguments, run)`` pair; the first line of ``run``'s docstring is its help. ``run``
 raises ``ValueError`` / ``FileNotFoundError`` on bad input (the caller turns them into a
-one-line error and exit status 1).
+one-line error and exit status 2).
 """
 
 from __future__ import annotations

@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except (OSError, ValueError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
-        return 1
+        return 2
     share = (lambda n: f"{100 * n / s.hole_pixels:.1f}%") if s.hole_pixels else (lambda n: "-")
     print(
         f"{s.num_frames} frames, {s.hole_pixels} hole pixels: propagated "

@@ -3,6 +3,12 @@
 PATH is an image, a folder, a glob or a video file. ``DIR/results.json`` receives COCO results
 (image ids from ``--gt`` by file name when given, else from numeric file stems, else the index);
 ``--save-vis`` writes overlay images (``DIR/vis/<name>.jpg``) or ``DIR/vis.mp4`` for a video.
+
+What is drawn and saved is chosen like Ultralytics does: ``--conf`` (default 0.25),
+``--max-det`` (default 100 per image) and ``--classes`` (names or category ids). ``instseg eval``
+writes the results for AP with the model's low evaluation threshold instead; ``--conf 0`` here
+does the same. An unreadable image or video frame is skipped with one warning (``--strict``: an
+error) and counted at the end; ``results.json`` is written atomically once all are done.
 """
 
 from __future__ import annotations
@@ -11,7 +17,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from instseg.cli.options import add_amp_argument
+from instseg.cli.options import (
+    add_amp_argument,
+    add_filter_arguments,
+    add_strict_argument,
+    class_choice,
+)
+from instseg.utils.errors import InvalidInputError, MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +36,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--gt", default=None, help="COCO annotations to take image ids from (by file name)"
     )
     p.add_argument("--save-vis", action="store_true", help="write overlay images / MP4")
-    p.add_argument("--score-thresh", type=float, default=0.05, help="drop detections below")
-    p.add_argument("--vis-thresh", type=float, default=0.5, help="draw detections above")
+    add_filter_arguments(p)
+    p.add_argument(
+        "--vis-thresh",
+        type=float,
+        default=None,
+        help="draw only detections above this (default: all those --conf keeps)",
+    )
+    add_strict_argument(p)
     p.add_argument("--device", default="auto")
     add_amp_argument(p)
     p.add_argument(
@@ -51,7 +69,7 @@ def image_id_map(gt: str | None) -> dict[str, int]:
 
     data = read_json(gt)
     if not isinstance(data, dict) or "images" not in data:
-        raise ValueError(f"{gt}: not a COCO annotation file (no 'images')")
+        raise InvalidInputError(f"{gt}: not a COCO annotation file (no 'images')")
     return {Path(str(im["file_name"])).as_posix(): int(im["id"]) for im in data["images"]}
 
 
@@ -69,31 +87,33 @@ def lookup_image_id(ids: dict[str, int], path: Path | None, name: str) -> int | 
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     import cv2
-    from tqdm import tqdm
 
     from instseg.evaluation.coco import instances_to_coco_results
     from instseg.inference.predictor import ImagePredictor
     from instseg.inference.visualize import draw_instances
     from instseg.utils.io import atomic_write_json
-    from instseg.utils.sources import is_video, iter_source, video_fps
+    from instseg.utils.progress import progress
+    from instseg.utils.sources import SourceReader, is_video, video_fps
     from instseg.utils.video_writer import write_video
 
+    reader = SourceReader(args.source, strict=args.strict, warn=_warn)
+    total = reader.size_hint()  # a missing source or no images: an error before the model loads
     weights = args.weights or default_weights()
     predictor = ImagePredictor(
-        weights,
-        device=args.device,
-        amp=args.amp,
-        score_thresh=args.score_thresh,
-        backend=args.backend,
-    )
+        weights, device=args.device, amp=args.amp, conf=args.conf, max_det=args.max_det,
+        classes=class_choice(args), backend=args.backend,
+    )  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ids = image_id_map(args.gt)
     video = is_video(args.source)
     results, frames, missing = [], [], 0
-    source = iter_source(args.source)
-    for index, (name, image, path) in enumerate(tqdm(source, desc="predict", unit="img")):
+    vis_thresh = args.conf if args.vis_thresh is None else args.vis_thresh
+    for name, image, path in progress(reader, total=total, desc="predict", unit="img"):
+        index = reader.index  # position in the source (skipped unreadable items count)
         if ids:
             found = lookup_image_id(ids, path, name)
             if found is None:
@@ -108,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         results += instances_to_coco_results(inst, image_id=image_id, category_ids=cat_ids)
         if args.save_vis:
             vis = draw_instances(
-                image, inst, class_names=predictor.class_names, score_thresh=args.vis_thresh
+                image, inst, class_names=predictor.class_names, score_thresh=vis_thresh
             )
             if video:
                 frames.append(vis)
@@ -119,13 +139,30 @@ def run(args: argparse.Namespace) -> int:
             from instseg.inference.explain import save_explanations
 
             save_explanations(out / "explain", name, image, inst, class_names=predictor.class_names)
+    if reader.total == len(reader.skipped):
+        raise InvalidInputError(f"{args.source}: no readable images or frames")
     if missing:
         log.warning("%d images of %s are not in %s and were skipped", missing, args.source, args.gt)
     atomic_write_json(out / "results.json", results)
     if video and frames:
         write_video(out / "vis.mp4", frames, fps=video_fps(args.source))
     print(f"wrote {len(results)} detections to {out / 'results.json'}")
+    if not results:
+        print(
+            f"instseg predict: no detections scored at least --conf {args.conf}"
+            + (f" in --classes {' '.join(args.classes)}" if args.classes else "")
+            + "; a lower --conf shows more",
+            file=sys.stderr,
+        )
+    if reader.skipped:
+        print(f"instseg predict: {reader.summary()}", file=sys.stderr)
     return 0
+
+
+def _warn(message: str) -> None:
+    import sys
+
+    print(f"instseg predict: warning: {message}", file=sys.stderr)
 
 
 def default_weights() -> Path:
@@ -134,7 +171,7 @@ def default_weights() -> Path:
 
     p = shipped_weights("image")
     if not p.is_file():
-        raise SystemExit(
+        raise MissingFileError(
             "no --weights given and no shipped default model found; run `./run demo` and pass "
             "--weights runs/demo/model.pt"
         )

@@ -8,7 +8,11 @@ writes ``DIR/results.json`` (YouTube-VIS results, video id ``--video-id``), ``DI
 (KITTI-MOTS txt: frame from 0, ``id = category_id * 1000 + track``, masks made
 non-overlapping: a more confident instance wins a pixel), ``DIR/masks/<frame>.png`` (indexed
 PNG, value = track id + 1, 0 = background; ids above 253 wrap around) and ``DIR/vis.mp4``
-(overlay coloured by track id). No annotations are needed.
+(overlay coloured by track id). No annotations are needed. ``--conf`` (default 0.25),
+``--max-det`` and ``--classes`` choose the tracked detections written to all of them (the tracker
+itself sees every detection; ``--conf 0`` keeps the low-scoring tail that video AP counts).
+Unreadable frames are skipped with a warning each (``--strict``: an error); their index stays
+empty in ``results.json`` (``null`` segmentations), so frame numbers stay those of the source.
 
 Propagating given first-frame masks is another task with its own command,
 ``instseg propagate`` (:mod:`instseg.cli.propagate`); ``track --init-masks`` still runs it, with a
@@ -25,10 +29,18 @@ from pathlib import Path
 
 import numpy as np
 
-from instseg.cli.options import add_amp_argument, drain_to_video, run_on_frames
+from instseg.cli.options import (
+    add_amp_argument,
+    add_filter_arguments,
+    add_strict_argument,
+    class_choice,
+    drain_to_video,
+    run_on_frames,
+)
 from instseg.data.ytvis import tracks_to_video_results
 from instseg.engine.weights import shipped_weights
 from instseg.structures.ops import paint_instances
+from instseg.utils.errors import MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--init-masks", default=None, help="deprecated: `instseg propagate --init-masks DIR`"
     )
     p.add_argument("--video-id", type=int, default=1, help="video id in results.json")
-    p.add_argument("--score-thresh", type=float, default=0.0, help="drop tracked detections below")
+    add_filter_arguments(p)
+    add_strict_argument(p)
     p.add_argument("--min-size", type=int, default=None, help="test short side (default: meta)")
     p.add_argument("--max-size", type=int, default=None, help="test long side cap (default: meta)")
     p.add_argument("--fps", type=float, default=None, help="MP4 frame rate (default: source's)")
@@ -72,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
 
 def default_weights() -> Path:
     if not DEFAULT_WEIGHTS.is_file():
-        raise SystemExit(
-            f"instseg track: no --weights given and the shipped default PCAN model "
+        raise MissingFileError(
+            f"no --weights given and the shipped default PCAN model "
             f"({DEFAULT_WEIGHTS}) is not trained yet; {TRAIN_HINT}"
         )
     return DEFAULT_WEIGHTS
@@ -92,8 +105,8 @@ def _run_tracking(args: argparse.Namespace, frames: Iterator, out: Path, fps: fl
 
     weights = args.weights or default_weights()
     predictor = VideoPredictor.from_weights(
-        weights, device=args.device, amp=args.amp, score_thresh=args.score_thresh,
-        min_size=args.min_size, max_size=args.max_size,
+        weights, device=args.device, amp=args.amp, conf=args.conf, max_det=args.max_det,
+        classes=class_choice(args), min_size=args.min_size, max_size=args.max_size,
     )  # fmt: skip
     cat_ids = predictor.category_ids or list(range(1, predictor.model.segmenter.num_classes + 1))
     tracks: dict[int, dict[int, tuple]] = defaultdict(dict)  # track -> frame -> (rle, s, label)
@@ -102,7 +115,8 @@ def _run_tracking(args: argparse.Namespace, frames: Iterator, out: Path, fps: fl
 
     def rendered() -> Iterator[np.ndarray]:
         nonlocal n
-        for t, (name, frame, _) in enumerate(frames):
+        for k, (name, frame, _) in enumerate(frames):
+            t = getattr(frames, "index", k)  # the source's index (skipped unreadable frames count)
             inst = predictor(frame)
             index = paint_instances(inst)  # (H, W) int: 1 + index of the instance owning the pixel
             ids = inst.track_ids.tolist() if inst.track_ids is not None else []

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from instseg.engine.distributed import all_gather_object, get_rank, is_main_process, unwrap_model
+from instseg.utils.errors import MissingFileError, UserError
 from instseg.utils.io import atomic_write, atomic_write_text
 
 __all__ = [
@@ -46,8 +47,9 @@ __all__ = [
 POINTER = "last_checkpoint"
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, corrupt or does not match the model."""
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint file is missing, corrupt or does not match the model (a
+    :class:`~instseg.utils.errors.UserError`: the message names the file)."""
 
 
 class UntrustedCheckpointError(CheckpointError):
@@ -142,7 +144,7 @@ def load_checkpoint_file(path: str | Path) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)`` with errors naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint file not found")
+        raise MissingFileError(f"{path}: checkpoint file not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

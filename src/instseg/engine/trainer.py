@@ -28,7 +28,6 @@ import dataclasses
 import json
 import os
 import random
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -352,24 +351,37 @@ class TensorBoardWriter(Callback):
 
 
 class ProgressBar(Callback):
-    """tqdm bar with ETA on rank 0; off when stderr is not a TTY or ``enabled=False``."""
+    """Progress on rank 0 (:mod:`instseg.utils.progress`): a tqdm bar when stderr is a terminal,
+    else a plain line every ``every`` iterations (default: ``INSTSEG_LOG_EVERY`` when set, else
+    ``trainer.log_period``, 20 by default) with the iteration, the loss terms and lr (means over
+    those iterations), it/s and the ETA. ``enabled=False``: nothing."""
 
-    def __init__(self, *, enabled: bool = True) -> None:
+    def __init__(self, *, enabled: bool = True, every: int | None = None) -> None:
         self.enabled = enabled
+        self.every = every
         self._bar: Any = None
+        self._window: list[dict[str, float]] = []
 
     def before_train(self, trainer: Trainer) -> None:
-        if self.enabled and is_main_process() and sys.stderr.isatty():
-            from tqdm import tqdm
+        if self.enabled and is_main_process():
+            from instseg.utils.progress import Progress, env_every
 
-            self._bar = tqdm(total=trainer.max_iters, initial=trainer.iter, dynamic_ncols=True)
+            self._bar = Progress(
+                total=trainer.max_iters, initial=trainer.iter, desc="train", unit="it",
+                every=self.every or env_every() or trainer.log_period,
+            )  # fmt: skip
 
     def after_step(self, trainer: Trainer) -> None:
-        if self._bar is not None:
-            self._bar.update(1)
-            if trainer.iter % trainer.log_period == 0:
-                m = trainer.metrics
-                self._bar.set_postfix(loss=f"{m['total_loss']:.4g}", lr=f"{m['lr']:.3g}")
+        if self._bar is None:
+            return
+        self._window.append(trainer.metrics)
+        every = self._bar.every
+        if trainer.iter % every == 0 or trainer.iter >= trainer.max_iters:
+            m = window_mean(self._window)
+            self._window = []
+            losses = {k: v for k, v in m.items() if k not in ("lr", "time", "data_time")}
+            self._bar.set_postfix(**losses, lr=trainer.metrics.get("lr", float("nan")))
+        self._bar.update(1)
 
     def after_train(self, trainer: Trainer) -> None:
         if self._bar is not None:

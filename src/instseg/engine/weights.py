@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from instseg.utils.errors import InvalidInputError
+
 __all__ = [
     "SHIPPED",
     "TASKS",
@@ -89,7 +91,7 @@ class WeightsMeta:
     def from_dict(cls, d: dict[str, Any], *, where: str = "weights") -> WeightsMeta:
         """Typed meta of a file; also reads the layouts written before this class existed."""
         if not isinstance(d, dict):
-            raise ValueError(f"{where}: 'meta' must be a dict, got {type(d).__name__}")
+            raise InvalidInputError(f"{where}: 'meta' must be a dict, got {type(d).__name__}")
         d = dict(d)
         if d.get("kind") == "propagation_embedding":  # flat layout of the first releases
             d.pop("kind")
@@ -108,7 +110,7 @@ class WeightsMeta:
         try:
             return cls(**known)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"{where}: bad weights meta: {e}") from None
+            raise InvalidInputError(f"{where}: bad weights meta: {e}") from None
 
 
 def save_weights_file(
@@ -130,10 +132,12 @@ def read_weights_file(
 
     obj = load_checkpoint_file(path)
     if not isinstance(obj, dict) or "model" not in obj:
-        raise ValueError(f"{path}: not an instseg weights file (expected keys 'model' and 'meta')")
+        raise InvalidInputError(
+            f"{path}: not an instseg weights file (expected keys 'model' and 'meta')"
+        )
     meta = WeightsMeta.from_dict(obj.get("meta") or {}, where=str(path))
     if task is not None and meta.task != task:
-        raise ValueError(f"{path}: weights are for task '{meta.task}', not '{task}'")
+        raise InvalidInputError(f"{path}: weights are for task '{meta.task}', not '{task}'")
     return obj["model"], meta
 
 

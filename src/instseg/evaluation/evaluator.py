@@ -14,11 +14,11 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from instseg.structures import Instances
 from instseg.structures.batch import Batch
 from instseg.utils.precision import autocast
+from instseg.utils.progress import Progress
 
 __all__ = ["DatasetEvaluator", "inference_on_dataset", "is_main_process"]
 
@@ -68,7 +68,8 @@ def inference_on_dataset(
     The model is put in eval mode for the run (its previous mode is restored), batches are
     moved to the model's device, and prediction runs under ``torch.no_grad()`` and the autocast
     of ``amp`` (:mod:`instseg.utils.precision`; "auto": bf16 only where the hardware runs it
-    natively, else fp32). ``progress`` shows a tqdm bar on the main process.
+    natively, else fp32). ``progress`` shows progress on the main process (a tqdm bar on a
+    terminal, else a line every 20 batches: :mod:`instseg.utils.progress`).
     """
     device = _model_device(model)
     was_training = isinstance(model, nn.Module) and model.training
@@ -76,7 +77,9 @@ def inference_on_dataset(
         model.eval()
     evaluator.reset()
     total = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
-    bar = tqdm(loader, total=total, desc="inference", disable=not (progress and is_main_process()))
+    bar = Progress(
+        loader, total=total, desc="inference", disable=not (progress and is_main_process())
+    )
     start, n_images = time.perf_counter(), 0
     try:
         for batch in bar:

@@ -34,7 +34,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from tqdm import tqdm
 
 from instseg.engine.weights import (
     VOIN_FORMAT,
@@ -53,6 +52,7 @@ from instseg.models.inpainting.voin import (
 )
 from instseg.utils.image import read_image
 from instseg.utils.io import atomic_write_json
+from instseg.utils.progress import progress
 from instseg.utils.sources import is_video, iter_source, list_images, video_fps
 from instseg.utils.video_writer import write_video
 
@@ -281,7 +281,7 @@ class Inpainter:
         reader = _WindowReader(source)
         summary = InpaintSummary(num_frames=len(names))
         wins = temporal_windows(len(names), self.window, self.overlap)
-        bar = tqdm(total=len(names), desc="inpaint", unit="frame", disable=not self.progress)
+        bar = progress(total=len(names), desc="inpaint", unit="frame", disable=not self.progress)
         for s, e, k0, k1 in wins:
             frames = reader.frames(s, e)
             masks = {

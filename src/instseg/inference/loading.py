@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from instseg.engine.weights import WeightsMeta, read_weights_file
+from instseg.utils.errors import InvalidInputError
 
 __all__ = ["load_exact_state", "load_trained_model"]
 
@@ -44,7 +45,7 @@ def load_exact_state(
     }
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(
+        raise InvalidInputError(
             f"{source}: weights do not match the model: "
             f"missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}"
         )

@@ -13,6 +13,7 @@ model. Memory and time per frame are constant: the memory is a bounded FIFO, tra
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 
 from instseg.data.transforms import resize
 from instseg.engine.weights import WeightsMeta
+from instseg.inference.filtering import DetectionFilter, class_labels
 from instseg.models.video.pcan import PCAN, VideoState
 from instseg.structures import Instances
 from instseg.structures.batch import Batch, collate_images
@@ -58,6 +60,9 @@ class VideoPredictor:
         amp: "auto" (bf16 where the hardware runs it natively, else fp32), "bf16", "fp16"
             or "none" (see :mod:`instseg.utils.precision`).
         score_thresh: drop tracked detections below this score.
+        conf / max_det / classes: what a user sees (:mod:`instseg.inference.filtering`); the
+            tracker still sees every detection (filtering happens after tracking). Defaults
+            keep everything.
     """
 
     def __init__(
@@ -70,6 +75,9 @@ class VideoPredictor:
         max_size: int | None = None,
         amp: str = "auto",
         score_thresh: float = 0.0,
+        conf: float = 0.0,
+        max_det: int | None = None,
+        classes: Sequence[int | str] | str | None = None,
     ) -> None:
         if device == "auto":
             device = str(next(model.parameters()).device)
@@ -81,6 +89,11 @@ class VideoPredictor:
         self.amp, self.score_thresh = resolve_amp(amp, self.device), score_thresh
         self.class_names: list[str] = list(self.meta.class_names)
         self.category_ids: list[int] = list(self.meta.category_ids)
+        self.keep = DetectionFilter(
+            conf=conf, max_det=max_det,
+            classes=class_labels(classes, class_names=self.class_names,
+                                 category_ids=self.category_ids),
+        )  # fmt: skip
         self.state: VideoState = model.init_state()
 
     @classmethod
@@ -118,4 +131,4 @@ class VideoPredictor:
         )
         if inst.scores is not None and self.score_thresh > 0:
             inst = inst[inst.scores >= self.score_thresh]
-        return resize_instances(inst, (h, w))
+        return resize_instances(self.keep(inst), (h, w))

@@ -8,13 +8,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from instseg.utils.errors import UnreadableFileError
+
 __all__ = ["ImageReadError", "read_image", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class ImageReadError(OSError):
-    """An image file is missing, unreadable or corrupt."""
+class ImageReadError(UnreadableFileError):
+    """An image file is missing, unreadable or corrupt (an ``OSError`` and a
+    :class:`~instseg.utils.errors.UserError`)."""
 
 
 def read_image(path: str | Path) -> np.ndarray:

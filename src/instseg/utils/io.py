@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from instseg.utils.errors import InvalidInputError, MissingFileError
+
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "read_json"]
 
 
@@ -42,12 +44,17 @@ def atomic_write_json(path: str | Path, obj: Any, **kw: Any) -> Path:
 
 
 def read_json(path: str | Path) -> Any:
-    """Read JSON with an error that names the file and the problem."""
+    """Read JSON with an error that names the file and the problem (a
+    :class:`~instseg.utils.errors.UserError`: MissingFileError / InvalidInputError)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
+        raise MissingFileError(f"{path}: file not found")
     try:
         with open(path) as f:
             return json.load(f)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON ({e.msg} at line {e.lineno} col {e.colno})") from e
+        raise InvalidInputError(
+            f"{path}: invalid JSON ({e.msg} at line {e.lineno} col {e.colno})"
+        ) from e
+    except UnicodeDecodeError as e:
+        raise InvalidInputError(f"{path}: not a JSON text file ({e.reason})") from e

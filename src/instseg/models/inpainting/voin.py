@@ -29,7 +29,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from instseg.models.inpainting.baselines import inpaint_opencv
 from instseg.models.inpainting.flow import Preset, clip_flows, fill_clip_flows
@@ -41,6 +40,7 @@ from instseg.models.inpainting.shape_completion import (
     object_canvas,
     paste_canvas,
 )
+from instseg.utils.progress import progress
 
 __all__ = [
     "VOIN",
@@ -184,7 +184,7 @@ class VOIN:
         t_len = len(frames)
         res = VOINResult(frames.copy(), visible.copy(), *(np.zeros_like(visible) for _ in range(4)))
         wins = temporal_windows(t_len, self.window, self.overlap)
-        for s, e, k0, k1 in tqdm(wins, desc="VOIN", unit="window", disable=not self.progress):
+        for s, e, k0, k1 in progress(wins, desc="VOIN", unit="window", disable=not self.progress):
             am = None if amodal is None else np.asarray(amodal[s:e], bool)
             out = self._window(frames[s:e], visible[s:e], label, am)
             for name in ("frames", "amodal", "holes", "propagated", "generated", "fallback"):
