@@ -111,7 +111,7 @@ def test_evaluate_inpainting_folders_and_cli(tmp_path):
     (tmp_path / "pred" / "b" / "00001.png").unlink()
     with pytest.raises(FileNotFoundError, match="b/00001"):
         evaluate_inpainting(tmp_path / "pred", tmp_path / "gt", tmp_path / "holes")
-    assert run(args) == 1
+    assert run(args) == 2  # a user error: one line, exit status 2
 
 
 def test_lpips_without_weights_raises_clear_error(tmp_path):
