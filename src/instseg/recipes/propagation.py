@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from instseg.config import ConfigError
 from instseg.data.davis import list_davis_sequences, read_davis_label, resolve_davis_root
 from instseg.data.davis_splits import SEMISUP_HELD_OUT
 from instseg.engine.trainer import Callback, Trainer, seed_everything
@@ -76,7 +77,7 @@ def train_propagation(
     metrics."""
     bad = sorted(HELD_OUT & set(cfg.data.sequences))
     if bad:
-        raise ValueError(f"data.sequences: {bad} are held out for evaluation")
+        raise ConfigError(f"data.sequences: {bad} are held out for evaluation")
     t_start = time.perf_counter()
     run = TrainingRun(
         cfg, out_dir=cfg.out_dir, seed=cfg.seed, device=cfg.device, threads=cfg.threads
