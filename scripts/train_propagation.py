@@ -26,6 +26,27 @@ from instseg.recipes.propagation_config import PropagationTrainConfig
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        metrics = train_propagation(config_from_args(args), resume=args.resume)
+    except ConfigError as e:
+        raise SystemExit(f"train_propagation: {e}") from None
+    print(json.dumps(metrics))
+    return 0
+
+
+def config_from_args(args: argparse.Namespace) -> PropagationTrainConfig:
+    """The recipe config these flags describe."""
+    cfg = PropagationTrainConfig(
+        hidden=args.hidden, seed=args.seed, out_dir=str(args.out), threads=args.threads
+    )
+    cfg.data.root, cfg.data.sequences = args.root, list(args.sequences)
+    cfg.data.max_gap, cfg.data.max_side = args.max_gap, args.max_side
+    cfg.solver.iters, cfg.solver.lr = args.iters, args.lr
+    return cfg
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default="", help="DAVIS root (default: the shared subset)")
     p.add_argument("--sequences", nargs="+", default=list(SEMISUP_TUNING))
@@ -38,19 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", action="store_true", help="continue OUT/last_checkpoint")
-    args = p.parse_args(argv)
-    cfg = PropagationTrainConfig(
-        hidden=args.hidden, seed=args.seed, out_dir=str(args.out), threads=args.threads
-    )
-    cfg.data.root, cfg.data.sequences = args.root, list(args.sequences)
-    cfg.data.max_gap, cfg.data.max_side = args.max_gap, args.max_side
-    cfg.solver.iters, cfg.solver.lr = args.iters, args.lr
-    try:
-        metrics = train_propagation(cfg, resume=args.resume)
-    except ConfigError as e:
-        raise SystemExit(f"train_propagation: {e}") from None
-    print(json.dumps(metrics))
-    return 0
+    return p
 
 
 if __name__ == "__main__":
