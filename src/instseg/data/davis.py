@@ -27,6 +27,7 @@ __all__ = [
     "DavisSequence",
     "davis_palette",
     "list_davis_sequences",
+    "resolve_davis_root",
     "read_davis_label",
     "write_davis_label",
     "labels_to_masks",
@@ -76,6 +77,26 @@ class DavisSequence:
             if lab is not None:
                 ids.update(int(v) for v in np.unique(lab))
         return sorted(ids - {0, VOID_LABEL})
+
+
+def resolve_davis_root(root: str | Path) -> Path:
+    """``root``, or with ``""`` the shared DAVIS-2016 subset beside the repository
+    (``../shared/data/davis2016-train-subset``); FileNotFoundError naming the folder when it is
+    not a DAVIS root."""
+    from instseg.data.synthetic_cutouts import find_default_cutout_root
+
+    if not str(root):
+        found = find_default_cutout_root()
+        if found is None:
+            raise FileNotFoundError(
+                "no DAVIS root given and the shared DAVIS-2016 subset "
+                "(../shared/data/davis2016-train-subset) was not found; set the data root"
+            )
+        return found
+    path = Path(root)
+    if not (path / "JPEGImages").is_dir():
+        raise FileNotFoundError(f"{path}: not a DAVIS root (no JPEGImages/)")
+    return path
 
 
 def list_davis_sequences(

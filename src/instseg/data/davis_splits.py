@@ -6,7 +6,8 @@ from __future__ import annotations
 
 __all__ = ["VOIN_EVAL", "VOIN_TRAIN", "SEMISUP_HELD_OUT", "SEMISUP_TUNING"]
 
-# VOIN (scripts/train_voin.py, voin_baselines.py, repro_voin.py): objects occluded by cutouts
+# VOIN (recipes/inpainting.py, scripts/voin_baselines.py, repro_voin.py): objects occluded by
+# cutouts
 VOIN_EVAL = ("boat", "bus", "elephant")
 VOIN_TRAIN = (
     "breakdance-flare",
@@ -17,7 +18,7 @@ VOIN_TRAIN = (
     "soccerball",
 )
 
-# Semi-supervised propagation (scripts/davis_semisup.py, train_propagation.py; also kept out of
+# Semi-supervised propagation (scripts/davis_semisup.py, recipes/propagation.py; also kept out of
 # the PCAN video training cutouts, configs/pcan_synthetic.yaml)
 SEMISUP_HELD_OUT = ("bus", "soccerball", "mallard-fly")
 SEMISUP_TUNING = ("boat", "flamingo", "rollerblade", "breakdance-flare", "dance-jump", "elephant")

@@ -9,8 +9,8 @@ the typed ``meta`` of every kind of file:
 =============== ============================================== ================================
 ``image``       :class:`~instseg.models.build.ModelConfig`     ``instseg train`` / ``demo``
 ``video``       :class:`~instseg.models.build.VideoModelConfig` the video recipe (PCAN)
-``propagation`` ``{"channels", "hidden"}``                     ``scripts/train_propagation.py``
-``voin``        ``{"variant", "canvas_size", "format"}``       ``scripts/train_voin.py``
+``propagation`` ``{"channels", "hidden"}``                     the propagation recipe
+``voin``        ``{"variant", "canvas_size", "format"}``       the inpainting recipe
 =============== ============================================== ================================
 
 plus classes, test sizes, whether the networks are trained, the training precision and free

@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from instseg.config import dump_config, to_dict
+from instseg.config import to_dict
 from instseg.engine.weights import WeightsMeta
 from instseg.models.build import build_model_from_config
 from instseg.recipes.image_config import DataConfig, EvalConfig, ImageTrainConfig
-from instseg.utils.io import atomic_write_json
+from instseg.recipes.runner import TrainingRun, resolve_device
 
 __all__ = [
     "DataSplits",
@@ -45,12 +45,6 @@ class DataSplits:
     train_root: Path
     test_json: Path
     test_root: Path
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def prepare_data(cfg: DataConfig, out_dir: Path) -> DataSplits:
@@ -227,21 +221,16 @@ def train(cfg: ImageTrainConfig, *, resume: bool = False, progress: bool = True)
     """
     from instseg.data.build import build_train_loader
     from instseg.engine import distributed as dist
-    from instseg.engine.checkpoint import Checkpointer
     from instseg.engine.optim import build_optimizer, build_scheduler
-    from instseg.engine.trainer import ProgressBar, TensorBoardWriter, Trainer, seed_everything
-    from instseg.engine.weights import save_weights_file
-    from instseg.utils.precision import precision_header
 
     distributed = dist.init_distributed()
     out_dir = Path(cfg.out_dir)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed + dist.get_rank())
-    device = resolve_device(cfg.device)
+    run = TrainingRun(
+        cfg, out_dir=out_dir, seed=cfg.seed + dist.get_rank(), device=cfg.device,
+        amp=cfg.solver.amp, threads=cfg.threads, main_process=dist.is_main_process(),
+    )  # fmt: skip
+    device = run.device
     if dist.is_main_process():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out_dir / "config.yaml", header=precision_header(cfg.solver.amp, device))
         splits = prepare_data(cfg.data, out_dir)
     dist.barrier()
     splits = prepare_data(cfg.data, out_dir)  # no-op when already generated
@@ -263,11 +252,9 @@ def train(cfg: ImageTrainConfig, *, resume: bool = False, progress: bool = True)
         warmup_iters=s.warmup_iters,
         steps=tuple(s.steps),
     )
-    checkpointer = Checkpointer(model, optimizer=optimizer, scheduler=scheduler, save_dir=out_dir)
     channels_last = s.channels_last if s.channels_last is not None else device.type == "cpu"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    train_model = dist.wrap_ddp(model) if distributed else model
 
     def eval_fn() -> dict[str, Any]:
         return evaluate(
@@ -282,40 +269,34 @@ def train(cfg: ImageTrainConfig, *, resume: bool = False, progress: bool = True)
             class_split=class_split,
         )
 
-    callbacks: list[Any] = [ProgressBar(enabled=progress)]
-    if dist.is_main_process():
-        callbacks.append(TensorBoardWriter(out_dir / "tb"))
-    trainer = Trainer(
-        model=train_model,
+    def make_loader(start_iter: int) -> Any:
+        return build_train_loader(
+            train_ds,
+            batch_size=cfg.data.batch_size,
+            num_workers=cfg.data.num_workers,
+            seed=cfg.seed,
+            start_iter=start_iter,
+        )
+
+    trainer = run.train(
+        model=model,
+        train_model=dist.wrap_ddp(model) if distributed else model,
         optimizer=optimizer,
         scheduler=scheduler,
-        data_loader=[],  # set below, once the start iteration is known
+        make_loader=make_loader,
         max_iters=s.max_iters,
-        device=device,
+        resume=resume,
+        progress=progress,
         amp=s.amp,
         channels_last=channels_last,
         grad_clip=s.grad_clip,
-        checkpointer=checkpointer,
         checkpoint_period=cfg.checkpoint_period,
-        callbacks=callbacks,
         log_period=cfg.log_period,
         eval_fn=eval_fn,
         eval_period=cfg.eval_period,
-        out_dir=out_dir,
     )
-    start_iter = trainer.resume_or_load(resume=True) if resume else 0
-    trainer.data_loader = build_train_loader(
-        train_ds,
-        batch_size=cfg.data.batch_size,
-        num_workers=cfg.data.num_workers,
-        seed=cfg.seed,
-        start_iter=start_iter,
-    )
-    trainer.train()
     metrics = trainer.eval_results
-    if dist.is_main_process():
-        save_weights_file(model, out_dir / "model.pt", model_meta(cfg, train_ds, device=device))
-        atomic_write_json(out_dir / "metrics.json", metrics, indent=2)
+    run.save_weights(model, model_meta(cfg, train_ds, device=device), metrics=metrics)
     return metrics
 
 

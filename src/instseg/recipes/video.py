@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from instseg.config import dump_config, to_dict
+from instseg.config import to_dict
 from instseg.data.build import build_train_loader, collate_samples
 from instseg.data.clips import FramePair, annotated_frames, memory_frames, sample_frame_pairs
 from instseg.data.transforms import Compose, build_transforms
@@ -29,11 +29,10 @@ from instseg.data.ytvis import Video, YTVISDataset, class_agnostic, load_ytvis_d
 from instseg.engine.weights import WeightsMeta
 from instseg.models.build import build_video_model_from_config
 from instseg.models.video.pcan import PCAN
-from instseg.recipes.image import resolve_device
+from instseg.recipes.runner import TrainingRun
 from instseg.recipes.video_config import VideoDataConfig, VideoTrainConfig
 from instseg.structures.batch import ClipBatch
 from instseg.utils.image import read_image
-from instseg.utils.io import atomic_write_json
 
 __all__ = [
     "VideoSplits",
@@ -262,19 +261,14 @@ def train_video(
 ) -> dict[str, Any]:
     """Train PCAN (resumable), evaluate YouTube-VIS AP on the test split at the end, write
     ``out_dir/model.pt`` (weights + meta) and ``metrics.json``. Single process."""
-    from instseg.engine.checkpoint import Checkpointer
     from instseg.engine.optim import build_optimizer, build_scheduler
-    from instseg.engine.trainer import ProgressBar, TensorBoardWriter, Trainer, seed_everything
-    from instseg.engine.weights import save_weights_file
-    from instseg.utils.precision import precision_header
 
     out_dir = Path(cfg.out_dir)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, out_dir / "config.yaml", header=precision_header(cfg.solver.amp, device))
+    run = TrainingRun(
+        cfg, out_dir=out_dir, seed=cfg.seed, device=cfg.device, amp=cfg.solver.amp,
+        threads=cfg.threads,
+    )  # fmt: skip
+    device = run.device
     splits = prepare_video_data(cfg.data, out_dir)
     train_data = load_video_data(splits.train_json, splits.train_root, cfg.data)
     train_ds = build_pair_dataset(train_data, cfg.data, seed=cfg.seed)
@@ -290,7 +284,6 @@ def train_video(
         optimizer, name=s.schedule, max_iters=s.max_iters, warmup_iters=s.warmup_iters,
         steps=tuple(s.steps),
     )  # fmt: skip
-    checkpointer = Checkpointer(model, optimizer=optimizer, scheduler=scheduler, save_dir=out_dir)
 
     def eval_fn() -> dict[str, Any]:
         if splits.test_json is None:
@@ -302,23 +295,21 @@ def train_video(
             out_dir=out_dir,
         )  # fmt: skip
 
-    trainer = Trainer(
-        model=model, optimizer=optimizer, scheduler=scheduler, data_loader=[],
-        max_iters=s.max_iters, device=device, amp=s.amp, grad_clip=s.grad_clip,
-        channels_last=bool(s.channels_last),
-        checkpointer=checkpointer, checkpoint_period=cfg.checkpoint_period,
-        callbacks=[ProgressBar(enabled=progress), TensorBoardWriter(out_dir / "tb")],
-        log_period=cfg.log_period, eval_fn=eval_fn, eval_period=cfg.eval_period, out_dir=out_dir,
+    def make_loader(start_iter: int) -> DataLoader:
+        return build_clip_loader(
+            train_ds, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers,
+            seed=cfg.seed, start_iter=start_iter,
+        )  # fmt: skip
+
+    trainer = run.train(
+        model=model, optimizer=optimizer, scheduler=scheduler, make_loader=make_loader,
+        max_iters=s.max_iters, resume=resume, progress=progress, amp=s.amp,
+        grad_clip=s.grad_clip, channels_last=bool(s.channels_last),
+        checkpoint_period=cfg.checkpoint_period, log_period=cfg.log_period, eval_fn=eval_fn,
+        eval_period=cfg.eval_period,
     )  # fmt: skip
-    start_iter = trainer.resume_or_load(resume=True) if resume else 0
-    trainer.data_loader = build_clip_loader(
-        train_ds, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers,
-        seed=cfg.seed, start_iter=start_iter,
-    )  # fmt: skip
-    trainer.train()
     metrics = trainer.eval_results
-    save_weights_file(model, out_dir / "model.pt", video_model_meta(cfg, train_data, device=device))
-    atomic_write_json(out_dir / "metrics.json", metrics, indent=2)
+    run.save_weights(model, video_model_meta(cfg, train_data, device=device), metrics=metrics)
     return metrics
 
 

@@ -5,7 +5,7 @@ The prototype propagator (:mod:`instseg.inference.propagate`) works on frozen Im
 prototypes from one frame explain its pixels in a later frame better: a residual 1x1-conv MLP,
 ``f + g(f)``, L2-normalised, with ``g``'s last layer zero-initialised so the untrained module is
 the identity (propagation is then exactly the training-free method). Training
-(``scripts/train_propagation.py``) runs the differentiable GMM-EM fit on one frame's ground-truth
+(:mod:`instseg.recipes.propagation`) runs the differentiable GMM-EM fit on one frame's ground-truth
 mask and the Eq. 5.5 read on a later frame, and minimises BCE + soft Dice against that frame's
 mask (:func:`propagation_loss`).
 

@@ -1,0 +1,102 @@
+"""Self-supervised VOIN training clips from DAVIS (paper Sect. 5.4.4): resized sequences, an
+endless seeded stream of synthetically occluded clips, and video batches for the generator.
+
+The occlusion itself is :func:`~instseg.data.video_occlusion.occlude_clip` (a synthetic textured
+occluder moving over the object, 20-50 % of it covered); the annotated (modal) DAVIS mask is the
+amodal target. The stream is a pure function of its NumPy generator, so ``skip`` clips of it
+reproduce the position of a resumed run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from instseg.data.video_occlusion import (
+    OccludedClip,
+    load_davis_sequence,
+    occlude_clip,
+    synthetic_occluder,
+)
+
+__all__ = [
+    "load_resized_videos",
+    "occluded_clip_stream",
+    "stack_video",
+    "video_batches",
+]
+
+
+def load_resized_videos(
+    root: Path, names: Sequence[str], num_frames: int, height: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(frames (T, h, w, 3) uint8, masks (T, h, w) bool) per sequence, resized to ``height``
+    (width rounded to a multiple of 4); at most ``num_frames`` per sequence (0: all)."""
+    if not (root / "JPEGImages").is_dir():
+        raise FileNotFoundError(f"{root}: not a DAVIS root (no JPEGImages/)")
+    out = []
+    for name in names:
+        available = len(list((root / "JPEGImages" / "480p" / name).glob("*.jpg")))
+        frames, masks, _ = load_davis_sequence(
+            root, name, num_frames=min(num_frames, available) if num_frames > 0 else None
+        )
+        h, w = frames.shape[1:3]
+        size = (max(4, round(w * height / h / 4) * 4), height)
+        fr = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+        ms = np.stack(
+            [cv2.resize(m.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) for m in masks]
+        ).astype(bool)
+        out.append((fr, ms))
+    return out
+
+
+def occluded_clip_stream(
+    videos: Sequence[tuple[np.ndarray, np.ndarray]],
+    rng: np.random.Generator,
+    clip_len: int,
+    *,
+    skip: int = 0,
+) -> Iterator[OccludedClip]:
+    """Endless occluded clips of ``clip_len`` frames (object visible in every frame, some
+    pixels occluded), drawn with ``rng``; the first ``skip`` clips are drawn and dropped."""
+    made = 0
+    while True:
+        frames, masks = videos[int(rng.integers(len(videos)))]
+        s = int(rng.integers(len(frames) - clip_len + 1))
+        fr, ms = frames[s : s + clip_len], masks[s : s + clip_len]
+        if not ms.any((1, 2)).all():
+            continue
+        clip = occlude_clip(
+            fr,
+            ms,
+            synthetic_occluder(rng, size=48),
+            rng=rng,
+            occlusion_ratio=float(rng.uniform(0.2, 0.5)),
+        )
+        if clip.holes.any() and clip.visible.any((1, 2)).all():
+            made += 1
+            if made > skip:
+                yield clip
+
+
+def video_batches(clips: Iterator[OccludedClip], batch: int) -> Iterator[dict[str, Tensor]]:
+    """Generator batches: ``frames`` / ``gt`` (B, T, 3, H, W) in [-1, 1], ``holes`` /
+    ``amodal`` (B, T, 1, H, W) float 0/1."""
+    while True:
+        cs = [next(clips) for _ in range(batch)]
+        yield {
+            k: stack_video([getattr(c, k) for c in cs]) for k in ("frames", "gt", "holes", "amodal")
+        }
+
+
+def stack_video(arrays: Sequence[np.ndarray]) -> Tensor:
+    """(T, H, W, 3) uint8 -> (B, T, 3, H, W) in [-1, 1]; (T, H, W) bool -> (B, T, 1, H, W)."""
+    a = torch.from_numpy(np.stack(arrays))
+    if a.ndim == 5:
+        return a.permute(0, 1, 4, 2, 3).float() / 127.5 - 1
+    return a[:, :, None].float()

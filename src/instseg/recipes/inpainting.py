@@ -1,0 +1,224 @@
+"""VOIN recipe: the three learned stages of video object inpainting, trained on self-supervised
+DAVIS clips and packed into one weights file for ``instseg inpaint --weights``.
+
+Data (Sect. 5.4.4): random clips of the DAVIS-2016 train subset, resized to the stage's
+``size`` pixels high; a synthetic occluder moves over the object (20-50 % occlusion,
+:mod:`instseg.data.occluded_clips`); the annotated (modal) mask is the amodal target. DAVIS has
+no class labels, so every object is class 0 (``num_classes = 1``).
+
+Stages (each trains one network; the pipeline :class:`~instseg.models.inpainting.voin.VOIN`
+combines them at inference), each into ``<out_dir>/<stage>/`` (engine checkpoints,
+``model_final.pth``), stage i seeded ``seed + i``:
+
+- ``shape``: :class:`AmodalShapeCompletion` on the object canvas, BCE + dice
+  (:class:`~instseg.models.inpainting.training_stages.ShapeStage`, engine Trainer, fp32).
+- ``flow``: :class:`FlowCompletionNet`; input DIS flow of the *corrupted* frames, target the DIS
+  flow of the *clean* frames (pseudo ground truth); L1 + gradient + Laplacian + 0.1 x warping
+  inside the amodal mask (:class:`FlowStage`, engine Trainer, fp32).
+- ``generator``: :class:`OcclusionAwareGenerator` with T-PatchGAN and the multi-class STAM
+  discriminator (:func:`~instseg.recipes.inpainting_gan.train_generator_gan`).
+
+``stage: all`` trains the three in turn and packs ``<out_dir>/<weights_name>`` (fp16, the
+format of :func:`instseg.inference.inpainter.save_voin_weights`); ``stage: pack`` packs the
+stage folders of ``pack_from``. Every stage resumes (``--resume``) from its folder's
+``last_checkpoint``, the clip stream skipped to the resumed iteration.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from instseg.config import ConfigError
+from instseg.data.davis import resolve_davis_root
+from instseg.data.davis_splits import VOIN_EVAL
+from instseg.data.occluded_clips import load_resized_videos, occluded_clip_stream, video_batches
+from instseg.models.inpainting.training_stages import FlowStage, ShapeStage
+from instseg.models.inpainting.voin import VOIN_VARIANTS, VOINNets
+from instseg.recipes.inpainting_batches import flow_batches, shape_batches
+from instseg.recipes.inpainting_config import STAGES, InpaintingTrainConfig
+from instseg.recipes.inpainting_gan import train_generator_gan
+from instseg.recipes.runner import TrainingRun
+
+__all__ = [
+    "canvas_size",
+    "effective_config",
+    "pack_voin",
+    "train_inpainting",
+    "train_voin_stage",
+    "voin_nets",
+]
+
+log = logging.getLogger(__name__)
+CHOICES = (*STAGES, "all", "pack")
+
+
+def train_inpainting(
+    cfg: InpaintingTrainConfig, *, resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Run ``cfg.stage`` (see module docstring); returns ``{"weights": packed file}`` after
+    ``all`` / ``pack``, ``{"checkpoint": model_final.pth}`` after a single stage."""
+    cfg = effective_config(cfg)
+    out = Path(cfg.out_dir)
+    if cfg.stage == "pack":
+        return {"weights": str(pack_voin(cfg, Path(cfg.pack_from) if cfg.pack_from else out))}
+    stages = STAGES if cfg.stage == "all" else (cfg.stage,)
+    final = out
+    for stage in stages:
+        final = train_voin_stage(
+            cfg,
+            stage,
+            out_dir=out / stage,
+            seed=cfg.seed + STAGES.index(stage),
+            resume=resume,
+            progress=progress,
+        )
+    if cfg.stage != "all":
+        return {"checkpoint": str(final)}
+    path = pack_voin(cfg, out)
+    log.info("packed %s", path)
+    return {"weights": str(path)}
+
+
+def effective_config(cfg: InpaintingTrainConfig) -> InpaintingTrainConfig:
+    """A checked copy of ``cfg`` with ``tiny`` applied (small networks, 48-pixel frames, 8
+    frames of the first two sequences, 3-frame clips). ConfigError for a bad stage / variant."""
+    if cfg.stage not in CHOICES:
+        raise ConfigError(f"stage must be one of {', '.join(CHOICES)}, got {cfg.stage!r}")
+    if cfg.variant not in VOIN_VARIANTS:
+        raise ConfigError(f"variant must be one of {sorted(VOIN_VARIANTS)}, got {cfg.variant!r}")
+    cfg = copy.deepcopy(cfg)
+    if cfg.tiny:
+        cfg.variant = "small"
+        cfg.data.size, cfg.data.frames_per_seq, cfg.data.clip_len = 48, 8, 3
+        cfg.data.sequences = cfg.data.sequences[:2]
+        for stage in STAGES:
+            getattr(cfg, stage).size = 0
+    return cfg
+
+
+def voin_nets(cfg: InpaintingTrainConfig) -> VOINNets:
+    """The variant's three untrained networks (one class)."""
+    return VOIN_VARIANTS[cfg.variant](num_classes=1)
+
+
+def canvas_size(cfg: InpaintingTrainConfig) -> int:
+    """Side of the shape network's object canvas: 32 for ``small``, 64 for ``paper``."""
+    return 32 if cfg.variant == "small" else 64
+
+
+def train_voin_stage(
+    cfg: InpaintingTrainConfig,
+    stage: str,
+    *,
+    out_dir: str | Path,
+    seed: int,
+    resume: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Train one stage (``shape`` | ``flow`` | ``generator``) into ``out_dir`` seeded ``seed``;
+    returns ``out_dir/model_final.pth`` (engine checkpoint; ``model`` = the bare network)."""
+    if stage not in STAGES:
+        raise ConfigError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
+    cfg = effective_config(cfg)
+    out_dir = Path(out_dir)
+    sc = getattr(cfg, stage)
+    amp = cfg.amp if stage == "generator" else "none"
+    run = TrainingRun(
+        cfg, out_dir=out_dir, seed=seed, device=cfg.device, amp=amp, threads=cfg.threads
+    )
+    d = cfg.data
+    videos = load_resized_videos(
+        resolve_davis_root(d.root), d.sequences, d.frames_per_seq, sc.size or d.size
+    )
+    nets = voin_nets(cfg)
+    batch = d.batch
+
+    def clips(start_iter: int) -> Any:  # each step takes `batch` clips of the stream
+        rng = np.random.default_rng(seed)
+        return occluded_clip_stream(videos, rng, d.clip_len, skip=start_iter * batch)
+
+    if stage == "generator":
+        train_generator_gan(
+            nets.generator,
+            make_batches=lambda start: video_batches(clips(start), batch),
+            iters=sc.iters,
+            lr=cfg.lr,
+            out_dir=out_dir,
+            device=run.device,
+            small=cfg.variant == "small",
+            amp=cfg.amp,
+            resume=resume,
+            progress=progress,
+            checkpoint_period=cfg.checkpoint_period,
+            log_period=cfg.log_period,
+        )
+        return out_dir / "model_final.pth"
+    if stage == "shape":
+        module: Any = ShapeStage(nets.shape_net)
+        canvas = canvas_size(cfg)
+
+        def make_loader(start: int) -> Any:
+            return shape_batches(clips(start), batch, canvas)
+    else:
+        module = FlowStage(nets.flow_net)
+
+        def make_loader(start: int) -> Any:
+            return flow_batches(clips(start), batch)
+
+    module.to(run.device)
+    optimizer = torch.optim.Adam(module.parameters(), lr=cfg.lr)
+    run.train(
+        model=module,
+        checkpoint_model=module.net,  # plain network weights
+        optimizer=optimizer,
+        make_loader=make_loader,
+        max_iters=sc.iters,
+        resume=resume,
+        progress=progress,
+        amp="none",  # the shape and flow stages train in fp32 (as the shipped model's card says)
+        checkpoint_period=cfg.checkpoint_period,
+        log_period=cfg.log_period,
+        name=stage,
+    )
+    return out_dir / "model_final.pth"
+
+
+def pack_voin(cfg: InpaintingTrainConfig, folder: Path) -> Path:
+    """Load ``folder/{shape,flow,generator}/model_final.pth`` into the variant's networks and
+    write ``folder/<weights_name>`` (one file, fp16 unless ``full_precision``)."""
+    from instseg.engine.checkpoint import load_checkpoint_file, load_model_weights
+    from instseg.inference.inpainter import save_voin_weights
+
+    cfg = effective_config(cfg)
+    nets = voin_nets(cfg)
+    iters = {}
+    for stage, net in zip(STAGES, (nets.shape_net, nets.flow_net, nets.generator), strict=True):
+        path = folder / stage / "model_final.pth"
+        load_model_weights(net, path)  # strict: raises naming the file on any mismatch
+        iters[stage] = int(load_checkpoint_file(path).get("iteration", 0))
+    meta = {
+        "iterations": iters,
+        "seed": cfg.seed,
+        "train_size": cfg.data.size,
+        "clip_len": cfg.data.clip_len,
+        "batch": cfg.data.batch,
+        "train_sequences": list(cfg.data.sequences),
+        "held_out_sequences": list(VOIN_EVAL),
+        "data": "davis2016-train-subset + synthetic occluders (scripts/train_voin.py)",
+    }
+    return save_voin_weights(
+        nets,
+        folder / cfg.weights_name,
+        variant=cfg.variant,
+        num_classes=1,
+        canvas_size=canvas_size(cfg),
+        trained=min(iters.values()) > 0,
+        half=not cfg.full_precision,
+        meta=meta,
+    )

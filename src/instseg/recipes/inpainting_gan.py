@@ -1,0 +1,134 @@
+"""The adversarial VOIN stage: :class:`OcclusionAwareGenerator` against T-PatchGAN and the
+multi-class STAM discriminator (two optimizers, D and G steps alternating by hand, so not the
+engine's single-optimizer :class:`Trainer`).
+
+Per step: D loss = hinge(T-PatchGAN) + multi-class(STAM), both on (frames, mask) stacks; G loss =
+L1 hole + L1 valid (weight 1 each) + 0.01 x (hinge G + multi-class G), STTN's weights. The hole
+is the whole occluded region (at inference the generator sees the propagation leftovers, a
+subset). The discriminators run under ``amp`` autocast (bf16 is 7-17x faster for these 3D convs
+on bf16-native CPUs); everything else in fp32.
+
+Checkpoints (``<out_dir>/model_<iter>.pth`` every ``checkpoint_period`` iterations and
+``model_final.pth``) are engine :class:`Checkpointer` files of the generator and its optimizer
+(what packing reads) plus the discriminators and their optimizer under ``discriminators`` /
+``d_optimizer``, so ``resume`` continues a run exactly (the batch stream is rebuilt by
+``make_batches(start_iter)``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from instseg.engine.checkpoint import Checkpointer, load_checkpoint_file
+from instseg.models.inpainting.discriminators import (
+    MultiClassDiscriminator,
+    TPatchGAN,
+    hinge_d_loss,
+    hinge_g_loss,
+    multiclass_d_loss,
+    multiclass_g_loss,
+    reconstruction_losses,
+)
+from instseg.models.inpainting.generator import OcclusionAwareGenerator
+from instseg.utils.precision import autocast
+
+__all__ = ["train_generator_gan"]
+
+log = logging.getLogger(__name__)
+
+
+def train_generator_gan(
+    generator: OcclusionAwareGenerator,
+    *,
+    make_batches: Callable[[int], Iterator[dict[str, Tensor]]],
+    iters: int,
+    lr: float,
+    out_dir: str | Path,
+    device: torch.device,
+    small: bool,
+    amp: str = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    checkpoint_period: int = 0,
+    log_period: int = 10,
+) -> int:
+    """Train ``generator`` (moved to ``device``) for ``iters`` iterations on
+    ``make_batches(start_iter)`` (dicts of ``frames`` / ``gt`` (B, T, 3, H, W) in [-1, 1],
+    ``holes`` / ``amodal`` (B, T, 1, H, W)); ``small``: 8-channel discriminators (T-PatchGAN
+    with 3 downsamplings) instead of 64 (6). Returns the iteration it started at."""
+    from tqdm import tqdm
+
+    dev = torch.device(device)
+    c = 8 if small else 64
+    gen = generator.to(dev)
+    d_patch = TPatchGAN(base_channels=c, downsample=3 if small else 6).to(dev)
+    d_cls = MultiClassDiscriminator(num_classes=1, base_channels=c).to(dev)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.0, 0.99))
+    opt_d = torch.optim.Adam([*d_patch.parameters(), *d_cls.parameters()], lr=lr, betas=(0.0, 0.99))
+    ckpt = Checkpointer(gen, optimizer=opt_g, save_dir=out_dir)
+    start = 0
+    if resume and ckpt.has_checkpoint():
+        path = ckpt.get_checkpoint_file()
+        start = ckpt.load(path)  # generator, its optimizer, RNG states
+        data = load_checkpoint_file(path)
+        if "discriminators" not in data or "d_optimizer" not in data:
+            raise ValueError(f"{path}: no discriminator state to resume the generator stage from")
+        d_patch.load_state_dict(data["discriminators"]["patch"])
+        d_cls.load_state_dict(data["discriminators"]["class"])
+        opt_d.load_state_dict(data["d_optimizer"])
+        log.info("generator: resumed at iteration %d from %s", start, path)
+
+    def save(name: str, it: int) -> None:
+        ckpt.save(
+            name,
+            iteration=it,
+            discriminators={"patch": d_patch.state_dict(), "class": d_cls.state_dict()},
+            d_optimizer=opt_d.state_dict(),
+        )
+
+    def amp_ctx() -> contextlib.AbstractContextManager:
+        return autocast(amp, dev)
+
+    batches = make_batches(start)
+    bar = tqdm(total=iters, initial=start, desc="generator", disable=not progress)
+    for it in range(start, iters):
+        b = {k: v.to(dev) for k, v in next(batches).items()}
+        labels = torch.zeros(len(b["frames"]), dtype=torch.long, device=dev)
+        out = gen.inpaint(b["frames"], b["holes"], b["holes"], b["amodal"])
+        real = torch.cat([b["gt"], b["holes"]], dim=2)
+        fake = torch.cat([out, b["holes"]], dim=2)
+        real_c = torch.cat([b["gt"], b["amodal"]], dim=2)
+        fake_c = torch.cat([out, b["amodal"]], dim=2)
+        with amp_ctx():
+            d_loss = hinge_d_loss(d_patch(real), d_patch(fake.detach())) + multiclass_d_loss(
+                d_cls(real_c), d_cls(fake_c.detach()), labels
+            )
+        opt_d.zero_grad()
+        d_loss.float().backward()
+        opt_d.step()
+        rec = reconstruction_losses(out, b["gt"], b["holes"])
+        with amp_ctx():
+            adv = 0.01 * (hinge_g_loss(d_patch(fake)) + multiclass_g_loss(d_cls(fake_c), labels))
+        adv = adv.float()
+        g_loss = rec["l1_hole"] + rec["l1_valid"] + adv
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+        if it % log_period == 0:
+            log.info(
+                "generator it %d: d %.3f l1_hole %.3f l1_valid %.3f adv %.4f",
+                it, d_loss.item(), rec["l1_hole"].item(), rec["l1_valid"].item(), adv.item(),
+            )  # fmt: skip
+        bar.update(1)
+        done = it + 1
+        if checkpoint_period > 0 and done % checkpoint_period == 0 and done < iters:
+            save(f"model_{done:07d}", done)
+    bar.close()
+    save("model_final", iters)
+    return start
