@@ -32,8 +32,9 @@ VOIN (pred. amodal)    VOIN with amodal masks from its shape completion (scored 
 =====================  ==========================================================================
 
 Timing is wall time on this machine, seconds per frame, for each stage (shape completion, DIS,
-flow completion = ``Inpainter.complete_flows`` time minus the DIS time of the same clip, propagation,
-generator, Telea) and end to end per method. Without weights the learned rows are skipped.
+flow completion = ``Inpainter.complete_flows`` time minus the DIS time of the same clip,
+propagation, generator, Telea) and end to end per method. Without weights the learned rows are
+skipped.
 """
 
 from __future__ import annotations
