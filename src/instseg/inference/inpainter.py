@@ -140,7 +140,7 @@ def load_voin_weights(path: str | Path) -> tuple[VOINNets, WeightsMeta]:
 
 
 # ---------------------------------------------------------------------------------- settings
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class InpaintOptions:
     """Every VOIN inference setting.
 
