@@ -9,12 +9,12 @@ about 200x260 pixels moving with it, a bar occluding 30 % of it). Stage costs do
 on the weight values, so without ``--weights`` the chosen variant runs with random weights
 (timing only; nothing here is a quality number). Stages:
 
-- shape: ``VOIN.complete_shape`` (canvas crop, transformer, paste back)
+- shape: ``Inpainter.complete_shape`` (canvas crop, transformer, paste back)
 - dis: ``clip_flows`` forward + backward DIS flow (OpenCV)
 - flow completion: FlowCompletionNet on every forward and backward pair (``complete_flows``
   minus its DIS part, measured in the same call pattern)
-- propagation: ``propagate`` with the 5 px cycle check
-- generator: the occlusion-aware generator on the object box (``VOIN`` with use_flow=False)
+- propagation: ``propagate_pixels`` with the 5 px cycle check
+- generator: the occlusion-aware generator on the object box (``use_flow=False``)
 - telea: per-frame ``cv2.inpaint`` of the hole (the peer)
 - VOIN end to end: all of the above with caller-given amodal masks (shape excluded)
 """
@@ -30,11 +30,11 @@ import cv2
 import numpy as np
 import torch
 
-from instseg.inference.inpainter import load_voin_weights
+from instseg.inference.inpainter import Inpainter, InpaintOptions, load_voin_weights
 from instseg.models.inpainting.baselines import inpaint_opencv
 from instseg.models.inpainting.flow import clip_flows
-from instseg.models.inpainting.propagation import propagate
-from instseg.models.inpainting.voin import VOIN, VOIN_VARIANTS
+from instseg.models.inpainting.flow_guided_propagation import propagate_pixels
+from instseg.models.inpainting.voin import VOIN_VARIANTS, VOINModel
 
 
 def make_clip(t: int, h: int = 480, w: int = 854, seed: int = 0) -> tuple[np.ndarray, ...]:
@@ -84,15 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         label = f"{args.variant}, random weights (timing only)"
     canvas = int(meta.get("canvas_size", 64 if args.variant == "paper" else 32))
     frames, vis, holes, am = make_clip(args.frames)
-    kw = {
-        "canvas_size": canvas,
-        "flow_preset": args.preset,
-        "progress": False,
-        "window": args.frames,
-        "overlap": 0,
-    }
-    full = VOIN(shape_net=nets.shape_net, flow_net=nets.flow_net, generator=nets.generator, **kw)
-    gen_only = VOIN(generator=nets.generator, use_flow=False, **kw)
+    kw = {"canvas_size": canvas, "flow_preset": args.preset, "window": args.frames, "overlap": 0}
+    model = VOINModel.from_nets(nets)
+    full = Inpainter(model=model, options=InpaintOptions(**kw), progress=False)
+    gen_only = Inpainter(model=model, options=InpaintOptions(use_flow=False, **kw), progress=False)
     fwd, bwd = clip_flows(frames, preset=args.preset)
     r = args.repeats
     t_dis = timed(lambda: clip_flows(frames, preset=args.preset), r)
@@ -101,10 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         "shape": timed(lambda: full.complete_shape(vis, 0), r),
         "dis": t_dis,
         "flow completion": max(t_flow_all - t_dis, 0.0),
-        "propagation": timed(lambda: propagate(frames, holes, fwd, bwd, amodal=am), r),
-        "generator": timed(lambda: gen_only(frames, vis, amodal=am), r),
+        "propagation": timed(lambda: propagate_pixels(frames, holes, fwd, bwd, amodal=am), r),
+        "generator": timed(lambda: gen_only.inpaint(frames, vis, amodal=am), r),
         "telea": timed(lambda: inpaint_opencv(frames, holes, method="telea"), r),
-        "VOIN end to end": timed(lambda: full(frames, vis, amodal=am), r),
+        "VOIN end to end": timed(lambda: full.inpaint(frames, vis, amodal=am), r),
     }
     n = args.frames
     print(

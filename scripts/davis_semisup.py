@@ -40,13 +40,9 @@ import torch
 from instseg.data.davis import list_davis_sequences, read_davis_label
 from instseg.data.davis_splits import SEMISUP_HELD_OUT
 from instseg.evaluation.vos import db_statistics, evaluate_sequence
-from instseg.inference.propagate import (
-    BackboneFeatures,
-    FeatureNNPropagator,
-    PrototypePropagator,
-    flow_propagate,
-    propagate_features,
-)
+from instseg.inference.mask_propagation import BackboneFeatures, propagate_features
+from instseg.models.video.mask_propagation import PrototypePropagator
+from instseg.models.video.mask_propagation_baselines import FeatureNNPropagator, flow_propagate
 from instseg.utils.image import read_image
 
 DEFAULT_ROOT = (

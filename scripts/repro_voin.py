@@ -26,19 +26,21 @@ prop (DIS)             DIS flow of the corrupted frames, propagation (5 px cycle
 prop (filled DIS)      the same after the non-learned initial completion of the hole flow
                        (``fill_clip_flows``: the object's own visible flow, normalised convolution)
 prop (completed flow)  the filled flow refined by FlowCompletionNet inside the amodal mask
-generator only         VOIN with ``use_flow=False``
+generator only         VOIN with ``InpaintOptions(use_flow=False)``
 VOIN                   flow completion + propagation + generator
 VOIN (pred. amodal)    VOIN with amodal masks from its shape completion (scored on the GT hole)
 =====================  ==========================================================================
 
 Timing is wall time on this machine, seconds per frame, for each stage (shape completion, DIS,
-flow completion = ``VOIN.complete_flows`` time minus the DIS time of the same clip, propagation,
-generator, Telea) and end to end per method. Without weights the learned rows are skipped.
+flow completion = ``Inpainter.complete_flows`` time minus the DIS time of the same clip,
+propagation, generator, Telea) and end to end per method. Without weights the learned rows are
+skipped.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import sys
 import time
@@ -57,13 +59,18 @@ from instseg.data.synthetic import SceneConfig, composite  # noqa: E402
 from instseg.data.synthetic_video import VideoConfig, make_video  # noqa: E402
 from instseg.data.video_occlusion import SPLIT_KINDS, make_eval_split  # noqa: E402
 from instseg.evaluation.inpainting import evaluate_inpainting  # noqa: E402
-from instseg.inference.inpainter import DEFAULT_WEIGHTS, load_voin_weights  # noqa: E402
+from instseg.inference.inpainter import (  # noqa: E402
+    DEFAULT_WEIGHTS,
+    Inpainter,
+    InpaintOptions,
+    load_voin_weights,
+)
 from instseg.models.inpainting.baselines import (  # noqa: E402
     inpaint_opencv,
     propagation_baseline,
 )
 from instseg.models.inpainting.flow import clip_flows, fill_clip_flows  # noqa: E402
-from instseg.models.inpainting.voin import VOIN, VOINNets  # noqa: E402
+from instseg.models.inpainting.voin import VOINModel, VOINNets  # noqa: E402
 from instseg.utils.io import atomic_write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -256,40 +263,38 @@ def _baselines(frames, holes, am, timing, stages, args) -> dict[str, np.ndarray]
     return outs
 
 
-def _pipelines(nets: VOINNets, meta: dict, args: argparse.Namespace) -> dict[str, VOIN]:
-    kw = {
-        "window": args.window,
-        "overlap": args.overlap,
-        "flow_preset": args.preset,
-        "canvas_size": int(meta.get("model", {}).get("canvas_size", 64)),
-        "progress": False,
-    }
+def _pipelines(nets: VOINNets, meta: dict, args: argparse.Namespace) -> dict[str, Inpainter]:
+    opts = InpaintOptions(
+        window=args.window,
+        overlap=args.overlap,
+        flow_preset=args.preset,
+        canvas_size=int(meta.get("model", {}).get("canvas_size", 64)),
+    )
+    model = VOINModel.from_nets(nets)
+    no_flow = dataclasses.replace(opts, use_flow=False)
     return {
-        "flow": VOIN(flow_net=nets.flow_net, **kw),
-        "generator only": VOIN(generator=nets.generator, use_flow=False, **kw),
-        "VOIN": VOIN(
-            shape_net=nets.shape_net, flow_net=nets.flow_net, generator=nets.generator, **kw
-        ),
+        "VOIN": Inpainter(model=model, options=opts, progress=False),
+        "generator only": Inpainter(model=model, options=no_flow, progress=False),
     }
 
 
 def _learned(pipes, frames, vis, holes, am, timing, stages, shape_iou) -> dict[str, np.ndarray]:
     outs = {}
     t = time.perf_counter()
-    fwd, bwd = pipes["flow"].complete_flows(frames, vis, am)
+    fwd, bwd = pipes["VOIN"].complete_flows(frames, vis, am)
     t_flow = time.perf_counter() - t
     t = time.perf_counter()
-    clip_flows(frames, preset=pipes["flow"].flow_preset)
+    clip_flows(frames, preset=pipes["VOIN"].options.flow_preset)
     stages["flow completion"] += max(t_flow - (time.perf_counter() - t), 0.0)
     t = time.perf_counter()
     outs["prop (completed flow)"] = propagation_baseline(frames, holes, fwd, bwd, amodal=am).frames
     timing["prop (completed flow)"] += t_flow + time.perf_counter() - t
     t = time.perf_counter()
-    outs["generator only"] = pipes["generator only"](frames, vis, amodal=am).frames
+    outs["generator only"] = pipes["generator only"].inpaint(frames, vis, amodal=am).frames
     timing["generator only"] += (dt := time.perf_counter() - t)
     stages["generator"] += dt
     t = time.perf_counter()
-    outs["VOIN"] = pipes["VOIN"](frames, vis, amodal=am).frames
+    outs["VOIN"] = pipes["VOIN"].inpaint(frames, vis, amodal=am).frames
     timing["VOIN"] += time.perf_counter() - t
     t = time.perf_counter()
     pred = pipes["VOIN"].complete_shape(vis, 0)
@@ -297,7 +302,7 @@ def _learned(pipes, frames, vis, holes, am, timing, stages, shape_iou) -> dict[s
     inter, union = (pred & am).sum(), (pred | am).sum()
     shape_iou.append(float(inter / union) if union else 1.0)
     t = time.perf_counter()
-    outs["VOIN (pred. amodal)"] = pipes["VOIN"](frames, vis, label=0).frames
+    outs["VOIN (pred. amodal)"] = pipes["VOIN"].inpaint(frames, vis, label=0).frames
     timing["VOIN (pred. amodal)"] += time.perf_counter() - t
     return outs
 

@@ -91,7 +91,7 @@ def test_train_propagation_config_tiny_run_and_exact_resume(tmp_path, capsys):
     state, meta = read_weights_file(out / "model.pt", task="propagation")
     assert meta.model == {"channels": 152, "hidden": 256} and meta.training["iters"] == 4
     assert state["g.0.weight"].dtype == torch.float16  # the fp16 release format
-    from instseg.inference.propagate import BackboneFeatures
+    from instseg.inference.mask_propagation import BackboneFeatures
 
     assert BackboneFeatures(weights=out / "model.pt", pretrained=False).source == "embedding"
     # a run that died after iteration 2 resumes to the same weights, bit for bit

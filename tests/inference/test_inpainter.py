@@ -1,8 +1,10 @@
-"""Inpainter: weights round trip, fallback rules, hull heuristic, streaming = in-memory."""
+"""Inpainter (the VOIN pipeline): weights round trip, fallback rules, hull heuristic, temporal
+windows, stage switches, streaming = in-memory."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -14,11 +16,16 @@ from PIL import Image
 from instseg.engine.checkpoint import save_weights
 from instseg.inference.inpainter import (
     Inpainter,
-    hull_amodal,
+    InpaintOptions,
     load_voin_weights,
     save_voin_weights,
+    temporal_windows,
 )
-from instseg.models.inpainting.voin import VOIN_VARIANTS
+from instseg.models.inpainting.baselines import hull_amodal
+from instseg.models.inpainting.flow_completion import FlowCompletionNet
+from instseg.models.inpainting.generator import OcclusionAwareGenerator
+from instseg.models.inpainting.shape_completion import AmodalShapeCompletion
+from instseg.models.inpainting.voin import VOIN_VARIANTS, VOINModel
 
 
 def _clip(t: int = 5, h: int = 48, w: int = 64) -> tuple[np.ndarray, ...]:
@@ -64,7 +71,7 @@ def test_weights_round_trip_fp16(weights):
 
 def test_load_rejects_other_files(tmp_path):
     other = save_weights(torch.nn.Linear(2, 2), tmp_path / "img.pt", meta={"task": "image"})
-    with pytest.raises(ValueError, match="not a VOIN weights file"):
+    with pytest.raises(ValueError, match="img.pt: weights are for task 'image', not 'voin'"):
         load_voin_weights(other)
     nets = VOIN_VARIANTS["small"](num_classes=1)
     path = save_voin_weights(
@@ -82,10 +89,11 @@ def test_from_weights_defaults(tmp_path, monkeypatch, weights):
 
     monkeypatch.setattr(mod, "DEFAULT_WEIGHTS", tmp_path / "absent.pt")
     fb = Inpainter.from_weights(None, progress=False)
-    assert not fb.learned and fb.voin.generator is None and not fb.voin.use_generator
+    assert not fb.learned and fb.model.generator is None and not fb.generates
     monkeypatch.setattr(mod, "DEFAULT_WEIGHTS", weights)
     inp = Inpainter.from_weights(None, progress=False)
-    assert inp.learned and inp.voin.canvas_size == 32 and inp.source == str(weights)
+    assert inp.learned and inp.canvas_size == 32 and inp.source == str(weights)
+    assert inp.generates and inp.model.class_aware
     with pytest.raises(FileNotFoundError):  # an explicit file must exist
         Inpainter.from_weights(tmp_path / "absent.pt")
 
@@ -103,21 +111,26 @@ def test_hull_amodal_golden():
 
 def test_fallback_and_switches_in_memory(weights):
     frames, vis, holes, occ = _clip()
-    fb = Inpainter(nets=None, progress=False)
+    fb = Inpainter(model=None, progress=False)
     res = fb.inpaint(frames, vis, holes=holes)
     assert res.propagated.any() and not res.generated.any()
     np.testing.assert_array_equal(res.propagated | res.fallback, holes)
     with pytest.raises(ValueError, match="pass --holes"):
         fb.inpaint(frames, vis)
     nets, meta = load_voin_weights(weights)
-    no_flow = Inpainter(nets=nets, meta=meta, use_flow=False, progress=False)
+    model = VOINModel.from_nets(nets)
+
+    def inpainter(**options) -> Inpainter:
+        return Inpainter(model=model, meta=meta, options=InpaintOptions(**options), progress=False)
+
+    no_flow = inpainter(use_flow=False)
     r = no_flow.inpaint(frames, vis, holes=holes)
     assert not r.propagated.any() and (r.generated == holes).all()
-    no_gen = Inpainter(nets=nets, meta=meta, use_generator=False, progress=False)
+    no_gen = inpainter(use_generator=False)
     r = no_gen.inpaint(frames, vis, holes=holes)
     assert not r.generated.any() and (r.propagated | r.fallback == holes).all()
     # shape completion path: amodal is a superset of visible, clipped to the occluder
-    r = Inpainter(nets=nets, meta=meta, progress=False).inpaint(frames, vis, occluder=occ)
+    r = inpainter().inpaint(frames, vis, occluder=occ)
     assert (r.amodal >= vis).all() and not (r.amodal & ~vis & ~occ).any()
 
 
@@ -128,11 +141,11 @@ def test_streaming_run_equals_in_memory(tmp_path):
         for i, a in enumerate(arr):
             img = a if a.dtype == np.uint8 else a.astype(np.uint8) * 255
             Image.fromarray(img).save(tmp_path / kind / f"f{i:03d}.png")
-    inp = Inpainter(nets=None, window=3, overlap=1, progress=False)
+    inp = Inpainter(model=None, options=InpaintOptions(window=3, overlap=1), progress=False)
     s = inp.run(
         tmp_path / "frames", tmp_path / "visible", tmp_path / "out", holes_dir=tmp_path / "holes"
     )
-    ref = inp.inpaint(frames, vis, holes=holes)  # VOIN windows the whole clip the same way
+    ref = inp.inpaint(frames, vis, holes=holes)  # the same windows, in memory
     assert s.num_frames == 7 and s.hole_pixels == holes.sum()
     assert s.propagated + s.telea == s.hole_pixels and s.generated == 0
     for i in range(7):
@@ -144,3 +157,91 @@ def test_streaming_run_equals_in_memory(tmp_path):
     assert manifest["source"] == str((tmp_path / "frames").resolve())
     assert manifest["holes_masks"] == str((tmp_path / "holes").resolve())
     assert manifest["occluder_masks"] is None
+
+
+def _box_clip(t_len=6, h=40, w=48, seed=0):
+    """Smooth texture translating by (2, 1) px/frame; a box object moving with it, its lower
+    part hidden by a grey occluder band."""
+    rng = np.random.default_rng(seed)
+    big = cv2.resize(
+        (rng.random((20, 24, 3)) * 255).astype(np.uint8),
+        (w + 40, h + 40),
+        interpolation=cv2.INTER_CUBIC,
+    )
+    frames = np.stack([big[20 - t : 20 - t + h, 20 - 2 * t : 20 - 2 * t + w] for t in range(t_len)])
+    amodal = np.zeros((t_len, h, w), bool)
+    for t in range(t_len):
+        amodal[t, 10 + t : 26 + t, 12 + 2 * t : 28 + 2 * t] = True
+    occ = np.zeros_like(amodal)
+    occ[:, 20:30, :] = True
+    frames = frames.copy()
+    frames[occ] = 128
+    return frames, amodal & ~occ, amodal
+
+
+@pytest.mark.parametrize("t_len,window,overlap", [(10, 4, 2), (11, 5, 1), (3, 8, 2), (9, 3, 0)])
+def test_temporal_windows_partition_the_video(t_len, window, overlap):
+    wins = temporal_windows(t_len, window, overlap)
+    kept = [f for _, _, k0, k1 in wins for f in range(k0, k1)]
+    assert kept == list(range(t_len))
+    for s, e, k0, k1 in wins:
+        assert 0 <= s <= k0 < k1 <= e <= t_len and e - s == min(window, t_len)
+    if t_len > window:
+        # interior frames are never kept at a window edge when a more central window exists
+        assert all(k0 == s or k0 >= s + overlap // 2 for s, _, k0, _ in wins)
+
+
+def test_propagation_then_telea_with_given_amodal():
+    frames, visible, amodal = _box_clip()
+    fb = Inpainter(model=None, options=InpaintOptions(use_generator=False), progress=False)
+    res = fb.inpaint(frames, visible, amodal=amodal)
+    holes = amodal & ~visible
+    assert np.array_equal(res.holes, holes) and np.array_equal(res.amodal, amodal)
+    assert not (res.propagated & res.fallback).any()
+    assert np.array_equal(res.propagated | res.fallback, holes)
+    assert res.propagated.any()  # the object's hidden rows are visible in other frames
+    assert np.array_equal(res.frames[~holes], frames[~holes])
+    assert not res.generated.any()
+
+
+def test_generator_only_in_windows_and_shape_net():
+    frames, visible, amodal = _box_clip(t_len=10)
+    torch.manual_seed(0)
+    gen = OcclusionAwareGenerator(base_channels=8, dilations=(2,))
+    shape = AmodalShapeCompletion(
+        num_classes=2, embed_dim=16, num_layers=1, num_heads=2, decoder_dim=8
+    )
+    flow_net = FlowCompletionNet(base_channels=4, depth=2)
+    model = VOINModel(shape_net=shape, flow_net=flow_net, generator=gen)
+    opts = InpaintOptions(
+        use_flow=False, window=4, overlap=2, canvas_size=32, generator_max_side=16
+    )
+    voin = Inpainter(model=model, options=opts, progress=False)
+    res = voin.inpaint(frames, visible, amodal=amodal)
+    holes = amodal & ~visible
+    assert np.array_equal(res.generated, holes) and not res.propagated.any()
+    assert np.array_equal(res.frames[~holes], frames[~holes])
+    assert res.frames.dtype == np.uint8
+    # predicted amodal masks always contain the visible ones
+    res2 = voin.inpaint(frames, visible, label=1)
+    assert (res2.amodal >= visible).all()
+    assert np.array_equal(res2.holes, res2.amodal & ~visible)
+    with pytest.raises(ValueError, match="label"):
+        voin.inpaint(frames, visible, label=None)
+    # the flow stage with a flow network runs too
+    voin = Inpainter(model=model, options=replace(opts, use_flow=True), progress=False)
+    res3 = voin.inpaint(frames, visible, amodal=amodal)
+    assert np.array_equal(res3.propagated | res3.generated, holes)
+
+
+def test_bad_inputs():
+    frames, visible, amodal = _box_clip()
+    with pytest.raises(ValueError, match="overlap"):
+        InpaintOptions(window=4, overlap=4)
+    fb = Inpainter(model=None, progress=False)
+    with pytest.raises(ValueError, match="visible"):
+        fb.inpaint(frames, visible[:, :-1])
+    with pytest.raises(ValueError, match="either holes or amodal"):
+        fb.inpaint(frames, visible, holes=amodal, amodal=amodal)
+    with pytest.raises(ValueError, match="shape network"):
+        fb.complete_shape(visible)

@@ -36,7 +36,7 @@ def test_default_beats_telea_on_a_held_out_davis_clip(tmp_path):
     visible, holes, amodal = (load(k)[..., 0] > 127 for k in ("visible", "holes", "amodal"))
     inp = Inpainter.from_weights(None, progress=False)
     assert inp.learned
-    out = inp.voin(frames, visible, amodal=amodal, label=0).frames
+    out = inp.inpaint(frames, visible, amodal=amodal, label=0).frames
     telea = inpaint_opencv(frames, holes, method="telea")
 
     def score(pred: np.ndarray, key: str) -> float:

@@ -354,7 +354,7 @@ def inpaint_dir(tmp_path) -> Path:
     import numpy as np
     from PIL import Image
 
-    from instseg.inference.inpainter import Inpainter
+    from instseg.inference.inpainter import Inpainter, InpaintOptions
 
     rng = np.random.default_rng(0)
     src, vis, holes = tmp_path / "src", tmp_path / "visible", tmp_path / "holes"
@@ -371,5 +371,6 @@ def inpaint_dir(tmp_path) -> Path:
         Image.fromarray(v).save(vis / f"f{i}.png")
         Image.fromarray(h).save(holes / f"f{i}.png")
     out = tmp_path / "inpaint"
-    Inpainter(nets=None, window=4, overlap=1, progress=False).run(src, vis, out, holes_dir=holes)
+    opts = InpaintOptions(window=4, overlap=1)
+    Inpainter(model=None, options=opts, progress=False).run(src, vis, out, holes_dir=holes)
     return out

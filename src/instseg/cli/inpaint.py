@@ -82,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from instseg.engine.checkpoint import CheckpointError
-    from instseg.inference.inpainter import DEFAULT_WEIGHTS, Inpainter
+    from instseg.inference.inpainter import DEFAULT_WEIGHTS, Inpainter, InpaintOptions
 
     prog = "instseg inpaint"
     if not 0 <= args.overlap < args.window:
@@ -91,17 +91,16 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    options = InpaintOptions(
+        use_flow=not args.no_flow,
+        use_generator=not args.no_generator,
+        window=args.window,
+        overlap=args.overlap,
+        flow_preset=args.flow_preset,
+    )
     try:
         inp = Inpainter.from_weights(
-            args.weights,
-            use_flow=not args.no_flow,
-            use_generator=not args.no_generator,
-            window=args.window,
-            overlap=args.overlap,
-            label=args.label,
-            flow_preset=args.flow_preset,
-            device=args.device,
-            progress=not args.no_progress,
+            args.weights, options=options, device=args.device, progress=not args.no_progress
         )
     except (OSError, ValueError, CheckpointError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
@@ -124,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
             holes_dir=args.holes,
             occluder_dir=args.occluder_masks,
             fps=args.fps,
+            label=args.label,
         )
     except (OSError, ValueError) as e:
         print(f"{prog}: {e}", file=sys.stderr)

@@ -7,7 +7,8 @@ first-frame masks (no video training, no weights needed)::
 ``MASK_DIR`` holds the first frame's objects as an indexed PNG (DAVIS style, 0 = background,
 k = object k; 0/255 binary PNGs are object 1), named like the first frame (else the first PNG
 in sorted order; a single PNG file also works). The objects are propagated with label-valued
-instance prototypes (:mod:`instseg.inference.propagate`); ``DIR/masks/<frame>.png`` gets one
+instance prototypes (:mod:`instseg.models.video.mask_propagation`, run by
+:mod:`instseg.inference.mask_propagation`); ``DIR/masks/<frame>.png`` gets one
 indexed PNG per input frame and ``DIR/vis.mp4`` the overlay. Features: ImageNet
 EfficientNet-Lite0 by default; ``--weights`` takes a learned propagation embedding (the shipped
 ``propagation_default.pt``, better) or a trained model whose fine-tuned backbone is used.
@@ -66,11 +67,8 @@ def run_propagation(args: argparse.Namespace, frames: Iterator, out: Path, fps: 
     """Propagate ``args.init_masks`` over ``frames`` ((name, RGB, _) tuples); writes
     ``out/masks/<frame>.png`` and ``out/vis.mp4``; returns the number of frames written."""
     from instseg.data.davis import write_davis_label
-    from instseg.inference.propagate import (
-        BackboneFeatures,
-        PrototypePropagator,
-        propagate_features,
-    )
+    from instseg.inference.mask_propagation import BackboneFeatures, propagate_features
+    from instseg.models.video.mask_propagation import PrototypePropagator
 
     name0, frame0, _ = next(frames)
     first = _first_labels(Path(args.init_masks), name0, frame0.shape[:2])

@@ -1,39 +1,53 @@
-"""Inpainter: the VOIN networks plus every inference setting, run over videos on disk in
-overlapping temporal windows (paper Sect. 5.4; the pipeline itself is
-:class:`~instseg.models.inpainting.voin.VOIN`).
+"""VOIN inference (paper Sect. 5.4, Figs. 5.6-5.7): :class:`Inpainter`, the one pipeline object.
 
-Weights file (one file for the three networks, read with ``torch.load(weights_only=True)``
-only, written by :func:`save_voin_weights` through the engine's ``save_weights``)::
+Per temporal window of frames (:meth:`Inpainter.inpaint_window`):
 
-    {"model": state_dict of ModuleDict(shape_net=..., flow_net=..., generator=...)  (fp16),
-     "meta":  {"task": "voin", "format": "instseg-voin-1", "variant": "small" | "paper",
-               "num_classes": int, "canvas_size": int, "trained": bool, ...}}
+1. (a) amodal masks: ``visible | holes`` when the region to fill is given, else the learned
+   shape completion (:meth:`Inpainter.complete_shape`: object canvas crop, the shape network,
+   paste back, ``logit > 0``, united with the visible mask) or, without a model, the convex-hull
+   heuristic on the occluder (:func:`~instseg.models.inpainting.baselines.hull_amodal`);
+   clipped to the occluder when given. ``holes = amodal & ~visible`` is what gets filled.
+2. (b) ``use_flow`` (the "Use flow?" column of Table 5.8): DIS flows of the input frames; inside
+   the holes they show the occluder's motion, so with ``fill_flow`` they are first replaced by
+   the object's own visible flow (normalised convolution), then refined inside the amodal mask
+   by the flow completion network when there is one (:meth:`Inpainter.complete_flows`); then
+   flow-guided pixel propagation inside the amodal mask with the forward-backward cycle check
+   (:func:`~instseg.models.inpainting.flow_guided_propagation.propagate_pixels`).
+3. (c) the pixels still missing go to the occlusion-aware generator (``use_generator``), run on
+   the object's box (union over the window, plus ``generator_margin``); without a generator
+   they are filled per frame with OpenCV Telea and flagged in ``InpaintResult.fallback``.
+
+The learned stages are tensor functions of :class:`~instseg.models.inpainting.voin.VOINModel`;
+this module owns the settings (:class:`InpaintOptions`), the weights file, numpy / disk IO,
+progress and the windowing over time: a video is processed in overlapping windows of
+``window`` frames (``overlap`` shared, :func:`temporal_windows`), each output frame taken from
+the window in which it is most central, in memory (:meth:`Inpainter.inpaint`) or streamed from
+and to disk (:meth:`Inpainter.run`, at most one window of frames and masks in memory, each
+frame written as soon as its window is done, the MP4 encoded from the written PNGs).
+
+Weights file (one file for the three networks, :mod:`instseg.engine.weights` format, task
+``voin``, written by :func:`save_voin_weights`)::
+
+    {"model": VOINModel state_dict (shape_net.*, flow_net.*, generator.*)  (fp16),
+     "meta":  {"task": "voin", "model": {"format": "instseg-voin-1", "variant": "small" |
+               "paper", "canvas_size": int}, "num_classes": int, "trained": bool, ...}}
 
 Without a weights file, :meth:`Inpainter.from_weights` uses :data:`DEFAULT_WEIGHTS` when it
-exists; otherwise it returns the *non-learned fallback* (``learned == False``): DIS flow of
-the input frames with the hole flow filled from the object's visible flow
-(:func:`~instseg.models.inpainting.flow.fill_clip_flows`), flow-guided propagation inside the
-amodal mask, OpenCV Telea for the pixels propagation cannot reach. Random weights are never
-used. The fallback has no shape network:
-the amodal region comes from ``holes`` or, given only occluder masks, from the convex hull of
-the visible mask clipped to the occluder (a documented heuristic).
-
-Memory: :meth:`Inpainter.run` holds at most one window of frames and masks (plus the decoder's
-look-ahead), writes each frame as soon as its owning window is done and encodes the MP4 from
-the written PNGs.
+exists; otherwise it returns the *non-learned fallback* (``learned == False``): DIS flow with
+the hole flow filled from the object's visible flow, flow-guided propagation inside the amodal
+mask, OpenCV Telea for the pixels propagation cannot reach. Random weights are never used.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 
 from instseg.engine.weights import (
     VOIN_FORMAT,
@@ -42,35 +56,33 @@ from instseg.engine.weights import (
     save_weights_file,
     shipped_weights,
 )
-from instseg.models.inpainting.flow import Preset
-from instseg.models.inpainting.voin import (
-    VOIN,
-    VOIN_VARIANTS,
-    VOINNets,
-    VOINResult,
-    temporal_windows,
-)
+from instseg.inference.inpaint_io import WindowReader, list_frames, mask_paths, read_mask
+from instseg.models.inpainting.baselines import hull_amodal, inpaint_opencv
+from instseg.models.inpainting.flow import Preset, clip_flows, fill_clip_flows
+from instseg.models.inpainting.flow_guided_propagation import propagate_pixels
+from instseg.models.inpainting.shape_completion import object_canvas, paste_canvas
+from instseg.models.inpainting.voin import VOIN_VARIANTS, VOINModel, VOINNets
 from instseg.utils.image import read_image
 from instseg.utils.io import atomic_write_json
 from instseg.utils.progress import progress
-from instseg.utils.sources import is_video, iter_source, list_images, video_fps
+from instseg.utils.sources import is_video, video_fps
 from instseg.utils.video_writer import write_video
 
 __all__ = [
     "DEFAULT_WEIGHTS",
     "WEIGHTS_FORMAT",
-    "Inpainter",
+    "InpaintOptions",
+    "InpaintResult",
     "InpaintSummary",
+    "Inpainter",
+    "temporal_windows",
     "save_voin_weights",
     "load_voin_weights",
-    "list_frames",
-    "read_mask",
-    "hull_amodal",
 ]
 
 DEFAULT_WEIGHTS = shipped_weights("voin")
 WEIGHTS_FORMAT = VOIN_FORMAT
-_NET_NAMES = ("shape_net", "flow_net", "generator")
+RESULT_MASKS = ("amodal", "holes", "propagated", "generated", "fallback")
 
 
 # ------------------------------------------------------------------------------ weights files
@@ -97,24 +109,24 @@ def save_voin_weights(
         trained=bool(trained),
         training=dict(meta or {}),
     )
-    return save_weights_file(_as_module(nets), path, full, half=half)
+    return save_weights_file(VOINModel.from_nets(nets), path, full, half=half)
 
 
 def load_voin_weights(path: str | Path) -> tuple[VOINNets, WeightsMeta]:
     """Rebuild the variant named in the file's meta and load its weights (fp32, eval mode).
     Raises ValueError naming ``path`` for a file of another task / format / variant or with
     missing, unexpected or mis-shaped tensors."""
-    state, meta = read_weights_file(path)
-    if meta.task != "voin" or meta.model.get("format") != WEIGHTS_FORMAT:
+    state, meta = read_weights_file(path, task="voin")
+    if meta.model.get("format") != WEIGHTS_FORMAT:
         raise ValueError(
-            f"{path}: not a VOIN weights file (meta task={meta.task!r}, "
-            f"format={meta.model.get('format')!r}; expected 'voin' / {WEIGHTS_FORMAT!r})"
+            f"{path}: not a VOIN weights file (format {meta.model.get('format')!r}, "
+            f"expected {WEIGHTS_FORMAT!r})"
         )
     variant = meta.model.get("variant")
     if variant not in VOIN_VARIANTS:
         raise ValueError(f"{path}: unknown VOIN variant {variant!r} in meta")
     nets = VOIN_VARIANTS[variant](num_classes=meta.num_classes)
-    module = _as_module(nets)
+    module = VOINModel.from_nets(nets)
     ref = module.state_dict()
     bad = sorted(k for k in set(ref) & set(state) if ref[k].shape != state[k].shape)
     missing, unexpected = sorted(set(ref) - set(state)), sorted(set(state) - set(ref))
@@ -128,7 +140,62 @@ def load_voin_weights(path: str | Path) -> tuple[VOINNets, WeightsMeta]:
     return nets, meta
 
 
-# ---------------------------------------------------------------------------------- Inpainter
+# ---------------------------------------------------------------------------------- settings
+@dataclass(frozen=True, kw_only=True)
+class InpaintOptions:
+    """Every VOIN inference setting.
+
+    - ``use_flow``: flow completion + propagation (False: everything goes to the generator).
+    - ``use_generator``: False fills what propagation leaves with Telea (the fallback model
+      never generates).
+    - ``fill_flow``: replace the hole flow by the object's visible flow before the flow network
+      (False: the network sees the raw DIS flow, as in the paper's description).
+    - ``window`` / ``overlap``: temporal window length and overlap in frames
+      (``0 <= overlap < window``).
+    - ``canvas_size`` / ``canvas_context``: the shape-completion crop (see
+      :func:`~instseg.models.inpainting.shape_completion.object_canvas`); ``canvas_size`` None:
+      the weights file's ``model.canvas_size`` (64 without one).
+    - ``flow_preset`` / ``cycle_threshold``: DIS preset and the propagation's forward-backward
+      cycle threshold (pixels).
+    - ``generator_margin`` / ``generator_max_side``: generator crop margin and size limit
+      (pixels).
+    """
+
+    use_flow: bool = True
+    use_generator: bool = True
+    fill_flow: bool = True
+    window: int = 12
+    overlap: int = 4
+    canvas_size: int | None = None
+    canvas_context: float = 2.0
+    flow_preset: Preset = "medium"
+    cycle_threshold: float = 5.0
+    generator_margin: int = 16
+    generator_max_side: int = 256
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.overlap < self.window:
+            raise ValueError(
+                f"need 0 <= overlap < window, got overlap={self.overlap}, window={self.window}"
+            )
+        if self.canvas_size is not None and self.canvas_size < 8:
+            raise ValueError(f"canvas_size must be >= 8, got {self.canvas_size}")
+
+
+@dataclass
+class InpaintResult:
+    """``frames`` (T, H, W, 3) uint8, the completed video; masks (T, H, W) bool: ``amodal``
+    (used / predicted), ``holes`` (= amodal & ~visible), ``propagated`` (filled by flow-guided
+    propagation), ``generated`` (filled by the generator), ``fallback`` (filled by Telea)."""
+
+    frames: np.ndarray
+    amodal: np.ndarray
+    holes: np.ndarray
+    propagated: np.ndarray
+    generated: np.ndarray
+    fallback: np.ndarray
+
+
 @dataclass
 class InpaintSummary:
     """What :meth:`Inpainter.run` did: ``num_frames``; pixel counts of the filled region
@@ -143,76 +210,75 @@ class InpaintSummary:
     outputs: dict[str, Path] = field(default_factory=dict)
 
 
+# ---------------------------------------------------------------------------------- Inpainter
+WindowMasks = dict[str, np.ndarray]  # "visible" and optionally "holes" / "occluder" / "amodal"
+
+
 class Inpainter:
-    """VOIN inference with its settings; the networks are stateless, state lives here.
+    """VOIN inference: the networks, the settings and the windowing over time (module docstring).
 
     Args:
-        nets: trained networks, or None for the non-learned fallback (module docstring).
+        model: the learned stages (any network may be None), or None for the non-learned
+            fallback.
+        options: the inference settings.
         meta: the weights file's :class:`WeightsMeta` (``model['canvas_size']`` is read).
         source: human-readable origin of the model (a path or "fallback").
-        use_flow / use_generator: the switches of Table 5.8 (the fallback never generates).
-        window / overlap: temporal window and overlap in frames (``0 <= overlap < window``).
-        label: class id for a class-aware shape network (default 0).
-        flow_preset: DIS preset. device: where networks run. progress: tqdm bars.
+        device: where the networks run. progress: show a tqdm bar over frames.
     """
 
     def __init__(
         self,
         *,
-        nets: VOINNets | None,
+        model: VOINModel | None,
+        options: InpaintOptions | None = None,
         meta: WeightsMeta | None = None,
         source: str = "fallback",
-        use_flow: bool = True,
-        use_generator: bool = True,
-        window: int = 12,
-        overlap: int = 4,
-        label: int = 0,
-        flow_preset: Preset = "medium",
         device: str | torch.device = "cpu",
         progress: bool = True,
     ) -> None:
+        self.options = options or InpaintOptions()
         self.meta = meta or WeightsMeta(task="voin", trained=False)
         self.source = source
-        self.learned = nets is not None
-        self.window, self.overlap = window, overlap
-        self.label = label
+        self.learned = model is not None
+        self.model = (model if model is not None else VOINModel()).eval().to(torch.device(device))
+        self.canvas_size = self.options.canvas_size or int(self.meta.model.get("canvas_size", 64))
         self.progress = progress
-        self.voin = VOIN(
-            shape_net=nets.shape_net if nets else None,
-            flow_net=nets.flow_net if nets else None,
-            generator=nets.generator if nets else None,
-            use_flow=use_flow,
-            use_generator=use_generator and self.learned,
-            window=window,
-            overlap=overlap,
-            canvas_size=int(self.meta.model.get("canvas_size", 64)),
-            flow_preset=flow_preset,
-            device=device,
-            progress=False,
-        )
 
     @classmethod
-    def from_weights(cls, weights: str | Path | None = None, **kw: Any) -> Inpainter:
+    def from_weights(
+        cls,
+        weights: str | Path | None = None,
+        *,
+        options: InpaintOptions | None = None,
+        device: str | torch.device = "cpu",
+        progress: bool = True,
+    ) -> Inpainter:
         """From ``weights``; None: :data:`DEFAULT_WEIGHTS` if present, else the fallback
         (check ``learned``; the CLI prints a warning)."""
+        kw: dict[str, Any] = {"options": options, "device": device, "progress": progress}
         path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
         if weights is None and not path.is_file():
-            return cls(nets=None, source="fallback", **kw)
+            return cls(model=None, source="fallback", **kw)
         nets, meta = load_voin_weights(path)
-        return cls(nets=nets, meta=meta, source=str(path), **kw)
+        return cls(model=VOINModel.from_nets(nets), meta=meta, source=str(path), **kw)
+
+    @property
+    def generates(self) -> bool:
+        """Whether leftovers go to the generator (else Telea)."""
+        return self.options.use_generator and self.model.generator is not None
 
     def describe(self) -> str:
         if not self.learned:
             return "non-learned fallback: DIS flow propagation + OpenCV Telea (no generator)"
-        v = self.voin
         parts = [
             f"VOIN '{self.meta.model.get('variant')}' from {self.source}",
             "trained" if self.meta.trained else "NOT TRAINED (meta trained=False)",
-            f"flow {'on' if v.use_flow else 'off'}",
-            f"generator {'on' if v.use_generator else 'off (Telea)'}",
+            f"flow {'on' if self.options.use_flow else 'off'}",
+            f"generator {'on' if self.generates else 'off (Telea)'}",
         ]
         return ", ".join(parts)
 
+    # ------------------------------------------------------------------------ whole videos
     def inpaint(
         self,
         frames: np.ndarray,
@@ -220,44 +286,31 @@ class Inpainter:
         *,
         holes: np.ndarray | None = None,
         occluder: np.ndarray | None = None,
-    ) -> VOINResult:
-        """One window (or a whole short clip) in memory.
+        amodal: np.ndarray | None = None,
+        label: int | None = 0,
+    ) -> InpaintResult:
+        """Inpaint the occluded part of one object in a clip held in memory (windowed).
 
         Args:
             frames: (T, H, W, 3) uint8 RGB. visible: (T, H, W) bool visible object masks.
-            holes: (T, H, W) bool region to fill (taken out of ``visible``); None: amodal
-                shape completion (or, in the fallback, the hull heuristic on ``occluder``).
-            occluder: (T, H, W) bool; the filled region is clipped to it when given.
+            holes: (T, H, W) bool region to fill (taken out of ``visible``).
+            amodal: (T, H, W) bool amodal masks (the region to fill is ``amodal & ~visible``);
+                without ``holes`` and ``amodal``: shape completion (or, in the fallback, the
+                hull heuristic on ``occluder``).
+            occluder: (T, H, W) bool; a predicted region to fill is clipped to it.
+            label: object class id for a class-aware shape network.
         """
-        visible = np.asarray(visible, bool)
-        if holes is not None:
-            visible = visible & ~np.asarray(holes, bool)
-        amodal = self.amodal(visible, holes=holes, occluder=occluder)
-        return self.voin(frames, visible, amodal=amodal)
-
-    def amodal(
-        self,
-        visible: np.ndarray,
-        *,
-        holes: np.ndarray | None = None,
-        occluder: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """(T, H, W) bool amodal masks: ``visible | holes`` when holes are given, else shape
-        completion (learned) or :func:`hull_amodal` (fallback), clipped to ``occluder``."""
-        if holes is not None:
-            return np.asarray(visible, bool) | np.asarray(holes, bool)
-        if self.learned:
-            am = self.voin.complete_shape(visible, self.label if self._class_aware() else None)
-        elif occluder is not None:
-            am = hull_amodal(visible, occluder)
-        else:
-            raise ValueError(
-                "no learned VOIN model is installed, so the region to fill cannot be predicted: "
-                "pass --holes (or --occluder-masks for the convex-hull heuristic), or --weights"
-            )
-        if occluder is not None:
-            am = visible | (am & np.asarray(occluder, bool))
-        return am
+        frames, visible = np.asarray(frames), np.asarray(visible, bool)
+        masks = {"visible": visible, "holes": holes, "occluder": occluder, "amodal": amodal}
+        masks = {k: np.asarray(v, bool) for k, v in masks.items() if v is not None}
+        _check_inputs(frames, masks)
+        res = InpaintResult(frames.copy(), *(np.zeros_like(visible) for _ in RESULT_MASKS))
+        for k0, k1, out in self._windows(
+            len(frames), lambda s, e: (frames[s:e], {k: v[s:e] for k, v in masks.items()}), label
+        ):
+            for name in ("frames", *RESULT_MASKS):
+                getattr(res, name)[k0:k1] = getattr(out, name)
+        return res
 
     def run(
         self,
@@ -268,43 +321,37 @@ class Inpainter:
         holes_dir: str | Path | None = None,
         occluder_dir: str | Path | None = None,
         fps: float | None = None,
+        label: int | None = 0,
     ) -> InpaintSummary:
         """Inpaint a frame folder / video file with per-frame PNG masks matched by stem; writes
         ``out/frames/<stem>.png``, ``out/amodal/<stem>.png``, ``out/video.mp4`` and
         ``out/inpaint.json`` (the source, the mask folders and the frame names)."""
         names = list_frames(source)
-        mask_dirs = {"visible": visible_dir, "holes": holes_dir, "occluder": occluder_dir}
-        mask_paths = {k: _mask_paths(Path(d), names, k) for k, d in mask_dirs.items() if d}
+        dirs = {"visible": visible_dir, "holes": holes_dir, "occluder": occluder_dir}
+        paths = {k: mask_paths(Path(d), names, k) for k, d in dirs.items() if d}
         out = Path(out_dir)
         (out / "frames").mkdir(parents=True, exist_ok=True)
         (out / "amodal").mkdir(parents=True, exist_ok=True)
-        reader = _WindowReader(source)
-        summary = InpaintSummary(num_frames=len(names))
-        wins = temporal_windows(len(names), self.window, self.overlap)
-        bar = progress(total=len(names), desc="inpaint", unit="frame", disable=not self.progress)
-        for s, e, k0, k1 in wins:
+        reader = WindowReader(source)
+
+        def read(s: int, e: int) -> tuple[np.ndarray, WindowMasks]:
             frames = reader.frames(s, e)
-            masks = {
-                k: np.stack([read_mask(p[i], frames.shape[1:3]) for i in range(s, e)])
-                for k, p in mask_paths.items()
+            hw = frames.shape[1:3]
+            return frames, {
+                k: np.stack([read_mask(p[i], hw) for i in range(s, e)]) for k, p in paths.items()
             }
-            res = self.inpaint(
-                frames, masks["visible"], holes=masks.get("holes"), occluder=masks.get("occluder")
-            )
-            for i in range(k0, k1):
-                j = i - s
+
+        summary = InpaintSummary(num_frames=len(names))
+        for k0, k1, res in self._windows(len(names), read, label):
+            for j, i in enumerate(range(k0, k1)):
                 Image.fromarray(res.frames[j]).save(out / "frames" / f"{names[i]}.png")
                 Image.fromarray(res.amodal[j].astype(np.uint8) * 255).save(
                     out / "amodal" / f"{names[i]}.png"
                 )
-            kept = slice(k0 - s, k1 - s)
-            summary.hole_pixels += int(res.holes[kept].sum())
-            summary.propagated += int(res.propagated[kept].sum())
-            summary.generated += int(res.generated[kept].sum())
-            summary.telea += int(res.fallback[kept].sum())
-            reader.release(e if (s, e, k0, k1) == wins[-1] else _next_start(wins, s))
-            bar.update(k1 - k0)
-        bar.close()
+            summary.hole_pixels += int(res.holes.sum())
+            summary.propagated += int(res.propagated.sum())
+            summary.generated += int(res.generated.sum())
+            summary.telea += int(res.fallback.sum())
         if fps is None:
             fps = video_fps(source) if is_video(source) else 24.0
         video = write_video(
@@ -314,107 +361,186 @@ class Inpainter:
         atomic_write_json(  # what the outputs were made from (read by `instseg report`)
             out / "inpaint.json",
             {"source": str(Path(source).resolve()), "frames": names}
-            | {f"{k}_masks": str(Path(d).resolve()) if d else None for k, d in mask_dirs.items()},
+            | {f"{k}_masks": str(Path(d).resolve()) if d else None for k, d in dirs.items()},
             indent=2,
         )
         summary.outputs["manifest"] = out / "inpaint.json"
         return summary
 
-    # ------------------------------------------------------------------------------ helpers
-    def _class_aware(self) -> bool:
-        return self.voin.shape_net is not None and self.voin.shape_net.num_classes > 0
+    def _windows(
+        self,
+        t_len: int,
+        read: Callable[[int, int], tuple[np.ndarray, WindowMasks]],
+        label: int | None,
+    ) -> Iterator[tuple[int, int, InpaintResult]]:
+        """The temporal windowing (the only place): for each window ``read(start, end)`` the
+        frames and masks, inpaint them, yield ``(keep_start, keep_end, result)`` with the
+        result cut to the kept frames."""
+        o = self.options
+        bar = progress(total=t_len, desc="inpaint", unit="frame", disable=not self.progress)
+        for s, e, k0, k1 in temporal_windows(t_len, o.window, o.overlap):
+            frames, masks = read(s, e)
+            res = self.inpaint_window(frames, masks.pop("visible"), label=label, **masks)
+            kept = slice(k0 - s, k1 - s)
+            yield k0, k1, InpaintResult(*(getattr(res, n)[kept] for n in ("frames", *RESULT_MASKS)))
+            bar.update(k1 - k0)
+        bar.close()
+
+    # ---------------------------------------------------------------------------- one window
+    def inpaint_window(
+        self,
+        frames: np.ndarray,
+        visible: np.ndarray,
+        *,
+        holes: np.ndarray | None = None,
+        occluder: np.ndarray | None = None,
+        amodal: np.ndarray | None = None,
+        label: int | None = 0,
+    ) -> InpaintResult:
+        """One window (no temporal windowing; arguments as :meth:`inpaint`)."""
+        visible = np.asarray(visible, bool)
+        if holes is not None:
+            visible = visible & ~holes
+        am = self.amodal(visible, holes=holes, occluder=occluder, amodal=amodal, label=label)
+        holes = am & ~visible
+        out = frames.copy()
+        propagated = np.zeros_like(holes)
+        left = holes.copy()
+        if self.options.use_flow and len(frames) > 1 and holes.any():
+            fwd, bwd = self.complete_flows(frames, visible, am)
+            prop = propagate_pixels(
+                frames, holes, fwd, bwd, amodal=am, cycle_threshold=self.options.cycle_threshold
+            )
+            out, propagated, left = prop.frames, prop.filled, prop.unfilled
+        generated, fallback = np.zeros_like(holes), np.zeros_like(holes)
+        if left.any():
+            if self.generates:
+                out = self.generate(out, left, holes, am)
+                generated = left
+            else:
+                out = inpaint_opencv(out, left, method="telea")
+                fallback = left
+        return InpaintResult(out, am, holes, propagated, generated, fallback)
+
+    def amodal(
+        self,
+        visible: np.ndarray,
+        *,
+        holes: np.ndarray | None = None,
+        occluder: np.ndarray | None = None,
+        amodal: np.ndarray | None = None,
+        label: int | None = 0,
+    ) -> np.ndarray:
+        """(T, H, W) bool amodal masks (always a superset of ``visible``): ``visible | holes``
+        or ``visible | amodal`` when given, else shape completion (learned) or
+        :func:`~instseg.models.inpainting.baselines.hull_amodal` (fallback), clipped to
+        ``occluder``."""
+        if holes is not None:
+            return visible | holes
+        if amodal is not None:
+            return amodal | visible
+        if self.model.shape_net is not None:
+            am = self.complete_shape(visible, label)
+        elif occluder is not None:
+            am = hull_amodal(visible, occluder)
+        else:
+            raise ValueError(
+                "no learned VOIN model is installed, so the region to fill cannot be predicted: "
+                "pass --holes (or --occluder-masks for the convex-hull heuristic), or --weights"
+            )
+        if occluder is not None:
+            am = visible | (am & occluder)
+        return am
+
+    def complete_shape(self, visible: np.ndarray, label: int | None = 0) -> np.ndarray:
+        """(a) Amodal masks (T, H, W) bool from visible masks (T, H, W) bool (a superset)."""
+        if self.model.shape_net is None:
+            raise ValueError("VOIN: no shape network; pass amodal masks (or holes) instead")
+        if not visible.any():
+            return visible.copy()
+        canvas, boxes = object_canvas(
+            visible, size=self.canvas_size, context=self.options.canvas_context
+        )
+        logits = self.model.shape_logits(torch.from_numpy(canvas), label)
+        return (paste_canvas(logits, boxes, visible.shape[1:]) > 0).numpy() | visible
+
+    def complete_flows(
+        self, frames: np.ndarray, visible: np.ndarray, amodal: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(b) DIS flows of ``frames`` (T, H, W, 3), filled in the holes (``fill_flow``) and
+        refined inside ``amodal`` when there is a flow network. Returns forward / backward
+        (T-1, H, W, 2) float32."""
+        fwd, bwd = clip_flows(frames, preset=self.options.flow_preset)
+        if self.options.fill_flow:
+            fwd, bwd = fill_clip_flows(fwd, bwd, amodal & ~visible, visible)
+        if self.model.flow_net is None:
+            return fwd, bwd
+        img = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255)
+        vis = torch.from_numpy(visible)[:, None].float()
+        am = torch.from_numpy(amodal)[:, None].float()
+        flows = [torch.from_numpy(f).permute(0, 3, 1, 2) for f in (fwd, bwd)]
+        fwd_t, bwd_t = self.model.refine_flows(img, *flows, vis, am)
+        return fwd_t.permute(0, 2, 3, 1).numpy(), bwd_t.permute(0, 2, 3, 1).numpy()
+
+    def generate(
+        self, frames: np.ndarray, left: np.ndarray, holes: np.ndarray, amodal: np.ndarray
+    ) -> np.ndarray:
+        """(c) The generator on the object box (amodal and ``left`` over the window plus
+        ``generator_margin``); returns ``frames`` with the ``left`` pixels replaced."""
+        h, w = left.shape[1:]
+        ys, xs = np.nonzero((amodal | left).any(0))
+        m = self.options.generator_margin
+        y0, y1 = max(ys.min() - m, 0), min(ys.max() + 1 + m, h)
+        x0, x1 = max(xs.min() - m, 0), min(xs.max() + 1 + m, w)
+        crop = (slice(None), slice(y0, y1), slice(x0, x1))
+        img = torch.from_numpy(frames[crop]).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+        masks = [
+            torch.from_numpy(np.ascontiguousarray(a[crop]))[:, None].float()
+            for a in (left, holes, amodal)
+        ]
+        gen = self.model.generate(img, *masks, max_side=self.options.generator_max_side)
+        vals = ((gen.permute(0, 2, 3, 1).numpy() + 1) * 127.5).clip(0, 255).round()
+        out = frames.copy()
+        region = out[crop]
+        region[left[crop]] = vals[left[crop]].astype(frames.dtype)
+        out[crop] = region
+        return out
 
 
-def hull_amodal(visible: np.ndarray, occluder: np.ndarray) -> np.ndarray:
-    """Non-learned amodal guess: per frame, ``visible | (convex_hull(visible) & occluder)``;
-    (T, H, W) bool x2 -> (T, H, W) bool."""
-    out = np.asarray(visible, bool).copy()
-    occluder = np.asarray(occluder, bool)
-    for t, v in enumerate(visible):
-        ys, xs = np.nonzero(v)
-        if len(xs) < 3:
-            continue
-        hull = cv2.convexHull(np.stack([xs, ys], 1).astype(np.int32))
-        poly = np.zeros(v.shape, np.uint8)
-        cv2.fillConvexPoly(poly, hull, 1)
-        out[t] |= poly.astype(bool) & occluder[t]
+def temporal_windows(t_len: int, window: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Overlapping windows over ``t_len`` frames: ``(start, end, keep_start, keep_end)``.
+
+    Windows of ``window`` frames (the last one shifted back to end at ``t_len``) with stride
+    ``window - overlap``; the kept ranges partition ``[0, t_len)``, each frame kept by the
+    window where it is most central.
+    """
+    if t_len <= window:
+        return [(0, t_len, 0, t_len)]
+    stride = window - overlap
+    starts = list(range(0, t_len - window, stride)) + [t_len - window]
+    starts = sorted(set(starts))
+    owner = [
+        max(range(len(starts)), key=lambda i, f=f: (_centrality(f, starts[i], window), -i))
+        for f in range(t_len)
+    ]
+    out = []
+    for i, s in enumerate(starts):
+        kept = [f for f in range(t_len) if owner[f] == i]
+        if kept:
+            out.append((s, s + window, kept[0], kept[-1] + 1))
     return out
 
 
-def list_frames(source: str | Path) -> list[str]:
-    """Frame names of a folder / glob / image (file stems, must be unique) or a video file
-    (``%06d`` frame indices, as :func:`instseg.utils.sources.iter_source` names them)."""
-    if is_video(source):
-        import av
-
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: video file not found")
-        with av.open(str(path)) as c:
-            n = sum(1 for _ in c.decode(video=0))
-        if n == 0:
-            raise ValueError(f"{path}: the video has no frames")
-        return [f"{i:06d}" for i in range(n)]
-    files = list_images(source)
-    stems = [f.stem for f in files]
-    dup = sorted({s for s in stems if stems.count(s) > 1})
-    if dup:
-        raise ValueError(
-            f"{source}: several frames share a name (stem) {dup[:3]}; "
-            "masks are matched by stem, so frame names must be unique"
-        )
-    return stems
+def _centrality(f: int, start: int, window: int) -> int:
+    """Distance of frame ``f`` to the nearer edge of window ``[start, start + window)``."""
+    return min(f - start, start + window - 1 - f) if start <= f < start + window else -1
 
 
-def read_mask(path: Path, hw: tuple[int, int]) -> np.ndarray:
-    """PNG mask -> (H, W) bool (nonzero = inside); size must be ``hw``."""
-    try:
-        with Image.open(path) as im:
-            m = np.asarray(im.convert("L")) > 0
-    except OSError as e:
-        raise OSError(f"{path}: cannot read mask ({e})") from e
-    if m.shape != tuple(hw):
-        raise ValueError(f"{path}: mask size {m.shape} does not match frame size {tuple(hw)}")
-    return m
-
-
-def _mask_paths(folder: Path, names: list[str], kind: str) -> list[Path]:
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: {kind} mask folder not found")
-    paths = [folder / f"{n}.png" for n in names]
-    for n, p in zip(names, paths, strict=True):
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: {kind} mask missing for frame '{n}'")
-    return paths
-
-
-def _next_start(wins: list[tuple[int, int, int, int]], s: int) -> int:
-    starts = [w[0] for w in wins]
-    return starts[starts.index(s) + 1]
-
-
-class _WindowReader:
-    """Sequential frame access with a cache of the frames a later window still needs."""
-
-    def __init__(self, source: str | Path) -> None:
-        self._it = iter_source(source)
-        self._cache: dict[int, np.ndarray] = {}
-        self._next = 0
-
-    def frames(self, start: int, end: int) -> np.ndarray:
-        while self._next < end:
-            _, frame, _ = next(self._it)
-            self._cache[self._next] = frame
-            self._next += 1
-        shapes = {self._cache[i].shape for i in range(start, end)}
-        if len(shapes) > 1:
-            raise ValueError(f"frames {start}..{end - 1} have different sizes {sorted(shapes)}")
-        return np.stack([self._cache[i] for i in range(start, end)])
-
-    def release(self, before: int) -> None:
-        for i in [i for i in self._cache if i < before]:
-            del self._cache[i]
-
-
-def _as_module(nets: VOINNets) -> nn.ModuleDict:
-    return nn.ModuleDict({n: getattr(nets, n) for n in _NET_NAMES})
+def _check_inputs(frames: np.ndarray, masks: WindowMasks) -> None:
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    for name, m in masks.items():
+        if m.shape != frames.shape[:3]:
+            raise ValueError(f"{name} masks {m.shape} do not match frames {frames.shape[:3]}")
+    if "holes" in masks and "amodal" in masks:
+        raise ValueError("pass either holes or amodal masks, not both")

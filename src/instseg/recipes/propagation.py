@@ -79,8 +79,8 @@ def train_propagation(
     if bad:
         raise ConfigError(f"data.sequences: {bad} are held out for evaluation")
     t_start = time.perf_counter()
-    run = TrainingRun(
-        cfg, out_dir=cfg.out_dir, seed=cfg.seed, device=cfg.device, threads=cfg.threads
+    run = TrainingRun(  # fp32: the small embedding MLP trains in full precision
+        cfg, out_dir=cfg.out_dir, seed=cfg.seed, device=cfg.device, amp="none", threads=cfg.threads
     )
     data = load_propagation_data(cfg, run.out_dir)
     # seeded again: the embedding's init must not depend on whether the features were cached
@@ -101,6 +101,7 @@ def train_propagation(
         max_iters=s.iters,
         resume=resume,
         progress=progress,
+        amp="none",
         checkpoint_period=cfg.checkpoint_period,
         log_period=cfg.log_period,
         callbacks=[history],
@@ -157,12 +158,8 @@ def load_propagation_data(
 ) -> list[tuple[Tensor, Tensor]]:
     """Per sequence: backbone features (T, C, h, w) (cached in ``data.cache_dir``) and the
     union-of-objects coverage (T, h, w) on the feature grid."""
-    from instseg.inference.propagate import (
-        BackboneFeatures,
-        coverage,
-        feature_stride,
-        object_ids_of,
-    )
+    from instseg.inference.mask_propagation import BackboneFeatures, feature_stride
+    from instseg.models.video.mask_propagation import coverage, object_ids_of
     from instseg.utils.image import read_image
 
     d = cfg.data

@@ -70,7 +70,7 @@ class TrainingRun:
         out_dir: str | Path,
         seed: int,
         device: str = "auto",
-        amp: str = "none",
+        amp: str = "auto",
         threads: int = 0,
         main_process: bool = True,
     ) -> None:
@@ -103,7 +103,7 @@ class TrainingRun:
         out_dir: str | Path | None = None,
         resume: bool = False,
         progress: bool = True,
-        amp: str = "none",
+        amp: str = "auto",
         grad_clip: float | None = None,
         channels_last: bool = False,
         checkpoint_period: int = 0,

@@ -1,109 +1,61 @@
-"""VOIN pipeline: temporal windows, stage switches, composition of the outputs."""
+"""VOIN networks: the variants train end to end, the torch-level stages of a window
+(:class:`VOINModel`), the stage training script."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 import torch
 
-from instseg.models.inpainting.flow_completion import FlowCompletionNet
-from instseg.models.inpainting.generator import OcclusionAwareGenerator
-from instseg.models.inpainting.shape_completion import AmodalShapeCompletion
-from instseg.models.inpainting.voin import VOIN, VOIN_VARIANTS, temporal_windows
+from instseg.models.inpainting.voin import VOIN_VARIANTS, VOINModel
 
 
-def _clip(t_len=6, h=40, w=48, seed=0):
-    """Smooth texture translating by (2, 1) px/frame; a box object moving with it, its lower
-    part hidden by a grey occluder band."""
-    rng = np.random.default_rng(seed)
-    big = cv2.resize(
-        (rng.random((20, 24, 3)) * 255).astype(np.uint8),
-        (w + 40, h + 40),
-        interpolation=cv2.INTER_CUBIC,
-    )
-    frames = np.stack([big[20 - t : 20 - t + h, 20 - 2 * t : 20 - 2 * t + w] for t in range(t_len)])
-    amodal = np.zeros((t_len, h, w), bool)
-    for t in range(t_len):
-        amodal[t, 10 + t : 26 + t, 12 + 2 * t : 28 + 2 * t] = True
-    occ = np.zeros_like(amodal)
-    occ[:, 20:30, :] = True
-    frames = frames.copy()
-    frames[occ] = 128
-    return frames, amodal & ~occ, amodal
-
-
-@pytest.mark.parametrize("t_len,window,overlap", [(10, 4, 2), (11, 5, 1), (3, 8, 2), (9, 3, 0)])
-def test_temporal_windows_partition_the_video(t_len, window, overlap):
-    wins = temporal_windows(t_len, window, overlap)
-    kept = [f for _, _, k0, k1 in wins for f in range(k0, k1)]
-    assert kept == list(range(t_len))
-    for s, e, k0, k1 in wins:
-        assert 0 <= s <= k0 < k1 <= e <= t_len and e - s == min(window, t_len)
-    if t_len > window:
-        # interior frames are never kept at a window edge when a more central window exists
-        assert all(k0 == s or k0 >= s + overlap // 2 for s, _, k0, _ in wins)
-
-
-def test_propagation_then_telea_with_given_amodal():
-    frames, visible, amodal = _clip()
-    res = VOIN(progress=False, use_generator=False)(frames, visible, amodal=amodal)
-    holes = amodal & ~visible
-    assert np.array_equal(res.holes, holes) and np.array_equal(res.amodal, amodal)
-    assert not (res.propagated & res.fallback).any()
-    assert np.array_equal(res.propagated | res.fallback, holes)
-    assert res.propagated.any()  # the object's hidden rows are visible in other frames
-    assert np.array_equal(res.frames[~holes], frames[~holes])
-    assert not res.generated.any()
-
-
-def test_generator_only_in_windows_and_shape_net():
-    frames, visible, amodal = _clip(t_len=10)
+def test_voin_model_stages_tensors_in_tensors_out():
     torch.manual_seed(0)
-    gen = OcclusionAwareGenerator(base_channels=8, dilations=(2,))
-    shape = AmodalShapeCompletion(
-        num_classes=2, embed_dim=16, num_layers=1, num_heads=2, decoder_dim=8
+    model = VOINModel.from_nets(VOIN_VARIANTS["small"](num_classes=2)).eval()
+    t, s, h, w = 3, 32, 20, 28
+    canvas = torch.zeros(t, s, s)
+    canvas[:, 8:20, 10:22] = 1
+    logits = model.shape_logits(canvas, label=1)
+    assert logits.shape == (t, s, s) and logits.dtype == torch.float32
+    with pytest.raises(ValueError, match="class-aware"):
+        model.shape_logits(canvas)
+    frames = torch.rand(t, 3, h, w)
+    flows = torch.randn(t - 1, 2, h, w)
+    masks = torch.zeros(t, 1, h, w)
+    masks[..., 5:15, 6:20] = 1
+    fwd, bwd = model.refine_flows(frames, flows, -flows, masks, masks)
+    assert fwd.shape == bwd.shape == (t - 1, 2, h, w)
+    # residual: the refinement is the network's output for that pair, pair by pair
+    ref = model.flow_net(frames[:1], frames[1:2], flows[:1], masks[:1], masks[:1])
+    torch.testing.assert_close(fwd[:1], ref)
+    gen = model.generate(frames * 2 - 1, masks, masks, masks, max_side=16)
+    assert gen.shape == (t, 3, h, w) and gen.abs().max() <= 1
+    # the same crop at full resolution goes to the generator as is (multiple of 4)
+    full = model.generator(*(x[None] for x in (frames * 2 - 1, *[masks] * 3)))
+    torch.testing.assert_close(
+        model.generate(frames * 2 - 1, masks, masks, masks, max_side=256), full[0]
     )
-    flow_net = FlowCompletionNet(base_channels=4, depth=2)
-    voin = VOIN(
-        shape_net=shape,
-        flow_net=flow_net,
-        generator=gen,
-        use_flow=False,
-        window=4,
-        overlap=2,
-        canvas_size=32,
-        generator_max_side=16,
-        progress=False,
-    )
-    res = voin(frames, visible, amodal=amodal)
-    holes = amodal & ~visible
-    assert np.array_equal(res.generated, holes) and not res.propagated.any()
-    assert np.array_equal(res.frames[~holes], frames[~holes])
-    assert res.frames.dtype == np.uint8
-    # predicted amodal masks always contain the visible ones
-    res2 = voin(frames, visible, label=1)
-    assert (res2.amodal >= visible).all()
-    assert np.array_equal(res2.holes, res2.amodal & ~visible)
-    with pytest.raises(ValueError, match="label"):
-        voin(frames, visible)
-    # the flow stage with a flow network runs too
-    voin.use_flow = True
-    res3 = voin(frames, visible, amodal=amodal)
-    assert np.array_equal(res3.propagated | res3.generated, holes)
+    # the weights file's layout
+    assert {k.split(".")[0] for k in model.state_dict()} == {"shape_net", "flow_net", "generator"}
 
 
-def test_bad_inputs():
-    frames, visible, amodal = _clip()
-    with pytest.raises(ValueError, match="overlap"):
-        VOIN(window=4, overlap=4)
-    with pytest.raises(ValueError, match="visible"):
-        VOIN(progress=False)(frames, visible[:, :-1])
-    with pytest.raises(ValueError, match="shape network"):
-        VOIN(progress=False)(frames, visible)
+def test_voin_model_without_networks():
+    empty = VOINModel()
+    assert not empty.class_aware and list(empty.state_dict()) == []
+    for call, arg in (
+        (empty.shape_logits, (torch.zeros(1, 8, 8),)),
+        (
+            empty.refine_flows,
+            (torch.zeros(2, 3, 4, 4),)
+            + (torch.zeros(1, 2, 4, 4),) * 2
+            + (torch.zeros(2, 1, 4, 4),) * 2,
+        ),
+    ):
+        with pytest.raises(ValueError, match="no "):
+            call(*arg)
 
 
 @pytest.mark.parametrize("variant", sorted(VOIN_VARIANTS))

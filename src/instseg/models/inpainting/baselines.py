@@ -2,10 +2,12 @@
 
 - :func:`inpaint_opencv`: per-frame OpenCV image inpainting, Telea (fast marching) or
   Navier-Stokes (``cv2.inpaint``), no temporal information.
-- :func:`propagation_baseline`: flow-guided propagation (:func:`propagate`) and then Telea for
-  the pixels propagation could not reach. The result is *flagged*: ``fallback`` marks the pixels
-  that came from Telea, so the numbers are reported as "propagation + Telea", never as pure
-  propagation (DFVI / FGVC do the same with DeepFill for the leftovers).
+- :func:`propagation_baseline`: flow-guided pixel propagation (:func:`propagate_pixels`) and
+  then Telea for the pixels propagation could not reach. The result is *flagged*: ``fallback``
+  marks the pixels that came from Telea, so the numbers are reported as "propagation + Telea",
+  never as pure propagation (DFVI / FGVC do the same with DeepFill for the leftovers).
+- :func:`hull_amodal`: the non-learned amodal guess used without a shape network (convex hull
+  of the visible mask clipped to the occluder).
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from instseg.models.inpainting.propagation import propagate
+from instseg.models.inpainting.flow_guided_propagation import propagate_pixels
 
-__all__ = ["inpaint_opencv", "PropagationBaselineResult", "propagation_baseline"]
+__all__ = ["inpaint_opencv", "PropagationBaselineResult", "propagation_baseline", "hull_amodal"]
 
 
 def inpaint_opencv(
@@ -79,7 +81,7 @@ def propagation_baseline(
     convention. Hole pixels outside ``amodal`` are never propagated (they go to Telea).
     """
     holes = np.asarray(holes, bool)
-    res = propagate(
+    res = propagate_pixels(
         frames, holes, forward, backward, amodal=amodal, cycle_threshold=cycle_threshold
     )
     out = inpaint_opencv(res.frames, res.unfilled, method="telea", radius=radius)
@@ -88,3 +90,19 @@ def propagation_baseline(
     return PropagationBaselineResult(
         frames=out, propagated=res.filled, fallback=res.unfilled, propagated_fraction=frac
     )
+
+
+def hull_amodal(visible: np.ndarray, occluder: np.ndarray) -> np.ndarray:
+    """Non-learned amodal guess: per frame, ``visible | (convex_hull(visible) & occluder)``;
+    (T, H, W) bool x2 -> (T, H, W) bool."""
+    out = np.asarray(visible, bool).copy()
+    occluder = np.asarray(occluder, bool)
+    for t, v in enumerate(visible):
+        ys, xs = np.nonzero(v)
+        if len(xs) < 3:
+            continue
+        hull = cv2.convexHull(np.stack([xs, ys], 1).astype(np.int32))
+        poly = np.zeros(v.shape, np.uint8)
+        cv2.fillConvexPoly(poly, hull, 1)
+        out[t] |= poly.astype(bool) & occluder[t]
+    return out

@@ -15,8 +15,8 @@ default), nearest-neighbour upsampling, residual dilated middle blocks (the pape
 "residual TSM"), temporal radius ``n = 2`` (the paper only says larger than TSM's 1), the last
 layer a plain conv + tanh (no gating, no shift). ``hole`` is the set of pixels to generate (the
 propagation leftovers); ``M_occ`` is the whole occluded part of the object (holes before
-propagation). H and W must be multiples of 4 (:class:`~instseg.models.inpainting.voin.VOIN`
-pads).
+propagation). H and W must be multiples of 4
+(:meth:`~instseg.models.inpainting.voin.VOINModel.generate` resizes the crop).
 """
 
 from __future__ import annotations

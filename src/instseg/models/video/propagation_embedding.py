@@ -1,10 +1,10 @@
 """A learned embedding for semi-supervised propagation with instance prototypes.
 
-The prototype propagator (:mod:`instseg.inference.propagate`) works on frozen ImageNet features.
-:class:`PropagationEmbedding` maps those features (C, h, w) to a space where an object's
-prototypes from one frame explain its pixels in a later frame better: a residual 1x1-conv MLP,
-``f + g(f)``, L2-normalised, with ``g``'s last layer zero-initialised so the untrained module is
-the identity (propagation is then exactly the training-free method). Training
+The prototype mask propagator (:mod:`instseg.models.video.mask_propagation`) works on frozen
+ImageNet features. :class:`PropagationEmbedding` maps those features (C, h, w) to a space where
+an object's prototypes from one frame explain its pixels in a later frame better: a residual
+1x1-conv MLP, ``f + g(f)``, L2-normalised, with ``g``'s last layer zero-initialised so the
+untrained module is the identity (propagation is then exactly the training-free method). Training
 (:mod:`instseg.recipes.propagation`) runs the differentiable GMM-EM fit on one frame's ground-truth
 mask and the Eq. 5.5 read on a later frame, and minimises BCE + soft Dice against that frame's
 mask (:func:`propagation_loss`).
@@ -28,7 +28,7 @@ class PropagationEmbedding(nn.Module):
     """(B, C, h, w) unit features -> (B, C, h, w) unit features, ``normalize(f + g(f))``.
 
     Args:
-        channels: C (152 for :class:`instseg.inference.propagate.BackboneFeatures`).
+        channels: C (152 for :class:`instseg.inference.mask_propagation.BackboneFeatures`).
         hidden: width of g's hidden layer.
     """
 

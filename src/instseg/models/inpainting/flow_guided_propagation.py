@@ -1,4 +1,6 @@
-"""Flow-guided pixel propagation (paper Sect. 5.4.3, following DFVI / FGVC).
+"""Flow-guided pixel propagation (paper Sect. 5.4.3, following DFVI / FGVC): VOIN's
+"propagation", colours carried along optical flow into the holes (not the first-frame *mask*
+propagation of :mod:`instseg.models.video.mask_propagation`).
 
 For every hole pixel of frame ``t`` a trajectory is followed through consecutive flows, forward
 (``t -> t+1 -> ...``) and backward (``t -> t-1 -> ...``), until it lands where the colour is
@@ -33,11 +35,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PropagationResult", "propagate"]
+__all__ = ["PixelPropagationResult", "propagate_pixels"]
 
 
 @dataclass
-class PropagationResult:
+class PixelPropagationResult:
     """``frames`` (T, H, W, C) same dtype as the input, holes filled where propagation reached;
     ``filled`` (T, H, W) bool, hole pixels filled by propagation; ``unfilled`` (T, H, W) bool,
     hole pixels still missing (for the generator / an image inpainter);
@@ -49,7 +51,7 @@ class PropagationResult:
     distance: np.ndarray
 
 
-def propagate(
+def propagate_pixels(
     frames: np.ndarray,
     holes: np.ndarray,
     forward: np.ndarray,
@@ -58,7 +60,7 @@ def propagate(
     amodal: np.ndarray | None = None,
     cycle_threshold: float = 5.0,
     max_steps: int | None = None,
-) -> PropagationResult:
+) -> PixelPropagationResult:
     """Fill ``holes`` in ``frames`` by following flows to frames where the pixel is known.
 
     Args:
@@ -103,7 +105,7 @@ def propagate(
         info = np.iinfo(frames.dtype)
         out = np.clip(np.rint(out), info.min, info.max)
     out = out.astype(frames.dtype)
-    return PropagationResult(
+    return PixelPropagationResult(
         frames=out[..., 0] if squeeze else out,
         filled=filled,
         unfilled=holes & ~filled,
@@ -211,11 +213,11 @@ def _any_neighbour(mask: np.ndarray, pts: np.ndarray) -> np.ndarray:
 def _check(data, holes, forward, backward, amodal) -> None:
     t_len, h, w = holes.shape
     if data.shape[:3] != holes.shape:
-        raise ValueError(f"propagate: frames {data.shape[:3]} vs holes {holes.shape}")
+        raise ValueError(f"propagate_pixels: frames {data.shape[:3]} vs holes {holes.shape}")
     for name, f in (("forward", forward), ("backward", backward)):
         if np.shape(f) != (t_len - 1, h, w, 2):
             raise ValueError(
-                f"propagate: {name} flow shape {np.shape(f)} != {(t_len - 1, h, w, 2)}"
+                f"propagate_pixels: {name} flow shape {np.shape(f)} != {(t_len - 1, h, w, 2)}"
             )
     if amodal is not None and np.shape(amodal) != holes.shape:
-        raise ValueError(f"propagate: amodal {np.shape(amodal)} vs holes {holes.shape}")
+        raise ValueError(f"propagate_pixels: amodal {np.shape(amodal)} vs holes {holes.shape}")

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from instseg.models.inpainting.baselines import inpaint_opencv, propagation_baseline
-from instseg.models.inpainting.propagation import propagate
+from instseg.models.inpainting.flow_guided_propagation import propagate_pixels
 
 H, W = 48, 64
 
@@ -32,7 +32,7 @@ def test_translated_texture_is_filled_exactly_multi_step():
     holes[:, 18:28, 25:32] = True  # 7 px wide, 3 px/frame: some pixels need 3 steps
     corrupted = frames.copy()
     corrupted[holes] = 0
-    res = propagate(corrupted, holes, fwd, bwd)
+    res = propagate_pixels(corrupted, holes, fwd, bwd)
     assert not res.unfilled.any()
     assert res.filled.sum() == holes.sum()
     np.testing.assert_array_equal(res.frames, frames)
@@ -49,21 +49,21 @@ def test_inconsistent_flow_pixel_is_rejected_by_cycle_check():
     bad[0, 22, 24] += (4.0, 0.0)  # target of (x=22, y=22): cycle error 4 <= 5
     corrupted = frames.copy()
     corrupted[holes] = 0
-    res = propagate(corrupted, holes, fwd, bad, cycle_threshold=5.0)
+    res = propagate_pixels(corrupted, holes, fwd, bad, cycle_threshold=5.0)
     assert res.unfilled[0, 21, 21] and not res.filled[0, 21, 21]
     assert res.filled[0, 22, 22]
     assert res.unfilled.sum() == 1
     ok = holes & ~res.unfilled
     np.testing.assert_array_equal(res.frames[ok], frames[ok])
     # a looser threshold accepts it
-    assert not propagate(corrupted, holes, fwd, bad, cycle_threshold=7.0).unfilled.any()
+    assert not propagate_pixels(corrupted, holes, fwd, bad, cycle_threshold=7.0).unfilled.any()
 
 
 def test_pixels_leaving_the_image_are_not_filled():
     frames, fwd, bwd = _translating_clip(2, dx=4, dy=0)
     holes = np.zeros((2, H, W), bool)
     holes[0, 10:12, W - 3 :] = True  # x + 4 > W - 1
-    res = propagate(frames, holes, fwd, bwd)
+    res = propagate_pixels(frames, holes, fwd, bwd)
     assert res.unfilled[0, 10:12, W - 3 :].all()
 
 
@@ -74,7 +74,7 @@ def test_amodal_restricts_targets_and_sources():
     amodal = np.zeros((2, H, W), bool)
     amodal[0, 10:20, 10:18] = True  # hole columns 18, 19 are outside the object
     amodal[1, 10:20, 12:18] = True  # sources x+2 in 12..17 -> targets x in 10..15
-    res = propagate(frames, holes, fwd, bwd, amodal=amodal)
+    res = propagate_pixels(frames, holes, fwd, bwd, amodal=amodal)
     assert res.filled[0, 10:20, 10:16].all()
     assert res.unfilled[0, 10:20, 16:18].all()  # source lands on background in frame 1
     assert res.unfilled[0, 10:20, 18:20].all()  # not a target (outside the object)
@@ -88,7 +88,7 @@ def test_bidirectional_blend_weights_by_temporal_distance():
     holes = np.zeros((4, 8, 8), bool)
     holes[1:3] = True
     zero = np.zeros((3, 8, 8, 2), np.float32)
-    res = propagate(frames, holes, zero, zero)
+    res = propagate_pixels(frames, holes, zero, zero)
     # frame 1: backward source at distance 1 (0), forward at distance 2 (90) -> 90 * 1/3
     np.testing.assert_allclose(res.frames[1], 30.0, atol=1e-4)
     np.testing.assert_allclose(res.frames[2], 60.0, atol=1e-4)

@@ -1,0 +1,195 @@
+"""Golden regression of VOIN inference: the inpainted frames and masks of a fixed 7-frame clip,
+with the shipped ``voin_default.pt`` and with random-init ``small`` weights (seed 0, saved and
+loaded as fp16), under every stage switch, in memory and streamed from disk (windows of 4
+frames, overlap 2, so several windows are stitched).
+
+The digests were recorded with the pipeline as it was before the VOIN refactor (``VOIN`` in
+``models/inpainting/voin.py`` + ``Inpainter`` wrapping it); they hold on CPU with the pinned
+torch / OpenCV (deterministic across thread counts). Print the current digests with
+``PYTHONPATH=src python tests/inference/test_inpainter_golden.py`` after an intended change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from instseg.inference.inpainter import (
+    DEFAULT_WEIGHTS,
+    Inpainter,
+    InpaintOptions,
+    InpaintResult,
+    load_voin_weights,
+    save_voin_weights,
+)
+from instseg.models.inpainting.voin import VOIN_VARIANTS, VOINModel
+
+MASKS = ("amodal", "holes", "propagated", "generated", "fallback")
+WIN = {"window": 4, "overlap": 2}
+# case -> (digest of the frames, digest of the five masks)
+GOLDEN_IN_MEMORY = {
+    "shipped_pred_amodal": ("b122c564d2a842ae", "a3da706c0e552107"),
+    "shipped_given_amodal": ("13d1dfbd49b35cdc", "6eee94f1f31cd68b"),
+    "shipped_no_flow": ("6cffd571c5ab326b", "2414dbf55a172629"),
+    "shipped_no_generator": ("3e06b3b0d6fea7d0", "eba623148e2bbbc2"),
+    "shipped_no_fill_flow": ("c87d5b4857d1e534", "1b65320a10d8b0f7"),
+    "shipped_one_window_occluder": ("ecf698866b7f6edd", "f54a9212a002b727"),
+    "tiny_pred_amodal": ("7f473874db2076f6", "d1b3dccfef116c71"),
+    "tiny_given_amodal": ("6d9643625492bba5", "d29b1248ff7a2a92"),
+    "tiny_no_flow_one_window": ("9b2d3e7ad158230c", "2414dbf55a172629"),
+    "tiny_one_window_occluder": ("2f833dff4f71ec5e", "e981d09dceddc867"),
+    "fallback_holes": ("ba75fa5bb97e75bb", "8dd7d3ab1bea1ea7"),
+    "fallback_hull": ("da3233c94645b7d2", "c4151b5437608398"),
+}
+# case -> (digest of the written frames, of the written amodal PNGs, InpaintSummary counts:
+# num_frames, hole_pixels, propagated, generated, telea)
+GOLDEN_ON_DISK = {
+    "fallback_holes": ("3daae21281eb5e36", "f7ddb27220a51404", (7, 802, 558, 0, 244)),
+    "fallback_hull": ("516a1e3c1987a9f9", "66fdd868a18df460", (7, 700, 508, 0, 192)),
+    "shipped_occluder": ("ea8820af9e09c43d", "1b70b61df4a49cf9", (7, 662, 660, 2, 0)),
+    "shipped_no_generator_occluder": (
+        "6517ce94d26c2d7b",
+        "1b70b61df4a49cf9",
+        (7, 662, 660, 0, 2),
+    ),
+    "tiny_holes": ("6d9643625492bba5", "f7ddb27220a51404", (7, 802, 760, 42, 0)),
+}
+pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="no shipped VOIN model")
+
+
+def _clip(t: int = 7, h: int = 48, w: int = 64) -> tuple[np.ndarray, ...]:
+    """Texture moving right 1 px/frame, a disc object on it, a grey bar moving down 3 px/frame
+    over the disc -> frames, visible, holes (= disc & bar), occluder (= bar)."""
+    rng = np.random.default_rng(0)
+    tex = cv2.GaussianBlur((rng.random((h, w + t, 3)) * 255).astype(np.uint8), (5, 5), 0)
+    frames = np.stack([tex[:, t - i : t - i + w] for i in range(t)])
+    yy, xx = np.mgrid[:h, :w]
+    obj = np.stack([(yy - 24) ** 2 + (xx - 30 - i) ** 2 < 12**2 for i in range(t)])
+    occ = np.zeros_like(obj)
+    for i in range(t):
+        occ[i, 14 + 3 * i : 20 + 3 * i] = True
+    frames[occ] = 128
+    return frames, obj & ~occ, obj & occ, occ
+
+
+def _digest(a: np.ndarray) -> str:
+    a = np.ascontiguousarray(a)
+    return hashlib.sha256(str((a.shape, a.dtype.str)).encode() + a.tobytes()).hexdigest()[:16]
+
+
+def _result_digests(r: InpaintResult) -> tuple[str, str]:
+    masks = " ".join(_digest(getattr(r, k)) for k in MASKS)
+    return _digest(r.frames), hashlib.sha256(masks.encode()).hexdigest()[:16]
+
+
+def _tiny_weights(folder: Path) -> Path:
+    torch.manual_seed(0)
+    nets = VOIN_VARIANTS["small"](num_classes=1)
+    return save_voin_weights(
+        nets, folder / "tiny.pt", variant="small", num_classes=1, canvas_size=32, trained=False
+    )
+
+
+def _write_clip(folder: Path) -> Path:
+    frames, vis, holes, occ = _clip()
+    for kind, arr in (("frames", frames), ("visible", vis), ("holes", holes), ("occluder", occ)):
+        (folder / kind).mkdir(parents=True)
+        for i, a in enumerate(arr):
+            img = a if a.dtype == np.uint8 else a.astype(np.uint8) * 255
+            Image.fromarray(img).save(folder / kind / f"f{i:03d}.png")
+    return folder
+
+
+def in_memory_digests(tmp: Path) -> dict[str, tuple[str, str]]:
+    frames, vis, holes, occ = _clip()
+    amodal = vis | holes
+    weights = {"shipped": DEFAULT_WEIGHTS, "tiny": _tiny_weights(tmp)}
+
+    def pipe(which: str | None, **options) -> Inpainter:
+        if which is None:
+            return Inpainter(model=None, options=InpaintOptions(**options), progress=False)
+        return Inpainter.from_weights(
+            weights[which], options=InpaintOptions(**options), progress=False
+        )
+
+    cases = {
+        "shipped_pred_amodal": (pipe("shipped", **WIN), {"label": 0}),
+        "shipped_given_amodal": (pipe("shipped", **WIN), {"amodal": amodal}),
+        "shipped_no_flow": (pipe("shipped", use_flow=False, **WIN), {"amodal": amodal}),
+        "shipped_no_generator": (pipe("shipped", use_generator=False, **WIN), {"amodal": amodal}),
+        "shipped_no_fill_flow": (pipe("shipped", fill_flow=False, **WIN), {"amodal": amodal}),
+        "shipped_one_window_occluder": (pipe("shipped"), {"occluder": occ}),
+        "tiny_pred_amodal": (pipe("tiny", **WIN), {"label": 0}),
+        "tiny_given_amodal": (pipe("tiny", **WIN), {"amodal": amodal}),
+        "tiny_no_flow_one_window": (pipe("tiny", use_flow=False), {"amodal": amodal}),
+        "tiny_one_window_occluder": (pipe("tiny"), {"occluder": occ}),
+        "fallback_holes": (pipe(None), {"holes": holes}),
+        "fallback_hull": (pipe(None), {"occluder": occ}),
+    }
+    return {k: _result_digests(p.inpaint(frames, vis, **kw)) for k, (p, kw) in cases.items()}
+
+
+def on_disk_digests(tmp: Path) -> dict[str, tuple[str, str, tuple[int, ...]]]:
+    clip = _write_clip(tmp / "clip")
+    tiny = _tiny_weights(tmp)
+    cases = {
+        "fallback_holes": (None, {"window": 3, "overlap": 1}, "holes"),
+        "fallback_hull": (None, {"window": 3, "overlap": 1}, "occluder"),
+        "shipped_occluder": (DEFAULT_WEIGHTS, WIN, "occluder"),
+        "shipped_no_generator_occluder": (
+            DEFAULT_WEIGHTS,
+            {"use_generator": False, **WIN},
+            "occluder",
+        ),
+        "tiny_holes": (tiny, WIN, "holes"),
+    }
+    out = {}
+    for name, (weights, options, masks) in cases.items():
+        opts = InpaintOptions(**options)
+        inp = (
+            Inpainter(model=None, options=opts, progress=False)
+            if weights is None
+            else Inpainter.from_weights(weights, options=opts, progress=False)
+        )
+        dst = tmp / name
+        s = inp.run(clip / "frames", clip / "visible", dst, **{f"{masks}_dir": clip / masks})
+        read = [[np.asarray(Image.open(dst / k / f"f{i:03d}.png")) for i in range(7)]
+                for k in ("frames", "amodal")]  # fmt: skip
+        counts = (s.num_frames, s.hole_pixels, s.propagated, s.generated, s.telea)
+        out[name] = (_digest(np.stack(read[0])), _digest(np.stack(read[1])), counts)
+    return out
+
+
+def test_in_memory_outputs_unchanged(tmp_path):
+    assert in_memory_digests(tmp_path) == GOLDEN_IN_MEMORY
+
+
+def test_streamed_outputs_unchanged(tmp_path):
+    assert on_disk_digests(tmp_path) == GOLDEN_ON_DISK
+
+
+def test_the_model_is_what_the_weights_file_holds(tmp_path):
+    """The golden's tiny model really is the seed-0 small variant (fp16 round trip)."""
+    nets, meta = load_voin_weights(_tiny_weights(tmp_path))
+    torch.manual_seed(0)
+    ref = VOINModel.from_nets(VOIN_VARIANTS["small"](num_classes=1)).state_dict()
+    got = VOINModel.from_nets(nets).state_dict()
+    assert meta.model == {"variant": "small", "canvas_size": 32, "format": "instseg-voin-1"}
+    assert set(got) == set(ref)
+    for k, v in ref.items():
+        assert torch.equal(got[k], v.half().to(v.dtype) if v.is_floating_point() else v), k
+
+
+if __name__ == "__main__":
+    import pprint
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        pprint.pprint(in_memory_digests(Path(d)), width=100)
+        pprint.pprint(on_disk_digests(Path(d)), width=100)
