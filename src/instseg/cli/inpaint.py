@@ -2,7 +2,7 @@
 
     instseg inpaint --source VIDEO_OR_FRAME_DIR --visible-masks DIR [--holes DIR]
                     [--occluder-masks DIR] --out DIR [--weights W] [--no-flow] [--no-generator]
-                    [--window N --overlap M]
+                    [--window N --overlap M] [--strict]
 
 Masks are PNGs named like the frames (``<stem>.png``; for a video file the frames are named
 ``000000``, ``000001``, ...), nonzero = inside. ``--holes`` is the region to fill; without it the
@@ -10,6 +10,11 @@ region is ``amodal - visible`` from the learned shape completion (clipped to ``-
 when given). Writes ``OUT/frames/<stem>.png``, ``OUT/amodal/<stem>.png`` and ``OUT/video.mp4``.
 Without ``--weights`` the installed default model is used; when none is installed a warning is
 printed and the non-learned fallback runs (DIS flow propagation + OpenCV Telea).
+
+An unreadable frame (a corrupt or truncated image, a video frame that does not decode) or one
+whose mask cannot be read is left out with one warning and counted at the end; the other frames
+are inpainted as one clip and ``inpaint.json`` lists the skipped names. ``--strict``: the first
+one is an error and nothing is written.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from instseg.cli.options import add_strict_argument
 
 __all__ = ["add_arguments", "run"]
 
@@ -77,12 +84,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="video.mp4 frame rate (default: the source's, or 24)",
     )
     parser.add_argument("--device", default="cpu")
+    add_strict_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     from instseg.engine.checkpoint import CheckpointError
     from instseg.inference.inpainter import DEFAULT_WEIGHTS, Inpainter, InpaintOptions
+    from instseg.utils.errors import one_line
 
     prog = "instseg inpaint"
     if not 0 <= args.overlap < args.window:
@@ -124,9 +133,11 @@ def run(args: argparse.Namespace) -> int:
             occluder_dir=args.occluder_masks,
             fps=args.fps,
             label=args.label,
+            strict=args.strict,
+            warn=lambda message: print(f"{prog}: warning: {message}", file=sys.stderr),
         )
     except (OSError, ValueError) as e:
-        print(f"{prog}: {e}", file=sys.stderr)
+        print(f"{prog}: {one_line(e)}", file=sys.stderr)
         return 2
     share = (lambda n: f"{100 * n / s.hole_pixels:.1f}%") if s.hole_pixels else (lambda n: "-")
     print(
@@ -135,4 +146,6 @@ def run(args: argparse.Namespace) -> int:
     )
     for k, p in s.outputs.items():
         print(f"  {k}: {p}")
+    if s.skipped:
+        print(f"{prog}: {s.skip_note}", file=sys.stderr)
     return 0

@@ -23,7 +23,10 @@ progress and the windowing over time: a video is processed in overlapping window
 ``window`` frames (``overlap`` shared, :func:`temporal_windows`), each output frame taken from
 the window in which it is most central, in memory (:meth:`Inpainter.inpaint`) or streamed from
 and to disk (:meth:`Inpainter.run`, at most one window of frames and masks in memory, each
-frame written as soon as its window is done, the MP4 encoded from the written PNGs).
+frame written as soon as its window is done, the MP4 encoded from the written PNGs). Before
+:meth:`Inpainter.run` inpaints, one pass checks that every frame and mask can be read
+(:func:`~instseg.inference.inpaint_io.check_frames`): an unreadable frame is dropped from the
+clip with a warning and listed in ``inpaint.json`` (``strict``: the first one is an error).
 
 Weights file (one file for the three networks, :mod:`instseg.engine.weights` format, task
 ``voin``, written by :func:`save_voin_weights`)::
@@ -56,12 +59,13 @@ from instseg.engine.weights import (
     save_weights_file,
     shipped_weights,
 )
-from instseg.inference.inpaint_io import WindowReader, list_frames, mask_paths, read_mask
+from instseg.inference.inpaint_io import WindowReader, check_frames, mask_paths, read_mask
 from instseg.models.inpainting.baselines import hull_amodal, inpaint_opencv
 from instseg.models.inpainting.flow import Preset, clip_flows, fill_clip_flows
 from instseg.models.inpainting.flow_guided_propagation import propagate_pixels
 from instseg.models.inpainting.shape_completion import object_canvas, paste_canvas
 from instseg.models.inpainting.voin import VOIN_VARIANTS, VOINModel, VOINNets
+from instseg.utils.errors import InvalidInputError
 from instseg.utils.image import read_image
 from instseg.utils.io import atomic_write_json
 from instseg.utils.progress import progress
@@ -198,11 +202,15 @@ class InpaintResult:
 
 @dataclass
 class InpaintSummary:
-    """What :meth:`Inpainter.run` did: ``num_frames``; pixel counts of the filled region
-    (``hole_pixels``) and of how it was filled (``propagated`` / ``generated`` / ``telea``);
-    ``outputs``: the written ``frames`` / ``amodal`` folders and ``video`` file."""
+    """What :meth:`Inpainter.run` did: ``num_frames`` inpainted; ``skipped``: the unreadable
+    frames left out (file names, or ``%06d`` indices of a video) and ``skip_note``, one line
+    counting them (empty when none); pixel counts of the filled region (``hole_pixels``) and of
+    how it was filled (``propagated`` / ``generated`` / ``telea``); ``outputs``: the written
+    ``frames`` / ``amodal`` folders, ``video`` file and ``manifest``."""
 
     num_frames: int = 0
+    skipped: list[str] = field(default_factory=list)
+    skip_note: str = ""
     hole_pixels: int = 0
     propagated: int = 0
     generated: int = 0
@@ -322,17 +330,31 @@ class Inpainter:
         occluder_dir: str | Path | None = None,
         fps: float | None = None,
         label: int | None = 0,
+        strict: bool = False,
+        warn: Callable[[str], None] | None = None,
     ) -> InpaintSummary:
         """Inpaint a frame folder / video file with per-frame PNG masks matched by stem; writes
         ``out/frames/<stem>.png``, ``out/amodal/<stem>.png``, ``out/video.mp4`` and
-        ``out/inpaint.json`` (the source, the mask folders and the frame names)."""
-        names = list_frames(source)
+        ``out/inpaint.json`` (the source, the mask folders, the frame names and the
+        ``skipped`` ones).
+
+        First one pass checks every frame and its masks: an unreadable frame (or mask) is left
+        out of the clip with one ``warn(message)`` (default: a log warning) and produces no
+        output; ``strict``: the first one raises
+        :class:`~instseg.utils.errors.UnreadableFileError` before anything is written. No
+        readable frame raises :class:`~instseg.utils.errors.InvalidInputError`."""
         dirs = {"visible": visible_dir, "holes": holes_dir, "occluder": occluder_dir}
+        clip = check_frames(source, dirs, strict=strict, warn=warn)
+        if not clip.names:
+            raise InvalidInputError(
+                f"{source}: no readable frames ({len(clip.skipped)} of {clip.total} unreadable)"
+            )
+        names = clip.names
         paths = {k: mask_paths(Path(d), names, k) for k, d in dirs.items() if d}
         out = Path(out_dir)
         (out / "frames").mkdir(parents=True, exist_ok=True)
         (out / "amodal").mkdir(parents=True, exist_ok=True)
-        reader = WindowReader(source)
+        reader = WindowReader(source, names)
 
         def read(s: int, e: int) -> tuple[np.ndarray, WindowMasks]:
             frames = reader.frames(s, e)
@@ -341,7 +363,9 @@ class Inpainter:
                 k: np.stack([read_mask(p[i], hw) for i in range(s, e)]) for k, p in paths.items()
             }
 
-        summary = InpaintSummary(num_frames=len(names))
+        summary = InpaintSummary(
+            num_frames=len(names), skipped=clip.skipped, skip_note=clip.summary()
+        )
         for k0, k1, res in self._windows(len(names), read, label):
             for j, i in enumerate(range(k0, k1)):
                 Image.fromarray(res.frames[j]).save(out / "frames" / f"{names[i]}.png")
@@ -360,7 +384,7 @@ class Inpainter:
         summary.outputs = {"frames": out / "frames", "amodal": out / "amodal", "video": video}
         atomic_write_json(  # what the outputs were made from (read by `instseg report`)
             out / "inpaint.json",
-            {"source": str(Path(source).resolve()), "frames": names}
+            {"source": str(Path(source).resolve()), "frames": names, "skipped": clip.skipped}
             | {f"{k}_masks": str(Path(d).resolve()) if d else None for k, d in dirs.items()},
             indent=2,
         )
