@@ -287,3 +287,42 @@ def test_pcan_config_keeps_the_semisupervised_held_out_sequences_out() -> None:
     assert set(cfg.data.synthetic.cutout_exclude) == set(SEMISUP_HELD_OUT)
     assert not set(SEMISUP_HELD_OUT) & set(SEMISUP_TUNING)
     assert not set(VOIN_EVAL) & set(VOIN_TRAIN)
+
+
+def test_cutout_bank_reads_several_folders_and_selects_sequences(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    _fake_davis(a, {"boat": 2, "bus": 2})
+    _fake_davis(b, {"my-toy": 3, "other": 2})
+    train = CutoutBank.load([a, b], frames_per_sequence=3, exclude=["bus", "other"])
+    assert train.sequences == ("boat", "my-toy") and len(train.cutouts) == 5
+    held = CutoutBank.load([a, b], frames_per_sequence=3, include=["bus", "other"], class_name="object")
+    assert held.sequences == ("bus", "other") and held.names == ("object",)
+    assert len(held.frames) == 4  # the held-out sequences' own frames are their backgrounds
+    with pytest.raises(ValueError, match="no sequence named nope"):
+        CutoutBank.load([a, b], include=["boat", "nope"])
+
+
+def test_sprite_jitter_changes_colours_not_masks_and_is_seeded(tmp_path: Path) -> None:
+    from instseg.data.synthetic_cutouts import SpriteJitter
+
+    _fake_davis(tmp_path, {"boat": 2})
+    bank = CutoutBank.load(tmp_path, frames_per_sequence=2)
+    plain = bank.sprite(np.random.default_rng(3), size=40)
+    jit = bank.sprite(np.random.default_rng(3), size=40, jitter=SpriteJitter(blur=1.0))
+    again = bank.sprite(np.random.default_rng(3), size=40, jitter=SpriteJitter(blur=1.0))
+    assert np.array_equal(plain.mask, jit.mask)  # geometry drawn before the jitter
+    assert not np.array_equal(plain.rgb, jit.rgb)
+    assert np.array_equal(jit.rgb, again.rgb)
+
+
+def test_class_agnostic_scenes_have_one_object_category(tmp_path: Path) -> None:
+    _fake_davis(tmp_path, {"boat": 2, "my-toy": 2})
+    bank = CutoutBank.load(tmp_path, frames_per_sequence=2)
+    cfg = replace(SMALL, class_agnostic=True, cutout_prob=0.5, scene_blur=1.0)
+    path = generate_scenes(tmp_path / "out", num_images=6, seed=0, config=cfg, bank=bank)
+    data = json.loads(path.read_text())
+    assert [c["name"] for c in data["categories"]] == ["object"]
+    assert data["annotations"] and {a["category_id"] for a in data["annotations"]} == {1}
+    assert data["info"]["cutout_sequences"] == ["boat", "my-toy"]
+    again = generate_scenes(tmp_path / "out2", num_images=6, seed=0, config=cfg, bank=bank)
+    assert json.loads(again.read_text())["annotations"] == data["annotations"]

@@ -213,3 +213,48 @@ def test_run_records_resolved_precision(bcnet_run):
     prec = meta.precision
     assert prec["amp"] == "none" and prec["resolved"] == "fp32" and prec["device"] == "cpu"
     assert isinstance(prec["cpu_bf16_native"], bool) and prec["cpu"]
+
+
+def _shared_davis_all() -> bool:
+    from instseg.data.synthetic_cutouts import find_davis_roots
+
+    return len(find_davis_roots()) == 2
+
+
+@pytest.mark.skipif(not _shared_davis_all(), reason="the two shared DAVIS-2016 folders not found")
+def test_held_out_sequences_give_an_unseen_split_and_ema_weights(tmp_path: Path) -> None:
+    held = ["boat", "bear"]  # one from each shared folder
+    cfg = tiny_cfg(
+        tmp_path / "run",
+        "data.synthetic.cutouts=true",
+        "data.synthetic.davis=all",
+        "data.synthetic.frames_per_sequence=2",
+        f"data.synthetic.held_out=[{','.join(held)}]",
+        "data.synthetic.num_unseen=3",
+        "data.synthetic.class_agnostic=true",
+        "data.synthetic.jitter=true",
+        "solver.ema_decay=0.9",
+        "solver.ema_tau=1",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    )
+    splits = prepare_data(cfg.data, tmp_path / "run")
+    info = {
+        k: json.loads(Path(p).read_text())["info"]
+        for k, p in (("train", splits.train_json), ("unseen", splits.unseen_json))
+    }
+    assert set(info["unseen"]["cutout_sequences"]) == set(held)
+    assert not set(info["train"]["cutout_sequences"]) & set(held)
+    assert len(info["train"]["cutout_sequences"]) == 28
+    metrics = train(cfg, progress=False)
+    unseen = metrics["unseen"]
+    assert {"bbox", "segm", "occluded", "segm_by_occlusion"} <= set(unseen)
+    assert list(unseen["segm_by_occlusion"]) == [
+        "none (<= 0.1)", "partial (0.1-0.3]", "occluded (> 0.3)",
+    ]  # fmt: skip
+    weights = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    ckpt = torch.load(tmp_path / "run" / "model_final.pth", weights_only=True)
+    ema_state = {k[len("module.") :]: v for k, v in ckpt["ema"].items() if k.startswith("module.")}
+    saved = weights["model"] if "model" in weights else weights["state_dict"]
+    name = next(k for k in saved if k.endswith("weight") and saved[k].dim() == 4)
+    assert torch.equal(saved[name].float(), ema_state[name].float())  # the EMA is what ships
+    assert not torch.equal(ckpt["model"][name].float(), ema_state[name].float())

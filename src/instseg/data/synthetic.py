@@ -22,12 +22,15 @@ Annotation layout (per object with at least ``min_visible_area`` visible pixels)
     occlusion_ratio  1 - area / amodal_area
 
 Categories carry ``kind`` ("shape" | "cutout") and ``split`` ("base" | "novel") for
-partially supervised (base -> novel) training; see ``SceneConfig.novel_classes``.
+partially supervised (base -> novel) training; see ``SceneConfig.novel_classes``. With
+``SceneConfig.class_agnostic`` there is one category, ``object`` (kind "object"), for every
+painted thing: the objectness training of the shared image model.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +39,7 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 
-from instseg.data.synthetic_cutouts import CutoutBank
+from instseg.data.synthetic_cutouts import CutoutBank, SpriteJitter
 from instseg.data.synthetic_shapes import SHAPE_KINDS, Sprite, make_background, make_shape_sprite
 from instseg.structures.masks import mask_to_rle
 from instseg.utils.io import atomic_write_json
@@ -76,8 +79,14 @@ class SceneConfig:
     cutout_prob: float = 0.4  # share of objects that are real cutouts (when cutouts are given)
     real_background_prob: float = 0.7  # share of images on a real crop (when cutouts are given)
     image_format: str = "png"  # "png" (lossless) or "jpg"
+    class_agnostic: bool = False  # one category "object" for every painted thing
+    jitter: SpriteJitter | None = None  # photometric jitter of each pasted cutout (None: off)
+    scene_blur: float = 0.0  # probability of a mild Gaussian blur of the whole image
+    shape_size_scale: float = 1.0  # procedural shapes' size relative to cutouts' (min/max_size)
 
     def __post_init__(self) -> None:
+        if isinstance(self.jitter, dict):  # from YAML / dataclasses.asdict
+            self.jitter = SpriteJitter(**self.jitter)
         h, w = self.image_size
         if min(h, w) < 16:
             raise ValueError(f"image_size must be at least 16x16, got {self.image_size}")
@@ -100,7 +109,18 @@ class SceneConfig:
 
 def scene_categories(cfg: SceneConfig, bank: CutoutBank | None = None) -> list[dict[str, Any]]:
     """COCO categories: the shape kinds (ids 1..K in ``cfg.shape_kinds`` order), then the
-    cutout classes of ``bank`` in sorted order."""
+    cutout classes of ``bank`` in sorted order; just ``object`` (id 1) when
+    ``cfg.class_agnostic``."""
+    if cfg.class_agnostic:
+        return [
+            {
+                "id": 1,
+                "name": "object",
+                "supercategory": "object",
+                "kind": "object",
+                "split": "base",
+            }
+        ]
     names = [(n, "shape") for n in cfg.shape_kinds]
     names += [(n, "cutout") for n in (bank.names if bank else ()) if n not in cfg.shape_kinds]
     return [
@@ -132,6 +152,8 @@ def make_scene(
     """
     h, w = cfg.image_size
     cat_ids = {c["name"]: c["id"] for c in scene_categories(cfg, bank)}
+    if cfg.class_agnostic:
+        cat_ids = _AllOne()
     n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
     sprites = [draw_sprite(rng, cfg, bank) for _ in range(n)]
     positions = place_sprites(rng, sprites, cfg)
@@ -146,6 +168,8 @@ def make_scene(
         background = make_background(rng, h, w)
     layers = list(zip(sprites, positions, strict=True))[::-1]  # back to front
     image = composite(background, layers)
+    if cfg.scene_blur > 0 and rng.random() < cfg.scene_blur:
+        image = cv2.GaussianBlur(image, (0, 0), float(rng.uniform(0.5, 1.2)))
 
     amodal = [paste_mask(s.mask, p, (h, w)) for s, p in zip(sprites, positions, strict=True)]
     visible = visible_masks(amodal)
@@ -211,15 +235,18 @@ def generate_scenes(
     min_objects: int | None = None,
     max_objects: int | None = None,
     occlusion: float | None = None,
-    cutout_root: str | Path | None = None,
+    cutout_root: str | Path | Sequence[str | Path] | None = None,
     config: SceneConfig | None = None,
+    bank: CutoutBank | None = None,
 ) -> Path:
     """Write ``out_dir/images/NNNNNN.png`` (or ``.jpg``) and ``out_dir/annotations.json``.
 
     ``config`` (default :class:`SceneConfig`) gives every setting; the keyword arguments that are
     not None override it. ``cutout_root`` is a DAVIS-style folder of real cutouts and
-    backgrounds (None: procedural only). The JSON is written last and atomically, so its presence
-    means the set is complete. Returns the JSON's path. Same arguments -> same bytes.
+    backgrounds (None: procedural only); ``bank`` a loaded :class:`CutoutBank` instead (e.g. one
+    restricted to some sequences). The JSON is written last and atomically, so its presence
+    means the set is complete; ``info.cutout_sequences`` lists the sequences drawn from.
+    Returns the JSON's path. Same arguments -> same bytes.
     """
     if num_images < 0 or seed < 0:
         raise ValueError(f"num_images and seed must be >= 0, got {num_images}, {seed}")
@@ -232,7 +259,8 @@ def generate_scenes(
     cfg = dataclasses.replace(
         config or SceneConfig(), **{k: v for k, v in overrides.items() if v is not None}
     )
-    bank = CutoutBank.load(cutout_root) if cutout_root is not None else None
+    if bank is None and cutout_root is not None:
+        bank = CutoutBank.load(cutout_root)
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
@@ -247,7 +275,8 @@ def generate_scenes(
         "description": "instseg synthetic occlusion scenes",
         "seed": seed,
         "num_images": num_images,
-        "cutout_root": str(cutout_root) if cutout_root else None,
+        "cutout_root": _root_info(cutout_root),
+        "cutout_sequences": list(bank.sequences) if bank is not None else [],
         "config": dataclasses.asdict(cfg),
     }
     data = {
@@ -317,8 +346,10 @@ def draw_sprite(rng: np.random.Generator, cfg: SceneConfig, bank: CutoutBank | N
     short = min(cfg.image_size)
     size = max(6, int(round(rng.uniform(cfg.min_size, cfg.max_size) * short)))
     if bank is not None and rng.random() < cfg.cutout_prob:
-        return bank.sprite(rng, size=size)
+        return bank.sprite(rng, size=size, jitter=cfg.jitter)
     kind = cfg.shape_kinds[int(rng.integers(len(cfg.shape_kinds)))]
+    if cfg.shape_size_scale != 1.0:
+        size = max(6, int(round(size * cfg.shape_size_scale)))
     return make_shape_sprite(rng, kind, size=size)
 
 
@@ -355,6 +386,19 @@ def place_sprites(
 
 
 # ---- helpers --------------------------------------------------------------------------------
+
+
+def _root_info(root: Any) -> Any:
+    if not root:
+        return None
+    return str(root) if isinstance(root, (str, Path)) else [str(r) for r in root]
+
+
+class _AllOne(dict):
+    """Category ids of a class-agnostic scene: every name maps to 1."""
+
+    def __missing__(self, key: str) -> int:
+        return 1
 
 
 def _clamp(x: float, y: float, s: Sprite, h: int, w: int) -> tuple[int, int]:

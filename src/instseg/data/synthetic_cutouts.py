@@ -1,6 +1,6 @@
-"""Real object cutouts and backgrounds from a DAVIS-style folder, for the synthetic generators.
+"""Real object cutouts and backgrounds from DAVIS-style folders, for the synthetic generators.
 
-Layout read (``480p`` is optional)::
+Layout read (``480p`` is optional); several folders may be given and are read as one::
 
     ROOT/JPEGImages/480p/<sequence>/<frame>.jpg
     ROOT/Annotations/480p/<sequence>/<frame>.png   (non-zero = the object)
@@ -11,6 +11,11 @@ bounding box (RGB + mask); it is named after the sequence's kind for the known D
 frame that stays clear of the annotated object's box; sequences known to hold unannotated
 look-alikes (``flamingo``, ``dance-jump``) give no backgrounds, other sequences may still show
 unannotated things. Nothing is copied anywhere.
+
+``include`` / ``exclude`` pick sequences, so that a training bank and an evaluation bank can be
+built from disjoint sequences (objects *and* backgrounds never seen in training; see
+:data:`instseg.data.davis_splits.IMAGE_HELD_OUT`). :class:`SpriteJitter` varies a cutout's
+colour, contrast and sharpness each time it is drawn.
 """
 
 from __future__ import annotations
@@ -25,7 +30,13 @@ import numpy as np
 
 from instseg.data.synthetic_shapes import Sprite
 
-__all__ = ["DAVIS_KINDS", "CutoutBank", "find_default_cutout_root"]
+__all__ = [
+    "DAVIS_KINDS",
+    "CutoutBank",
+    "SpriteJitter",
+    "find_davis_roots",
+    "find_default_cutout_root",
+]
 
 # Class of the object in the DAVIS sequences we know; other sequences are named after themselves.
 DAVIS_KINDS: dict[str, str] = {
@@ -45,16 +56,61 @@ DAVIS_KINDS: dict[str, str] = {
 # Sequences with unannotated look-alikes (a second flamingo, bystanders): no backgrounds from them.
 _NO_BACKGROUND = frozenset({"flamingo", "dance-jump"})
 _DEFAULT_SUBDIR = Path("data") / "davis2016-train-subset"
+# all 30 DAVIS-2016 training sequences: the subset (9, every frame) and the rest (21, every 2nd)
+_ALL_SUBDIRS = (_DEFAULT_SUBDIR, Path("data") / "davis2016-train-rest")
+
+
+def _shared_bases() -> tuple[Path, ...]:
+    repo = Path(__file__).resolve().parents[3]
+    return (repo.parent / "shared", Path("/work/shared"))
 
 
 def find_default_cutout_root() -> Path | None:
     """The shared DAVIS subset beside the repository (``<repo>/../shared/data/...``) or at
     ``/work/shared/data/...``, if it exists; else None."""
-    repo = Path(__file__).resolve().parents[3]
-    for base in (repo.parent / "shared", Path("/work/shared")):
+    for base in _shared_bases():
         if (base / _DEFAULT_SUBDIR / "JPEGImages").is_dir():
             return base / _DEFAULT_SUBDIR
     return None
+
+
+def find_davis_roots() -> tuple[Path, ...]:
+    """Every shared DAVIS-2016 training folder that exists (subset, then rest), from the first
+    shared folder that has the subset; () when there is none."""
+    for base in _shared_bases():
+        found = tuple(base / d for d in _ALL_SUBDIRS if (base / d / "JPEGImages").is_dir())
+        if found:
+            return found
+    return ()
+
+
+@dataclass(frozen=True)
+class SpriteJitter:
+    """Photometric jitter of a cutout, drawn anew each time it is pasted.
+
+    - ``brightness``, ``contrast``, ``saturation``: factors drawn in [1 - v, 1 + v]
+    - ``hue``: per-channel gain drawn in [1 - v, 1 + v] (a colour cast)
+    - ``blur``: probability of a Gaussian blur with sigma in [0.5, 1.5] px
+    """
+
+    brightness: float = 0.3
+    contrast: float = 0.3
+    saturation: float = 0.4
+    hue: float = 0.08
+    blur: float = 0.2
+
+    def apply(self, rng: np.random.Generator, rgb: np.ndarray) -> np.ndarray:
+        """(h, w, 3) uint8 -> jittered (h, w, 3) uint8; the same draws for the same ``rng``."""
+        x = rgb.astype(np.float32)
+        b, c, s = (1.0 + rng.uniform(-v, v) for v in (self.brightness, self.contrast, self.saturation))
+        gain = 1.0 + rng.uniform(-self.hue, self.hue, size=3).astype(np.float32)
+        grey = x.mean(axis=2, keepdims=True)
+        x = grey + (x - grey) * s  # saturation
+        x = x.mean() + (x - x.mean()) * c  # contrast
+        x = x * b * gain
+        if rng.random() < self.blur:
+            x = cv2.GaussianBlur(x, (0, 0), float(rng.uniform(0.5, 1.5)))
+        return np.clip(x + 0.5, 0, 255).astype(np.uint8)
 
 
 @dataclass
@@ -66,10 +122,18 @@ class _Frame:
 class CutoutBank:
     """Cutout sprites (``rgb`` + ``mask`` cropped to the object) and background frames."""
 
-    def __init__(self, *, cutouts: list[Sprite], frames: list[np.ndarray], boxes: list) -> None:
+    def __init__(
+        self,
+        *,
+        cutouts: list[Sprite],
+        frames: list[np.ndarray],
+        boxes: list,
+        sequences: tuple[str, ...] = (),
+    ) -> None:
         if not cutouts:
             raise ValueError("CutoutBank needs at least one cutout")
         self.cutouts = cutouts
+        self.sequences = tuple(sequences)  # the sequences read, sorted
         self.frames = [_Frame(f, tuple(b)) for f, b in zip(frames, boxes, strict=True)]
         self.names: tuple[str, ...] = tuple(sorted({c.name for c in cutouts}))
         self._by_name = {n: [c for c in cutouts if c.name == n] for n in self.names}
@@ -77,26 +141,43 @@ class CutoutBank:
     @classmethod
     def load(
         cls,
-        root: str | Path,
+        root: str | Path | Sequence[str | Path],
         *,
         frames_per_sequence: int = 8,
         max_side: int = 512,
         min_object_side: int = 16,
         exclude: Sequence[str] = (),
+        include: Sequence[str] | None = None,
+        class_name: str | None = None,
     ) -> CutoutBank:
         """Read ``frames_per_sequence`` evenly spaced frames of each sequence under ``root``
-        (except the sequences named in ``exclude``, e.g. ones kept out for evaluation),
-        downscaled so the longer side is at most ``max_side``. Unreadable frames are skipped
-        with one warning; a folder without any usable frame raises ``FileNotFoundError``."""
-        root = Path(root)
-        img_dir, ann_dir = _layout(root)
+        (one folder or several, read as one), downscaled so the longer side is at most
+        ``max_side``. ``include`` (None: all) keeps only the named sequences and ``exclude``
+        drops the named ones (e.g. sequences kept out for evaluation); a name in ``include``
+        found in no folder raises ``ValueError``. ``class_name`` names every cutout (e.g.
+        ``"object"`` for class-agnostic scenes) instead of the sequence's kind. Unreadable
+        frames are skipped with one warning; no usable frame raises ``FileNotFoundError``."""
+        roots = [Path(root)] if isinstance(root, (str, Path)) else [Path(r) for r in root]
+        if not roots:
+            raise FileNotFoundError("CutoutBank.load: no cutout folder given")
         excluded = frozenset(exclude)
+        wanted = None if include is None else frozenset(include)
         cutouts: list[Sprite] = []
         frames: list[np.ndarray] = []
         boxes: list[tuple[int, int, int, int]] = []
         skipped: list[str] = []
-        for seq in sorted(p.name for p in ann_dir.iterdir() if p.is_dir()):
-            if seq in excluded:
+        seqs_read: list[str] = []
+        listing = []
+        for r in roots:
+            img_dir, ann_dir = _layout(r)
+            listing += [(p.name, img_dir, ann_dir) for p in ann_dir.iterdir() if p.is_dir()]
+        if wanted is not None:
+            missing = sorted(wanted - {name for name, _, _ in listing})
+            if missing:
+                where = ", ".join(str(r) for r in roots)
+                raise ValueError(f"{where}: no sequence named {', '.join(missing)}")
+        for seq, img_dir, ann_dir in sorted(listing, key=lambda t: t[0]):
+            if seq in excluded or (wanted is not None and seq not in wanted):
                 continue
             pngs = sorted((ann_dir / seq).glob("*.png"))
             if not pngs:
@@ -105,13 +186,15 @@ class CutoutBank:
             for png in (pngs[i] for i in idx):
                 loaded = _read_pair(img_dir / seq / (png.stem + ".jpg"), png, max_side)
                 if loaded is None:
-                    skipped.append(f"{seq}/{png.stem}")
+                    skipped.append(str(img_dir / seq / (png.stem + ".jpg")))
                     continue
                 rgb, mask = loaded
                 x0, y0, x1, y1 = _box(mask)
                 if min(x1 - x0, y1 - y0) < min_object_side:
                     continue
-                name = DAVIS_KINDS.get(seq, seq)
+                name = class_name or DAVIS_KINDS.get(seq, seq)
+                if not seqs_read or seqs_read[-1] != seq:
+                    seqs_read.append(seq)
                 cutouts.append(
                     Sprite(rgb=rgb[y0:y1, x0:x1].copy(), mask=mask[y0:y1, x0:x1], name=name)
                 )
@@ -120,16 +203,27 @@ class CutoutBank:
                     boxes.append((x0, y0, x1, y1))
         if skipped:
             warnings.warn(
-                f"{root}: skipped {len(skipped)} unreadable frame(s) (first: {skipped[0]})",
+                f"skipped {len(skipped)} unreadable frame(s) or frame(s) with an empty mask "
+                f"(first: {skipped[0]})",
                 stacklevel=2,
             )
         if not cutouts:
-            raise FileNotFoundError(f"{root}: no usable frame+mask pairs under {ann_dir}")
-        return cls(cutouts=cutouts, frames=frames, boxes=boxes)
+            raise FileNotFoundError(
+                f"{', '.join(str(r) for r in roots)}: no usable frame+mask pairs"
+            )
+        return cls(cutouts=cutouts, frames=frames, boxes=boxes, sequences=tuple(seqs_read))
 
-    def sprite(self, rng: np.random.Generator, *, size: int, name: str | None = None) -> Sprite:
+    def sprite(
+        self,
+        rng: np.random.Generator,
+        *,
+        size: int,
+        name: str | None = None,
+        jitter: SpriteJitter | None = None,
+    ) -> Sprite:
         """A random cutout (of class ``name`` if given) scaled so its longer side is ``size``,
-        flipped left-right half of the time."""
+        flipped left-right half of the time, colours jittered by ``jitter`` when given (drawn
+        after the rest, so a bank without jitter draws the same sprites as before)."""
         name = name or self.names[int(rng.integers(len(self.names)))]
         pool = self._by_name[name]
         src = pool[int(rng.integers(len(pool)))]
@@ -144,6 +238,8 @@ class CutoutBank:
         if not mask.any():  # a very thin object vanished when shrunk: keep its box instead
             mask = np.ones_like(mask)
         x0, y0, x1, y1 = _box(mask)
+        if jitter is not None:
+            rgb = jitter.apply(rng, np.ascontiguousarray(rgb))
         return Sprite(
             rgb=np.ascontiguousarray(rgb[y0:y1, x0:x1]),
             mask=np.ascontiguousarray(mask[y0:y1, x0:x1]),

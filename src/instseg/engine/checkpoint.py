@@ -70,9 +70,11 @@ class Checkpointer:
         optimizer: torch.optim.Optimizer | None = None,
         scheduler: Any | None = None,
         scaler: torch.amp.GradScaler | None = None,
+        ema: Any | None = None,
         save_dir: str | Path,
     ) -> None:
         self.model = model
+        self.ema = ema  # a ModelEMA (state_dict / load_state_dict), saved under "ema"
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.scaler = scaler
@@ -90,7 +92,7 @@ class Checkpointer:
         if not is_main_process():
             return path
         data: dict[str, Any] = {"model": _cpu_state(unwrap_model(self.model).state_dict())}
-        for key in ("optimizer", "scheduler", "scaler"):
+        for key in ("optimizer", "scheduler", "scaler", "ema"):
             obj = getattr(self, key)
             if obj is not None:
                 data[key] = obj.state_dict()
@@ -118,7 +120,7 @@ class Checkpointer:
         if not isinstance(data, Mapping) or "model" not in data:
             raise CheckpointError(f"{path}: not a training checkpoint (no 'model' entry)")
         _load_state(unwrap_model(self.model), data["model"], strict=True, source=str(path))
-        for key in ("optimizer", "scheduler", "scaler"):
+        for key in ("optimizer", "scheduler", "scaler", "ema"):
             obj = getattr(self, key)
             if obj is None:
                 continue

@@ -75,13 +75,16 @@ class Trainer:
         eval_fn: Callable[[], dict] | None = None,
         eval_period: int = 0,
         out_dir: str | Path | None = None,
+        ema: Any | None = None,
     ) -> None:
         """``model`` is the plain model or the output of ``wrap_ddp`` (whose forward is the
         loss). ``eval_fn() -> dict`` runs every ``eval_period`` iterations (0: only at the end)
         under ``torch.no_grad`` with the model in eval mode; ``checkpoint_period`` 0 saves only
         ``model_final``. ``amp``: see :mod:`instseg.utils.precision`. ``channels_last``: every
         4-D ``images`` tensor of a batch is made NHWC before the step (convert the model itself
-        with ``model.to(memory_format=torch.channels_last)`` before wrapping it)."""
+        with ``model.to(memory_format=torch.channels_last)`` before wrapping it). ``ema``: a
+        :class:`~instseg.engine.ema.ModelEMA` updated after every optimizer step (and saved in
+        checkpoints when a ``checkpointer`` is given)."""
         self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -99,6 +102,9 @@ class Trainer:
         self.amp = resolve_amp(amp, self.device)  # "bf16" | "fp16" | "none"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self.checkpointer = checkpointer
+        self.ema = ema
+        if checkpointer is not None and ema is not None:
+            checkpointer.ema = ema
         if checkpointer is not None and self.scaler.is_enabled():
             checkpointer.scaler = self.scaler
         self.callbacks: list[Callback] = []
@@ -158,6 +164,8 @@ class Trainer:
             values["grad_norm"] = float(norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model.module if _is_ddp(self.model) else self.model)
         if self.scheduler is not None:
             self.scheduler.step()
         values.update(lr=lr, data_time=data_time, time=time.perf_counter() - t0)

@@ -6,6 +6,9 @@ so the CLI stays thin and tests can call them directly.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +19,13 @@ import torch
 from instseg.config import to_dict
 from instseg.engine.weights import WeightsMeta
 from instseg.models.build import build_model_from_config
-from instseg.recipes.image_config import DataConfig, EvalConfig, ImageTrainConfig
+from instseg.config import ConfigError
+from instseg.recipes.image_config import (
+    DataConfig,
+    EvalConfig,
+    ImageTrainConfig,
+    SyntheticConfig,
+)
 from instseg.recipes.runner import TrainingRun, resolve_device
 
 __all__ = [
@@ -39,18 +48,23 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DataSplits:
-    """Paths of a COCO-format train/test pair."""
+    """Paths of a COCO-format train/test pair, plus the optional held-out ``unseen`` split
+    (objects and backgrounds never seen in training, one class-agnostic category)."""
 
     train_json: Path
     train_root: Path
     test_json: Path
     test_root: Path
+    unseen_json: Path | None = None
+    unseen_root: Path | None = None
 
 
 def prepare_data(cfg: DataConfig, out_dir: Path) -> DataSplits:
     """Return COCO paths; generate the built-in synthetic scenes when no train_json is given.
 
-    Synthetic data is generated once per (settings) into ``cache_dir`` and reused.
+    Synthetic data is generated once per (settings) into ``cache_dir`` and reused. With
+    ``synthetic.held_out`` sequences (and the shared DAVIS data present) a third split,
+    ``unseen``, is generated from those sequences only (objects and backgrounds).
     """
     if cfg.train_json:
         test_json = cfg.test_json or cfg.train_json
@@ -59,35 +73,116 @@ def prepare_data(cfg: DataConfig, out_dir: Path) -> DataSplits:
             Path(cfg.train_json), Path(cfg.train_root), Path(test_json), Path(test_root)
         )
     from instseg.data.synthetic import generate_scenes
-    from instseg.data.synthetic_cutouts import find_default_cutout_root
 
     s = cfg.synthetic
     cache = Path(cfg.cache_dir) if cfg.cache_dir else out_dir / "data"
-    cutouts = find_default_cutout_root() if s.cutouts else None
+    roots = _cutout_roots(s)
+    scene_cfg, unseen_cfg = _scene_configs(s)
+    new_fields = {k: v for k, v in to_dict(s).items() if k not in _LEGACY_SYNTHETIC_FIELDS}
+    suffix = ""
+    if new_fields != _DEFAULT_NEW_FIELDS:  # old settings keep their old cache folder names
+        digest = json.dumps(new_fields, sort_keys=True).encode()
+        suffix = "_" + hashlib.sha1(digest).hexdigest()[:10]
+    plan = [("train", s.num_train, s.seed_train), ("test", s.num_test, s.seed_test)]
+    if s.held_out and roots:
+        plan.append(("unseen", s.num_unseen, s.seed_unseen))
+    elif s.held_out:
+        log.warning("synthetic.held_out is set but no shared DAVIS data was found: no unseen split")
+    banks: dict[str, Any] = {}
     splits = {}
-    for split, num, seed in (
-        ("train", s.num_train, s.seed_train),
-        ("test", s.num_test, s.seed_test),
-    ):
+    for split, num, seed in plan:
         tag = f"{split}_n{num}_s{seed}_sz{s.image_size}_occ{s.occlusion:g}"
         tag += f"_o{s.min_objects}-{s.max_objects}"
-        tag += "_cut" if cutouts else ""
+        tag += ("_cut" if roots else "") + suffix
         folder = cache / tag
         ann = folder / "annotations.json"
         if not ann.is_file():
+            kind = "unseen" if split == "unseen" else "train"
+            if roots and kind not in banks:
+                banks[kind] = _cutout_bank(s, roots, unseen=kind == "unseen")
             log.info("generating %d synthetic %s scenes into %s", num, split, folder)
             generate_scenes(
                 folder,
                 num_images=num,
                 seed=seed,
-                image_size=(s.image_size, s.image_size),
-                min_objects=s.min_objects,
-                max_objects=s.max_objects,
-                occlusion=s.occlusion,
-                cutout_root=cutouts,
+                config=unseen_cfg if split == "unseen" else scene_cfg,
+                cutout_root=(roots[0] if len(roots) == 1 else roots) or None,
+                bank=banks.get(kind),
             )
         splits[split] = (ann, folder)  # file_name in the JSON is "images/<id>.png"
-    return DataSplits(splits["train"][0], splits["train"][1], splits["test"][0], splits["test"][1])
+    unseen = splits.get("unseen", (None, None))
+    return DataSplits(
+        splits["train"][0], splits["train"][1], splits["test"][0], splits["test"][1], *unseen
+    )
+
+
+# SyntheticConfig fields of the first release; the others change the cache folder's name
+_LEGACY_SYNTHETIC_FIELDS = frozenset(
+    ("num_train", "num_test", "seed_train", "seed_test", "image_size", "occlusion",
+     "min_objects", "max_objects", "cutouts")
+)  # fmt: skip
+_DEFAULT_NEW_FIELDS = {
+    k: v
+    for k, v in to_dict(SyntheticConfig()).items()
+    if k not in _LEGACY_SYNTHETIC_FIELDS
+}
+
+
+def _cutout_roots(s: SyntheticConfig) -> tuple[Path, ...]:
+    from instseg.data.synthetic_cutouts import find_davis_roots, find_default_cutout_root
+
+    if not s.cutouts:
+        return ()
+    if s.davis == "all":
+        return find_davis_roots()
+    if s.davis == "subset":
+        root = find_default_cutout_root()
+        return (root,) if root is not None else ()
+    raise ConfigError(f"data.synthetic.davis must be 'subset' or 'all', got {s.davis!r}")
+
+
+def _cutout_bank(s: SyntheticConfig, roots: tuple[Path, ...], *, unseen: bool) -> Any:
+    """The training bank (every sequence but ``held_out``) or the unseen one (only those)."""
+    from instseg.data.synthetic_cutouts import CutoutBank
+
+    if unseen:
+        return CutoutBank.load(
+            roots, frames_per_sequence=s.frames_per_sequence, include=s.held_out,
+            class_name="object",
+        )  # fmt: skip
+    return CutoutBank.load(
+        roots[0] if len(roots) == 1 else roots,
+        frames_per_sequence=s.frames_per_sequence,
+        exclude=s.held_out,
+        class_name="object" if s.class_agnostic else None,
+    )
+
+
+def _scene_configs(s: SyntheticConfig) -> tuple[Any, Any]:
+    """(SceneConfig of the train and test splits, SceneConfig of the unseen split: only real
+    held-out cutouts over held-out frames, no jitter, one category)."""
+    from instseg.data.synthetic import SceneConfig
+    from instseg.data.synthetic_cutouts import SpriteJitter
+
+    scene = SceneConfig(
+        image_size=(s.image_size, s.image_size),
+        min_objects=s.min_objects,
+        max_objects=s.max_objects,
+        occlusion=s.occlusion,
+        min_size=s.min_size,
+        max_size=s.max_size,
+        cutout_prob=s.cutout_prob,
+        real_background_prob=s.real_background_prob,
+        class_agnostic=s.class_agnostic,
+        jitter=SpriteJitter() if s.jitter else None,
+        scene_blur=s.scene_blur,
+        shape_size_scale=s.shape_size_scale,
+    )
+    unseen = dataclasses.replace(
+        scene, cutout_prob=1.0, real_background_prob=1.0, class_agnostic=True, jitter=None,
+        scene_blur=0.0,
+    )  # fmt: skip
+    return scene, unseen
 
 
 def build_datasets(
@@ -255,10 +350,17 @@ def train(cfg: ImageTrainConfig, *, resume: bool = False, progress: bool = True)
     channels_last = s.channels_last if s.channels_last is not None else device.type == "cpu"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    ema = None
+    if s.ema_decay > 0:
+        from instseg.engine.ema import ModelEMA
+
+        ema = ModelEMA(model, decay=s.ema_decay, tau=s.ema_tau)
+    eval_model = ema.module if ema is not None else model
+    unseen_ds = build_unseen_dataset(cfg.data, splits)
 
     def eval_fn() -> dict[str, Any]:
-        return evaluate(
-            model,
+        metrics = evaluate(
+            eval_model,
             test_ds,
             splits.test_json,
             amp=s.amp,
@@ -268,6 +370,12 @@ def train(cfg: ImageTrainConfig, *, resume: bool = False, progress: bool = True)
             eval_cfg=cfg.evaluation,
             class_split=class_split,
         )
+        if unseen_ds is not None and metrics:
+            metrics["unseen"] = evaluate_unseen(
+                eval_model, unseen_ds, splits, out_dir=out_dir / "unseen", amp=s.amp,
+                progress=progress, num_classes=len(train_ds.category_ids),
+            )  # fmt: skip
+        return metrics
 
     def make_loader(start_iter: int) -> Any:
         return build_train_loader(
@@ -294,9 +402,60 @@ def train(cfg: ImageTrainConfig, *, resume: bool = False, progress: bool = True)
         log_period=cfg.log_period,
         eval_fn=eval_fn,
         eval_period=cfg.eval_period,
+        ema=ema,
     )
     metrics = trainer.eval_results
-    run.save_weights(model, model_meta(cfg, train_ds, device=device), metrics=metrics)
+    run.save_weights(eval_model, model_meta(cfg, train_ds, device=device), metrics=metrics)
+    return metrics
+
+
+# occlusion levels of the unseen split's breakdown: "occluded" (> 0.3) is the primary of the
+# occlusion-aware heads' benchmarks
+UNSEEN_OCCLUSION_LEVELS: tuple[tuple[str, float, float], ...] = (
+    ("none (<= 0.1)", -1.0, 0.1),
+    ("partial (0.1-0.3]", 0.1, 0.3),
+    ("occluded (> 0.3)", 0.3, 1.0),
+)
+
+
+def build_unseen_dataset(cfg: DataConfig, splits: DataSplits) -> Any:
+    """The ``unseen`` split as a test dataset (test-time resize), or None when there is none."""
+    if splits.unseen_json is None:
+        return None
+    from instseg.data.coco import CocoInstanceDataset
+    from instseg.data.transforms import build_transforms
+
+    tf = build_transforms(train=False, min_size=(cfg.test_min_size,), max_size=cfg.max_size)
+    return CocoInstanceDataset(splits.unseen_json, splits.unseen_root, transforms=tf)
+
+
+def evaluate_unseen(
+    model: torch.nn.Module,
+    dataset: Any,
+    splits: DataSplits,
+    *,
+    out_dir: Path,
+    num_classes: int,
+    amp: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Class-agnostic COCO metrics on the unseen split (every predicted class counts as
+    ``object``): ``bbox`` / ``segm`` groups, ``occluded`` (instances more than 30% occluded)
+    and ``segm_by_occlusion`` (:data:`UNSEEN_OCCLUSION_LEVELS`)."""
+    from instseg.evaluation.breakdown import occlusion_level_metrics
+    from instseg.utils.io import read_json
+
+    assert splits.unseen_json is not None
+    metrics = evaluate(
+        model, dataset, splits.unseen_json, amp=amp, out_dir=out_dir, progress=progress,
+        eval_cfg=EvalConfig(occluded=True, min_occlusion=0.3),
+        category_ids=[1] * num_classes,
+    )  # fmt: skip
+    if metrics:
+        metrics["segm_by_occlusion"] = occlusion_level_metrics(
+            read_json(splits.unseen_json), out_dir / "results.json",
+            levels=UNSEEN_OCCLUSION_LEVELS, img_ids=list(dataset.image_ids),
+        )  # fmt: skip
     return metrics
 
 
@@ -313,6 +472,7 @@ def evaluate(
     mask_target: str = "visible",
     eval_cfg: EvalConfig | None = None,
     class_split: Any = None,
+    category_ids: list[int] | None = None,
 ) -> dict[str, Any]:
     """COCO bbox+segm metrics of ``model`` on ``dataset`` (distributed-aware).
 
@@ -338,6 +498,7 @@ def evaluate(
                 mask_target=mask_target,
                 eval_cfg=eval_cfg,
                 class_split=class_split,
+                category_ids=category_ids,
             )
     from instseg.data.build import build_test_loader
     from instseg.evaluation.amodal import evaluate_occlusion, write_eval_gt
@@ -351,7 +512,10 @@ def evaluate(
     score_gt = write_eval_gt(gt_json, out_dir, target=mask_target)  # type: ignore[arg-type]
     loader = build_test_loader(dataset, batch_size=batch_size)
     evaluator = COCOEvaluator(
-        score_gt, category_ids=list(dataset.category_ids), out_dir=out_dir, class_split=class_split
+        score_gt,
+        category_ids=list(category_ids or dataset.category_ids),
+        out_dir=out_dir,
+        class_split=class_split,
     )
     was_training = model.training
     model.eval()

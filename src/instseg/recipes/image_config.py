@@ -31,6 +31,24 @@ class SyntheticConfig:
     min_objects: int = 2
     max_objects: int = 6
     cutouts: bool = True  # paste real object cutouts from ../shared/data when present
+    # which shared DAVIS-2016 folders give cutouts and backgrounds: "subset" (9 sequences) or
+    # "all" (all 30: subset + rest)
+    davis: str = "subset"
+    frames_per_sequence: int = 8  # evenly spaced frames read per sequence (pose/scale variety)
+    # sequences whose objects and frames never enter the training scenes; when given, an
+    # "unseen" split is made only of them (real held-out objects over held-out backgrounds,
+    # scored class-agnostically) and evaluated beside the in-distribution test split
+    held_out: list[str] = field(default_factory=list)
+    num_unseen: int = 200
+    seed_unseen: int = 2000
+    class_agnostic: bool = False  # one category "object" (objectness) instead of the classes
+    cutout_prob: float = 0.4  # share of objects that are real cutouts
+    real_background_prob: float = 0.7  # share of images on a crop of a real frame
+    min_size: float = 0.15  # object's longer side / image's shorter side, drawn in [min, max]
+    max_size: float = 0.45
+    shape_size_scale: float = 1.0  # procedural shapes' size relative to that range
+    jitter: bool = False  # colour / contrast / saturation / blur jitter of each pasted cutout
+    scene_blur: float = 0.0  # probability of blurring a whole training image
 
 
 @dataclass
@@ -66,6 +84,10 @@ class SolverConfig:
     max_iters: int = 1500
     warmup_iters: int = 100
     grad_clip: float | None = 10.0  # max gradient norm (None = off)
+    # exponential moving average of the weights (0 = off): evaluated and saved instead of the
+    # raw weights; the decay ramps up as decay * (1 - exp(-updates / ema_tau)) (timm/Ultralytics)
+    ema_decay: float = 0.0
+    ema_tau: float = 2000.0
     # auto | bf16 | fp16 | none: auto = bf16 on a CPU with native bf16, fp32 on other CPUs,
     # bf16/fp16 on CUDA by capability (instseg.utils.precision); fp16 only on CUDA
     amp: str = "auto"

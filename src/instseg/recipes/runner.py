@@ -113,6 +113,7 @@ class TrainingRun:
         tensorboard: bool = True,
         callbacks: Sequence[Callback] = (),
         name: str = "train",
+        ema: Any = None,
     ) -> Trainer:
         """Build the :class:`Trainer`, resume (``resume``: from ``out_dir/last_checkpoint`` if
         there is one), build the data with ``make_loader(start_iter)`` and train to
@@ -153,6 +154,7 @@ class TrainingRun:
             eval_fn=eval_fn,
             eval_period=eval_period,
             out_dir=out,
+            ema=ema,
         )
         start_iter = trainer.resume_or_load(resume=True) if resume else 0
         if resume and start_iter:
