@@ -263,3 +263,24 @@ def test_cuda_forward_loss_and_occluder_targets():
         losses = head.loss(head(torch.randn(3, C, 7, 7, device=dev)), t)
     sum(losses.values()).backward()
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+@pytest.mark.parametrize("std", [1.0, 46.0])
+@pytest.mark.parametrize("name", ["bcnet", "single_gcn"])
+def test_gcn_layers_are_not_inert_at_init(name, std):
+    """Both graph layers at init on RoI features of std 1 and of std 46 (a trained FPN's scale,
+    where the literal Eq. 3.1-3.3 block had one-hot affinity rows and a branch of 1.6% of |X|):
+    affinity entropy well above 0 and below uniform, branch/|X| in 0.05..2."""
+    torch.manual_seed(0)
+    head = BH[name](in_channels=64)
+    x = torch.randn(4, 64, 14, 14) * std
+    uniform = torch.log(torch.tensor(14.0 * 14.0)).item()
+    layers = [head.occluder, head.occludee] if head.occluder is not None else [head.occludee]
+    with torch.no_grad():
+        for layer in layers:
+            h = layer.pre(x)
+            z, a = layer.gcn.forward_with_affinity(h)
+            entropy = float(-(a.clamp_min(1e-12).log() * a).sum(-1).mean())
+            ratio = float(((z - h).flatten(1).norm(dim=1) / h.flatten(1).norm(dim=1)).mean())
+            assert 0.3 * uniform < entropy < 0.99 * uniform, entropy
+            assert 0.05 < ratio < 2.0, ratio

@@ -17,9 +17,11 @@ def _block(**kw) -> NonLocalBlock:
 
 
 def _reference(block: NonLocalBlock, x: torch.Tensor, *, zscore: bool = False) -> torch.Tensor:
-    """Eqs. 3.1-3.3 written out with einsum on the conv weights."""
+    """Eqs. 3.1-3.3 written out with einsum on the conv weights, on X / RMS(X) with the branch
+    scaled back by RMS(X) (the block's ``normalize``; r = 1 is the literal Eq. 3.1)."""
     b, c, h, w = x.shape
-    nodes = x.flatten(2).transpose(1, 2)  # (B, N, C)
+    r = (x.pow(2).mean(dim=(1, 2, 3), keepdim=True) + block.eps).sqrt() if block.normalize else 1
+    nodes = (x / r).flatten(2).transpose(1, 2)  # (B, N, C)
     q = nodes @ block.theta.weight[:, :, 0, 0].T
     k = nodes @ block.phi.weight[:, :, 0, 0].T
     if zscore:
@@ -29,7 +31,7 @@ def _reference(block: NonLocalBlock, x: torch.Tensor, *, zscore: bool = False) -
     g = nodes @ block.w_g.weight[:, :, 0, 0].T
     y = torch.einsum("bij,bjc->bic", a, g)
     z = F.relu(F.layer_norm(y, (c,), block.norm.weight, block.norm.bias, block.norm.eps))
-    return z.transpose(1, 2).reshape(b, c, h, w) + x
+    return z.transpose(1, 2).reshape(b, c, h, w) * r + x
 
 
 def test_shapes_and_affinity_rows_sum_to_one():
@@ -52,10 +54,16 @@ def test_matches_equations_3_1_to_3_3():
     x = torch.randn(2, 8, 4, 3)
     torch.testing.assert_close(block(x), _reference(block, x), rtol=1e-4, atol=1e-5)
     assert block.scale == pytest.approx(1 / math.sqrt(8))
+    literal = _block(normalize=False)  # the literal Eq. 3.1, same weights
+    literal.load_state_dict(block.state_dict())
+    torch.testing.assert_close(literal(x * 3), _reference(literal, x * 3), rtol=1e-4, atol=1e-5)
+    # with X of unit RMS the normalised block is exactly Eq. 3.1
+    unit = x / x.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
+    torch.testing.assert_close(block(unit), literal(unit), rtol=1e-4, atol=1e-4)
 
 
 def test_unscaled_logits_are_plain_dot_products():
-    block = _block(scaled=False, inner_channels=3)
+    block = _block(scaled=False, inner_channels=3, normalize=False)
     x = torch.randn(1, 8, 2, 2)
     nodes = x.flatten(2).transpose(1, 2)
     q = nodes @ block.theta.weight[:, :, 0, 0].T
@@ -131,3 +139,48 @@ def test_aggregate_is_a_times_x_w_g():
     g = F.conv2d(x, block.w_g.weight).flatten(2).transpose(1, 2)  # (B, N, C)
     want = torch.bmm(a, g).transpose(1, 2).reshape(2, 8, 4, 3)
     torch.testing.assert_close(block.aggregate(x, a), want)
+
+
+def _entropy(a: torch.Tensor) -> float:
+    a = a.detach()
+    return float(-(a.clamp_min(1e-12).log() * a).sum(-1).mean())
+
+
+def _branch_ratio(z: torch.Tensor, x: torch.Tensor) -> float:
+    """|Z - X| / |X| per map, averaged: how much the GCN branch adds to its input."""
+    z, x = z.detach(), x.detach()
+    return float(((z - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).mean())
+
+
+@pytest.mark.parametrize("std", [1.0, 46.0])
+def test_not_inert_at_realistic_feature_scale(std):
+    """At init, on 14x14 RoI maps of std 1 and of std 46 (what a trained FPN gives: the plain
+    equations had one-hot rows, entropy 0.01 of 5.28, and a branch of 1.6% of |X| there), the
+    affinity rows are spread (entropy well above 0, below uniform) and the branch matters."""
+    torch.manual_seed(0)
+    block = NonLocalBlock(channels=64)
+    x = torch.randn(4, 64, 14, 14) * std
+    z, a = block.forward_with_affinity(x)
+    uniform = math.log(14 * 14)
+    assert 0.3 * uniform < _entropy(a) < 0.99 * uniform
+    assert 0.05 < _branch_ratio(z, x) < 2.0
+    # invariant affinity, equivariant output: the same block at both scales
+    z1, a1 = block.forward_with_affinity(x / std)
+    torch.testing.assert_close(a, a1, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(z, z1 * std, rtol=1e-4, atol=1e-4 * std)
+
+
+def test_literal_equations_are_inert_at_std_46():
+    """What the test above guards against (normalize=False, the literal Eq. 3.1-3.3)."""
+    torch.manual_seed(0)
+    block = NonLocalBlock(channels=64, normalize=False)
+    x = torch.randn(4, 64, 14, 14) * 46
+    z, a = block.forward_with_affinity(x)
+    assert _entropy(a) < 0.1 and _branch_ratio(z, x) < 0.05
+
+
+def test_all_zero_map_is_finite():
+    block = _block()
+    z, a = block.forward_with_affinity(torch.zeros(2, 8, 3, 3))
+    assert torch.isfinite(z).all() and torch.isfinite(a).all()
+    torch.testing.assert_close(a.sum(-1), torch.ones(2, 9))
