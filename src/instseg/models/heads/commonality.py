@@ -35,6 +35,11 @@ Choices the paper leaves open (each is a constructor argument or documented defa
 - **Coordination (Eq. 4.5).** Exactly ``A g(C)``: no norm, ReLU or residual inside (the
   residual is the ``C~ + C`` of Eq. 4.6). The block's ``w_g`` convolution is g, applied by
   ``NonLocalBlock.aggregate``; its norm is ``nn.Identity`` so the head has no unused parameters.
+  g starts at zero (as non-local blocks are initialised to start as the identity): at init
+  ``C~ = 0`` and the mask branch sees C unchanged. With a random g, ``|C~|`` was 1.1-1.2 |C| and
+  nearly constant over the RoI (a softmax average of all pixels), drowning C's spatial signal.
+  g still learns from the first step (its gradient is ``A^T dC~ C^T``), and theta/phi from the
+  affinity loss.
 - **The "+" of Eq. 4.6.** ``C~ (+) C`` uses the same symbol as Eq. 4.2, where the text says
   "element-wise additions", so it is an addition (not a concatenation).
 - **Ablation variants** (baseline / +boundary / +affinity / both) via ``boundary`` and
@@ -133,6 +138,7 @@ class CommonalityMaskHead(MaskHead):
                 scaled=affinity_scaled,
                 zscore=True,
             )
+            nn.init.zeros_(self.affinity_unit.w_g.weight)  # C~ = 0 at init (Eq. 4.6: C + 0)
         self.mask_upsample = upsample_relu(dim, dim)
         self.mask_predictor = mask_predictor(dim, num_classes if class_aware else 1)
 
