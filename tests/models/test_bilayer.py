@@ -162,11 +162,13 @@ def test_loss_golden_values_and_independent_recomputation():
         masks=masks, labels=torch.zeros(r, dtype=torch.long), occluder=occluder, has_mask=keep
     )
     losses = bilayer_loss(outputs, t)
+    # contour terms were 0.357596 / 0.407315 with weights 0.5 (the release's 0.5 x JointLoss
+    # of two BCEs is 1.0); every RoI here has an occluder, so the occluder RoIs are unchanged
     golden = {
         "loss_mask": 0.745491,
-        "loss_contour": 0.357596,
+        "loss_contour": 0.715192,
         "loss_occluder_mask": 0.207054,
-        "loss_occluder_contour": 0.407315,
+        "loss_occluder_contour": 0.814630,
     }
     for k, v in golden.items():
         assert losses[k].item() == pytest.approx(v, abs=1e-5), k
@@ -175,14 +177,65 @@ def test_loss_golden_values_and_independent_recomputation():
         return weight * F.binary_cross_entropy_with_logits(outputs[name][keep, 0], target[keep])
 
     torch.testing.assert_close(losses["loss_mask"], bce("mask", masks, 1.0))
-    torch.testing.assert_close(losses["loss_contour"], bce("contour", mask_contours(masks), 0.5))
+    torch.testing.assert_close(losses["loss_contour"], bce("contour", mask_contours(masks), 1.0))
     torch.testing.assert_close(losses["loss_occluder_mask"], bce("occluder_mask", occluder, 0.25))
     torch.testing.assert_close(
-        losses["loss_occluder_contour"], bce("occluder_contour", mask_contours(occluder), 0.5)
+        losses["loss_occluder_contour"], bce("occluder_contour", mask_contours(occluder), 1.0)
     )
-    doubled = bilayer_loss(outputs, t, weights=BilayerLossWeights(2.0, 0.5, 1.0, 1.0))
+    doubled = bilayer_loss(outputs, t, weights=BilayerLossWeights(2.0, 0.5, 2.0, 2.0))
     for k in losses:
         torch.testing.assert_close(doubled[k], 2 * losses[k])
+
+
+def test_default_weights_are_the_release_effective_weights():
+    w = BilayerLossWeights()
+    # release: loss_mask x1, loss_mask_bo x0.25, both boundary losses x0.5 of JointLoss(BCE, BCE)
+    assert (w.mask, w.occluder_mask, w.contour, w.occluder_contour) == (1.0, 0.25, 1.0, 1.0)
+
+
+def test_occluder_terms_average_over_rois_that_have_an_occluder():
+    """RoIs whose occluder target is empty (37-59% on the synthetic data) neither dilute the
+    occluder terms nor push layer 1 towards "no occluder"; occludee terms keep every supervised
+    RoI; a batch without any occluder gives zero occluder terms, attached to the graph."""
+    torch.manual_seed(0)
+    r, m = 4, 8
+    outputs = {
+        k: torch.randn(r, 1, m, m, requires_grad=True)
+        for k in ("mask", "contour", "occluder_mask", "occluder_contour")
+    }
+    masks = (torch.rand(r, m, m) > 0.5).float()
+    occluder = torch.zeros(r, m, m)
+    occluder[0, :, :3] = 1  # RoIs 0 and 3 have an occluder, 1 and 2 do not
+    occluder[3, 5:, :] = 1
+    keep = torch.tensor([True, True, True, False])  # RoI 3 is not mask-supervised
+    labels = torch.zeros(r, dtype=torch.long)
+    t = MaskTargets(masks=masks, labels=labels, occluder=occluder, has_mask=keep)
+    losses = bilayer_loss(outputs, t)
+    occ = torch.tensor([True, False, False, False])  # supervised and with an occluder
+
+    def bce(name, target, rows, weight):
+        return weight * F.binary_cross_entropy_with_logits(outputs[name][rows, 0], target[rows])
+
+    torch.testing.assert_close(
+        losses["loss_occluder_mask"], bce("occluder_mask", occluder, occ, 0.25)
+    )
+    torch.testing.assert_close(
+        losses["loss_occluder_contour"],
+        bce("occluder_contour", mask_contours(occluder), occ, 1.0),
+    )
+    torch.testing.assert_close(losses["loss_mask"], bce("mask", masks, keep, 1.0))
+    torch.testing.assert_close(
+        losses["loss_contour"], bce("contour", mask_contours(masks), keep, 1.0)
+    )
+    (losses["loss_occluder_mask"] + losses["loss_occluder_contour"]).backward()
+    for name in ("occluder_mask", "occluder_contour"):
+        g = outputs[name].grad
+        assert g[0].abs().sum() > 0 and (g[1:] == 0).all(), name
+    none = MaskTargets(masks=masks, labels=labels, occluder=torch.zeros(r, m, m), has_mask=keep)
+    zero = bilayer_loss(outputs, none)
+    for name in ("loss_occluder_mask", "loss_occluder_contour"):
+        assert zero[name].item() == 0.0 and zero[name].requires_grad, name
+    assert zero["loss_mask"].item() > 0
 
 
 def test_loss_without_supervised_rois_is_zero_but_attached():

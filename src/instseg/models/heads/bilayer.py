@@ -29,7 +29,10 @@ Ablation flags (survey Tables 3.1-3.3):
 - ``occludee_contour``: predict and supervise the occludee contour (Table 3.2).
 
 Losses (:func:`bilayer_loss`) are BCE on logits for every output present, with contour targets
-derived on the fly from the projected masks (:func:`mask_contours`).
+derived on the fly from the projected masks (:func:`mask_contours`). Occludee terms are averaged
+over the mask-supervised RoIs; occluder terms only over those whose occluder target is not empty
+(37-59% of the RoIs have none: averaging over them taught layer 1 mostly "no occluder"), as the
+original release does. The weights (:class:`BilayerLossWeights`) are the release's effective ones.
 """
 
 from __future__ import annotations
@@ -205,12 +208,19 @@ class GraphLayer(nn.Module):
 
 @dataclass(frozen=True)
 class BilayerLossWeights:
-    """Weights of the BCE terms; defaults from the original BCNet release."""
+    """Weights of the BCE terms (each a mean over its RoIs' pixels).
+
+    The survey states Eqs. 3.7-3.8 without weights. The defaults are the effective weights of
+    the original BCNet release (lkeab/BCNet): its FCOS wrapper scales ``loss_mask`` by 1,
+    ``loss_mask_bo`` (occluder mask) by 0.25 and both boundary losses by 0.5, and each boundary
+    loss is ``JointLoss(BceLoss(), BceLoss())``, the sum of two identical BCEs (2 x BCE): both
+    contour terms weigh 0.5 x 2 = 1.0, the occludee mask 1.0, the occluder mask 0.25.
+    """
 
     mask: float = 1.0
     occluder_mask: float = 0.25
-    contour: float = 0.5
-    occluder_contour: float = 0.5
+    contour: float = 1.0
+    occluder_contour: float = 1.0
 
 
 def bilayer_loss(
@@ -232,8 +242,11 @@ def bilayer_loss(
 
     Returns:
         ``{"loss_mask", "loss_contour", "loss_occluder_mask", "loss_occluder_contour"}`` (only
-        the terms whose logits are present), each a weighted scalar mean over the supervised
-        RoIs' pixels; zero (still attached to the graph) when no RoI is supervised.
+        the terms whose logits are present), each a weighted scalar mean over its RoIs' pixels:
+        the supervised RoIs for the occludee terms, the supervised RoIs with a non-empty occluder
+        target for the occluder terms (the original release's rule; it also appends a copy of
+        the first RoIs, which we do not); zero (still attached to the graph) when a term has no
+        RoI.
     """
     w = weights or BilayerLossWeights()
     if "mask" not in outputs:
@@ -241,30 +254,32 @@ def bilayer_loss(
     keep = targets.has_mask
     if keep is None:
         keep = torch.ones(len(targets), dtype=torch.bool, device=targets.masks.device)
-    labels = targets.labels[keep]
-    occludee = targets.masks[keep].float()
-    occluder = None
+    keep = keep.to(torch.bool)
+    occludee = targets.masks.float()
+    occluder, keep_occ = None, keep
     if "occluder_mask" in outputs or "occluder_contour" in outputs:
         if targets.occluder is None:
             raise ValueError(
                 "bilayer_loss: the head predicts occluders but targets.occluder is None"
             )
-        occluder = targets.occluder[keep].float()
+        occluder = targets.occluder.float()
+        keep_occ = keep & (occluder > 0.5).flatten(1).any(dim=1)  # RoIs that have an occluder
     terms = {
-        "mask": (occludee, w.mask, False),
-        "contour": (occludee, w.contour, True),
-        "occluder_mask": (occluder, w.occluder_mask, False),
-        "occluder_contour": (occluder, w.occluder_contour, True),
+        "mask": (occludee, keep, w.mask, False),
+        "contour": (occludee, keep, w.contour, True),
+        "occluder_mask": (occluder, keep_occ, w.occluder_mask, False),
+        "occluder_contour": (occluder, keep_occ, w.occluder_contour, True),
     }
     losses: dict[str, Tensor] = {}
-    for name, (target, weight, is_contour) in terms.items():
+    for name, (target, rows, weight, is_contour) in terms.items():
         if name not in outputs:
             continue
         if outputs[name].shape[0] != len(targets):
             raise ValueError(
                 f"bilayer_loss: {outputs[name].shape[0]} {name} logits for {len(targets)} targets"
             )
-        logits = select_class(outputs[name][keep], labels).float()  # (R', M, M)
+        logits = select_class(outputs[name][rows], targets.labels[rows]).float()  # (R', M, M)
+        target = None if target is None else target[rows]
         if target is None or logits.shape != target.shape:
             shape = None if target is None else tuple(target.shape)
             raise ValueError(
