@@ -192,3 +192,15 @@ def test_missing_mask_is_a_clear_error(clip_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2
     assert f"{vis / (stems[-1] + '.png')}: visible mask missing for frame '{stems[-1]}'" in err
+
+
+def test_flow_net_and_range_flags(clip_dir, tiny_weights, tmp_path, capsys):
+    base = ["--holes", str(clip_dir / "holes"), "--weights", str(tiny_weights)]
+    rc = main(_args(clip_dir, tmp_path / "a", *base, "--no-flow-net", "--propagation-range", "2"))
+    text = capsys.readouterr().out
+    assert rc == 0 and "flow net off, propagation +-2 frames" in text
+    rc = main(_args(clip_dir, tmp_path / "b", *base, "--generator-max-side", "32"))
+    text = capsys.readouterr().out
+    assert rc == 0 and "flow net on, propagation whole clip" in text and "<= 32 px" in text
+    rc = main(_args(clip_dir, tmp_path / "c", *base, "--propagation-range", "0"))
+    assert rc == 2 and "propagation_range must be >= 1" in capsys.readouterr().err

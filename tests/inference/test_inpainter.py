@@ -245,3 +245,143 @@ def test_bad_inputs():
         fb.inpaint(frames, visible, holes=amodal, amodal=amodal)
     with pytest.raises(ValueError, match="shape network"):
         fb.complete_shape(visible)
+
+
+# ------------------------------------------------------------- propagation range vs windows
+def _slow_band_clip(t_len=20, h=40, w=48):
+    """Static smooth texture with a static box object; a grey band 8 rows high moves down
+    1 px/frame over it, so each hidden object pixel stays hidden 8 consecutive frames (longer
+    than a 4-frame window) and is visible in some frame of the clip."""
+    rng = np.random.default_rng(1)
+    tex = cv2.resize(
+        (rng.random((10, 12, 3)) * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_CUBIC
+    )
+    frames = np.repeat(tex[None], t_len, 0)
+    amodal = np.zeros((t_len, h, w), bool)
+    amodal[:, 10:31, 12:36] = True
+    occ = np.zeros_like(amodal)
+    for t in range(t_len):
+        occ[t, 5 + t : 13 + t] = True
+    clean = frames.copy()
+    frames[occ] = 128
+    return frames, amodal & ~occ, amodal, clean
+
+
+def _windowed(inp: Inpainter, frames, visible, amodal) -> tuple[np.ndarray, np.ndarray]:
+    """What the pipeline did before propagation was decoupled from the window: each window
+    inpainted on its own (propagation only inside it), each frame kept from its window.
+    Returns the frames and the leftover (not propagated) hole pixels."""
+    o = inp.options
+    out, left = frames.copy(), np.zeros_like(visible)
+    for s, e, k0, k1 in temporal_windows(len(frames), o.window, o.overlap):
+        r = inp.inpaint(frames[s:e], visible[s:e], amodal=amodal[s:e])
+        left[k0:k1] = (r.holes & ~r.propagated)[k0 - s : k1 - s]
+        out[k0:k1] = r.frames[k0 - s : k1 - s]
+    return out, left
+
+
+def test_whole_clip_propagation_leaves_less_than_windows():
+    frames, visible, amodal, clean = _slow_band_clip()
+    holes = amodal & ~visible
+    opts = InpaintOptions(use_generator=False, window=4, overlap=1)
+    whole = Inpainter(model=None, options=opts, progress=False)
+    res = whole.inpaint(frames, visible, amodal=amodal)
+    left_whole = (res.holes & ~res.propagated).sum() / holes.sum()
+    windowed, left = _windowed(whole, frames, visible, amodal)
+    left_windows = left.sum() / holes.sum()
+    assert left_windows > 0.3  # a 4-frame window cannot see past an 8-frame occlusion
+    assert left_whole < 0.05 < left_windows
+    err_whole = np.abs(res.frames.astype(int) - clean)[holes].mean()
+    err_windows = np.abs(windowed.astype(int) - clean)[holes].mean()
+    assert err_whole < 0.5 * err_windows
+    # a longer range never leaves more; a range as long as the clip is the whole clip
+    lefts = []
+    for r in (1, 3, 8, 19):
+        o = replace(opts, propagation_range=r)
+        rr = Inpainter(model=None, options=o, progress=False).inpaint(
+            frames, visible, amodal=amodal
+        )
+        lefts.append((rr.holes & ~rr.propagated).sum())
+    assert lefts == sorted(lefts, reverse=True) and lefts[0] > lefts[-1]
+    np.testing.assert_array_equal(rr.frames, res.frames)
+
+
+def test_propagation_range_equals_propagating_the_whole_clip_with_max_steps():
+    """Holding only window + 2 R frames changes nothing: the result equals propagating over
+    the whole clip with trajectories of at most R frames (streamed from disk too)."""
+    from instseg.models.inpainting.flow import clip_flows, fill_clip_flows
+    from instseg.models.inpainting.flow_guided_propagation import propagate_pixels
+
+    frames, visible, amodal, _ = _slow_band_clip(t_len=14)
+    holes = amodal & ~visible
+    opts = InpaintOptions(
+        use_generator=False, window=4, overlap=1, propagation_range=3, flow_dtype="float32"
+    )
+    res = Inpainter(model=None, options=opts, progress=False).inpaint(
+        frames, visible, amodal=amodal
+    )
+    fwd, bwd = fill_clip_flows(*clip_flows(frames), holes, visible)
+    ref = propagate_pixels(frames, holes, fwd, bwd, amodal=amodal, max_steps=3)
+    np.testing.assert_array_equal(res.propagated, ref.filled)
+    np.testing.assert_array_equal(res.frames[ref.filled], ref.frames[ref.filled])
+    # float16 flow storage: same filled pixels here, colours within rounding
+    half = Inpainter(model=None, options=replace(opts, flow_dtype="float16"), progress=False)
+    res16 = half.inpaint(frames, visible, amodal=amodal)
+    assert np.abs(res16.frames.astype(int) - res.frames).max() <= 1
+
+
+def test_flow_net_switch(weights, monkeypatch):
+    frames, vis, holes, _ = _clip()
+    nets, meta = load_voin_weights(weights)
+    model = VOINModel.from_nets(nets)
+    calls = []
+    monkeypatch.setattr(model, "refine_flows", lambda *a: calls.append(1) or a[1:3])
+    for on in (True, False):
+        inp = Inpainter(
+            model=model, meta=meta, options=InpaintOptions(use_flow_net=on), progress=False
+        )
+        assert inp.refines_flow is on and f"flow net {'on' if on else 'off'}" in inp.describe()
+        n = len(calls)
+        inp.inpaint(frames, vis, holes=holes)
+        assert (len(calls) > n) is on
+
+
+# ------------------------------------------------------------------ generator input scale
+def _record_generator_inputs(model: VOINModel) -> list[tuple[int, int]]:
+    seen: list[tuple[int, int]] = []
+    model.generator.register_forward_pre_hook(lambda _m, a: seen.append(tuple(a[0].shape[-2:])))
+    return seen
+
+
+def test_generator_is_fed_the_scale_it_was_trained_at(tmp_path):
+    frames, visible, amodal = _box_clip(h=64, w=80)
+    torch.manual_seed(0)
+    nets = VOIN_VARIANTS["small"](num_classes=1)
+    kw = {"variant": "small", "num_classes": 1, "canvas_size": 32, "trained": False}
+    path = save_voin_weights(
+        nets, tmp_path / "g.pt", stage_sizes={"shape": 48, "flow": 48, "generator": 16}, **kw
+    )
+    assert load_voin_weights(path)[1].model["stage_sizes"]["generator"] == 16
+    old = save_voin_weights(nets, tmp_path / "old.pt", **kw)  # a file without stage sizes
+    for weights, options, side, longest in (
+        (path, {}, 16, 16),  # the trained scale from the file
+        (path, {"generator_max_side": 24}, 24, 24),  # an explicit option wins
+        (old, {}, 256, 56),  # unknown: the old limit (the 48 x 56 crop is not scaled)
+    ):
+        inp = Inpainter.from_weights(
+            weights, options=InpaintOptions(use_flow=False, **options), progress=False
+        )
+        assert inp.generator_max_side == side
+        seen = _record_generator_inputs(inp.model)
+        res = inp.inpaint(frames, visible, amodal=amodal)
+        assert res.generated.any() and seen
+        assert {max(hw) for hw in seen} == {longest}, seen
+
+
+def test_bad_new_options():
+    with pytest.raises(ValueError, match="propagation_range"):
+        InpaintOptions(propagation_range=0)
+    with pytest.raises(ValueError, match="flow_dtype"):
+        InpaintOptions(flow_dtype="float64")
+    with pytest.raises(ValueError, match="generator_max_side"):
+        InpaintOptions(generator_max_side=2)

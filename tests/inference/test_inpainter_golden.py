@@ -5,7 +5,12 @@ frames, overlap 2, so several windows are stitched).
 
 The digests were recorded with the pipeline as it was before the VOIN refactor (``VOIN`` in
 ``models/inpainting/voin.py`` + ``Inpainter`` wrapping it); they hold on CPU with the pinned
-torch / OpenCV (deterministic across thread counts). Print the current digests with
+torch / OpenCV (deterministic across thread counts). Issue 16 (propagation over the whole clip,
+no longer inside each generator window; completed flows stored as float16) changed the frames of
+every configuration that propagates: the windowed ones (whole-clip sources; the streamed
+windowed runs now equal the in-memory one-window ones) and, through the float16 flows only, the
+one-window ones, whose ``*_flow32`` twins keep the digests recorded before. The configurations
+without propagation (``*_no_flow*``) keep theirs. Print the current digests with
 ``PYTHONPATH=src python tests/inference/test_inpainter_golden.py`` after an intended change.
 """
 
@@ -34,31 +39,34 @@ MASKS = ("amodal", "holes", "propagated", "generated", "fallback")
 WIN = {"window": 4, "overlap": 2}
 # case -> (digest of the frames, digest of the five masks)
 GOLDEN_IN_MEMORY = {
-    "shipped_pred_amodal": ("b122c564d2a842ae", "a3da706c0e552107"),
-    "shipped_given_amodal": ("13d1dfbd49b35cdc", "6eee94f1f31cd68b"),
+    "shipped_pred_amodal": ("70daca2ff06a18e2", "a3da706c0e552107"),
+    "shipped_given_amodal": ("dc7bd35e39f520f6", "6eee94f1f31cd68b"),
     "shipped_no_flow": ("6cffd571c5ab326b", "2414dbf55a172629"),
-    "shipped_no_generator": ("3e06b3b0d6fea7d0", "eba623148e2bbbc2"),
-    "shipped_no_fill_flow": ("c87d5b4857d1e534", "1b65320a10d8b0f7"),
-    "shipped_one_window_occluder": ("ecf698866b7f6edd", "f54a9212a002b727"),
-    "tiny_pred_amodal": ("7f473874db2076f6", "d1b3dccfef116c71"),
-    "tiny_given_amodal": ("6d9643625492bba5", "d29b1248ff7a2a92"),
+    "shipped_no_generator": ("83fd1bc3f7796534", "eba623148e2bbbc2"),
+    "shipped_no_fill_flow": ("40d583124769060b", "8be04c094ece6462"),
+    "shipped_one_window_occluder": ("ce198e588e4a5b5c", "f54a9212a002b727"),
+    "shipped_one_window_occluder_flow32": ("ecf698866b7f6edd", "f54a9212a002b727"),
+    "shipped_range_2_no_flow_net": ("2fb4d07db63291a2", "3efeade759337ca4"),
+    "tiny_pred_amodal": ("4fb8112f960bba4a", "f2816950e9b6b9ef"),
+    "tiny_given_amodal": ("de7ef55bc7fa82af", "73bfdd821b7458c4"),
     "tiny_no_flow_one_window": ("9b2d3e7ad158230c", "2414dbf55a172629"),
-    "tiny_one_window_occluder": ("2f833dff4f71ec5e", "e981d09dceddc867"),
-    "fallback_holes": ("ba75fa5bb97e75bb", "8dd7d3ab1bea1ea7"),
-    "fallback_hull": ("da3233c94645b7d2", "c4151b5437608398"),
+    "tiny_one_window_occluder": ("67058f2782ef3ba7", "e981d09dceddc867"),
+    "fallback_holes": ("f64ce9623b7a33ef", "8dd7d3ab1bea1ea7"),
+    "fallback_holes_flow32": ("ba75fa5bb97e75bb", "8dd7d3ab1bea1ea7"),
+    "fallback_hull": ("a52aae81ccf0ebe9", "c4151b5437608398"),
 }
 # case -> (digest of the written frames, of the written amodal PNGs, InpaintSummary counts:
 # num_frames, hole_pixels, propagated, generated, telea)
 GOLDEN_ON_DISK = {
-    "fallback_holes": ("3daae21281eb5e36", "f7ddb27220a51404", (7, 802, 558, 0, 244)),
-    "fallback_hull": ("516a1e3c1987a9f9", "66fdd868a18df460", (7, 700, 508, 0, 192)),
-    "shipped_occluder": ("ea8820af9e09c43d", "1b70b61df4a49cf9", (7, 662, 660, 2, 0)),
+    "fallback_holes": ("f64ce9623b7a33ef", "f7ddb27220a51404", (7, 802, 764, 0, 38)),
+    "fallback_hull": ("a52aae81ccf0ebe9", "66fdd868a18df460", (7, 700, 692, 0, 8)),
+    "shipped_occluder": ("72b45c6e86185b7e", "1b70b61df4a49cf9", (7, 662, 660, 2, 0)),
     "shipped_no_generator_occluder": (
-        "6517ce94d26c2d7b",
+        "d27fdf0901ddf302",
         "1b70b61df4a49cf9",
         (7, 662, 660, 0, 2),
     ),
-    "tiny_holes": ("6d9643625492bba5", "f7ddb27220a51404", (7, 802, 760, 42, 0)),
+    "tiny_holes": ("de7ef55bc7fa82af", "f7ddb27220a51404", (7, 802, 764, 38, 0)),
 }
 pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="no shipped VOIN model")
 
@@ -125,11 +133,20 @@ def in_memory_digests(tmp: Path) -> dict[str, tuple[str, str]]:
         "shipped_no_generator": (pipe("shipped", use_generator=False, **WIN), {"amodal": amodal}),
         "shipped_no_fill_flow": (pipe("shipped", fill_flow=False, **WIN), {"amodal": amodal}),
         "shipped_one_window_occluder": (pipe("shipped"), {"occluder": occ}),
+        "shipped_one_window_occluder_flow32": (
+            pipe("shipped", flow_dtype="float32"),
+            {"occluder": occ},
+        ),
+        "shipped_range_2_no_flow_net": (
+            pipe("shipped", propagation_range=2, use_flow_net=False, **WIN),
+            {"amodal": amodal},
+        ),
         "tiny_pred_amodal": (pipe("tiny", **WIN), {"label": 0}),
         "tiny_given_amodal": (pipe("tiny", **WIN), {"amodal": amodal}),
         "tiny_no_flow_one_window": (pipe("tiny", use_flow=False), {"amodal": amodal}),
         "tiny_one_window_occluder": (pipe("tiny"), {"occluder": occ}),
         "fallback_holes": (pipe(None), {"holes": holes}),
+        "fallback_holes_flow32": (pipe(None, flow_dtype="float32"), {"holes": holes}),
         "fallback_hull": (pipe(None), {"occluder": occ}),
     }
     return {k: _result_digests(p.inpaint(frames, vis, **kw)) for k, (p, kw) in cases.items()}

@@ -1,15 +1,18 @@
 """``instseg inpaint``: occlusion-aware video object inpainting (VOIN, paper Sect. 5.4).
 
     instseg inpaint --source VIDEO_OR_FRAME_DIR --visible-masks DIR [--holes DIR]
-                    [--occluder-masks DIR] --out DIR [--weights W] [--no-flow] [--no-generator]
-                    [--window N --overlap M] [--strict]
+                    [--occluder-masks DIR] --out DIR [--weights W] [--no-flow] [--no-flow-net]
+                    [--no-generator] [--propagation-range R] [--window N --overlap M] [--strict]
 
 Masks are PNGs named like the frames (``<stem>.png``; for a video file the frames are named
 ``000000``, ``000001``, ...), nonzero = inside. ``--holes`` is the region to fill; without it the
 region is ``amodal - visible`` from the learned shape completion (clipped to ``--occluder-masks``
-when given). Writes ``OUT/frames/<stem>.png``, ``OUT/amodal/<stem>.png`` and ``OUT/video.mp4``.
-Without ``--weights`` the installed default model is used; when none is installed a warning is
-printed and the non-learned fallback runs (DIS flow propagation + OpenCV Telea).
+when given). Flow-guided propagation looks over the whole clip (``--propagation-range R``: R
+frames each way, bounding memory on long videos); the generator (or, ``--no-generator``, OpenCV
+Telea) fills what it leaves, in windows of ``--window`` frames. Writes
+``OUT/frames/<stem>.png``, ``OUT/amodal/<stem>.png`` and ``OUT/video.mp4``. Without
+``--weights`` the installed default model is used; when none is installed a warning is printed
+and the non-learned fallback runs (DIS flow propagation + OpenCV Telea).
 
 An unreadable frame (a corrupt or truncated image, a video frame that does not decode) or one
 whose mask cannot be read is left out with one warning and counted at the end; the other frames
@@ -62,11 +65,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip flow completion + propagation (all holes to the generator)",
     )
     parser.add_argument(
+        "--flow-net",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="refine the filled hole flow with the learned flow completion network "
+        "(--no-flow-net: the non-learned completion only)",
+    )
+    parser.add_argument(
         "--no-generator",
         action="store_true",
         help="fill what propagation leaves with OpenCV Telea instead",
     )
-    parser.add_argument("--window", type=int, default=12, help="frames per temporal window")
+    parser.add_argument(
+        "--propagation-range",
+        type=int,
+        default=None,
+        help="frames each way propagation may reach (default: the whole clip; a range bounds "
+        "memory: frames, masks and fp16 flows of window + 2 x range frames)",
+    )
+    parser.add_argument(
+        "--generator-max-side",
+        type=int,
+        default=None,
+        help="longest side of the generator's input crop (default: the frame height the "
+        "weights' generator was trained at)",
+    )
+    parser.add_argument("--window", type=int, default=12, help="frames per generator window")
     parser.add_argument("--overlap", type=int, default=4, help="frames shared by two windows")
     parser.add_argument(
         "--label", type=int, default=0, help="class id for a class-aware shape network"
@@ -100,13 +124,20 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    options = InpaintOptions(
-        use_flow=not args.no_flow,
-        use_generator=not args.no_generator,
-        window=args.window,
-        overlap=args.overlap,
-        flow_preset=args.flow_preset,
-    )
+    try:
+        options = InpaintOptions(
+            use_flow=not args.no_flow,
+            use_flow_net=args.flow_net,
+            use_generator=not args.no_generator,
+            propagation_range=args.propagation_range,
+            generator_max_side=args.generator_max_side,
+            window=args.window,
+            overlap=args.overlap,
+            flow_preset=args.flow_preset,
+        )
+    except ValueError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
     try:
         inp = Inpainter.from_weights(
             args.weights, options=options, device=args.device, progress=not args.no_progress

@@ -1,30 +1,40 @@
 """VOIN inference (paper Sect. 5.4, Figs. 5.6-5.7): :class:`Inpainter`, the one pipeline object.
 
-Per temporal window of frames (:meth:`Inpainter.inpaint_window`):
+Over a clip (:meth:`Inpainter.inpaint` in memory, :meth:`Inpainter.run` streamed from and to
+disk; both go through ``Inpainter._process``):
 
 1. (a) amodal masks: ``visible | holes`` when the region to fill is given, else the learned
    shape completion (:meth:`Inpainter.complete_shape`: object canvas crop, the shape network,
    paste back, ``logit > 0``, united with the visible mask) or, without a model, the convex-hull
    heuristic on the occluder (:func:`~instseg.models.inpainting.baselines.hull_amodal`);
-   clipped to the occluder when given. ``holes = amodal & ~visible`` is what gets filled.
+   clipped to the occluder when given. Predicted masks come from a first pass over the
+   windows (each frame's from the window where it is most central). ``holes = amodal &
+   ~visible`` is what gets filled.
 2. (b) ``use_flow`` (the "Use flow?" column of Table 5.8): DIS flows of the input frames; inside
    the holes they show the occluder's motion, so with ``fill_flow`` they are first replaced by
    the object's own visible flow (normalised convolution), then refined inside the amodal mask
-   by the flow completion network when there is one (:meth:`Inpainter.complete_flows`); then
-   flow-guided pixel propagation inside the amodal mask with the forward-backward cycle check
-   (:func:`~instseg.models.inpainting.flow_guided_propagation.propagate_pixels`).
-3. (c) the pixels still missing go to the occlusion-aware generator (``use_generator``), run on
-   the object's box (union over the window, plus ``generator_margin``); without a generator
+   by the flow completion network when there is one and ``use_flow_net``
+   (:meth:`Inpainter.complete_flows`, one consecutive pair at a time, each pair once, stored in
+   ``flow_dtype``); then flow-guided pixel propagation inside the amodal mask with the
+   forward-backward cycle check
+   (:func:`~instseg.models.inpainting.flow_guided_propagation.propagate_pixels`) over the
+   **whole clip**, or ``propagation_range`` frames each way: the propagation range is
+   independent of the generator's window (ProPainter's design; propagating inside 12-frame
+   windows cost ~3.8 dB hole PSNR on the model card's split).
+3. (c) the pixels still missing go to the occlusion-aware generator (``use_generator``), run in
+   overlapping windows of ``window`` frames (``overlap`` shared, :func:`temporal_windows`, each
+   output frame taken from the window in which it is most central) on the object's box (union
+   over the window, plus ``generator_margin``), scaled to at most the frame height the
+   generator was trained at (``model.stage_sizes`` of the weights file); without a generator
    they are filled per frame with OpenCV Telea and flagged in ``InpaintResult.fallback``.
 
 The learned stages are tensor functions of :class:`~instseg.models.inpainting.voin.VOINModel`;
 this module owns the settings (:class:`InpaintOptions`), the weights file, numpy / disk IO,
-progress and the windowing over time: a video is processed in overlapping windows of
-``window`` frames (``overlap`` shared, :func:`temporal_windows`), each output frame taken from
-the window in which it is most central, in memory (:meth:`Inpainter.inpaint`) or streamed from
-and to disk (:meth:`Inpainter.run`, at most one window of frames and masks in memory, each
-frame written as soon as its window is done, the MP4 encoded from the written PNGs). Before
-:meth:`Inpainter.run` inpaints, one pass checks that every frame and mask can be read
+progress and the split over time. Memory: the frames, masks and completed flows of
+``window + 2 * propagation_range`` frames (the whole clip without a range), the predicted
+amodal masks of the clip bit-packed; :meth:`Inpainter.run` writes each frame as soon as its
+window is done and encodes the MP4 from the written PNGs. Before :meth:`Inpainter.run`
+inpaints, one pass checks that every frame and mask can be read
 (:func:`~instseg.inference.inpaint_io.check_frames`): an unreadable frame is dropped from the
 clip with a warning and listed in ``inpaint.json`` (``strict``: the first one is an error).
 
@@ -33,7 +43,8 @@ Weights file (one file for the three networks, :mod:`instseg.engine.weights` for
 
     {"model": VOINModel state_dict (shape_net.*, flow_net.*, generator.*)  (fp16),
      "meta":  {"task": "voin", "model": {"format": "instseg-voin-1", "variant": "small" |
-               "paper", "canvas_size": int}, "num_classes": int, "trained": bool, ...}}
+               "paper", "canvas_size": int, "stage_sizes": {"shape" | "flow" | "generator":
+               frame height trained at} (optional)}, "num_classes": int, "trained": bool, ...}}
 
 Without a weights file, :meth:`Inpainter.from_weights` uses :data:`DEFAULT_WEIGHTS` when it
 exists; otherwise it returns the *non-learned fallback* (``learned == False``): DIS flow with
@@ -46,7 +57,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -80,6 +91,7 @@ __all__ = [
     "InpaintSummary",
     "Inpainter",
     "temporal_windows",
+    "trained_generator_size",
     "save_voin_weights",
     "load_voin_weights",
 ]
@@ -87,6 +99,8 @@ __all__ = [
 DEFAULT_WEIGHTS = shipped_weights("voin")
 WEIGHTS_FORMAT = VOIN_FORMAT
 RESULT_MASKS = ("amodal", "holes", "propagated", "generated", "fallback")
+FlowDtype = Literal["float16", "float32"]
+DEFAULT_GENERATOR_MAX_SIDE = 256  # weights files without model.stage_sizes
 
 
 # ------------------------------------------------------------------------------ weights files
@@ -100,20 +114,41 @@ def save_voin_weights(
     trained: bool,
     half: bool = True,
     meta: dict[str, Any] | None = None,
+    stage_sizes: dict[str, int] | None = None,
 ) -> Path:
     """Write the three networks as one weights file (fp16 by default; floating tensors are cast
     back to fp32 on load); ``meta`` (plain values: iterations, seed, data ...) becomes the
-    file's ``training`` provenance."""
+    file's ``training`` provenance; ``stage_sizes`` (``{"shape" | "flow" | "generator":
+    frame height in pixels}``, what each stage was trained at) goes to ``model.stage_sizes``,
+    where inference reads the generator's input scale (:class:`InpaintOptions`)."""
     if variant not in VOIN_VARIANTS:
         raise ValueError(f"unknown VOIN variant {variant!r}; choose from {sorted(VOIN_VARIANTS)}")
+    model: dict[str, Any] = {
+        "variant": variant,
+        "canvas_size": int(canvas_size),
+        "format": WEIGHTS_FORMAT,
+    }
+    if stage_sizes:
+        bad = sorted(set(stage_sizes) - {"shape", "flow", "generator"})
+        if bad or any(int(v) < 4 for v in stage_sizes.values()):
+            raise ValueError(f"stage_sizes: unknown stages {bad} or a size < 4: {stage_sizes}")
+        model["stage_sizes"] = {k: int(v) for k, v in stage_sizes.items()}
     full = WeightsMeta(
         task="voin",
-        model={"variant": variant, "canvas_size": int(canvas_size), "format": WEIGHTS_FORMAT},
+        model=model,
         num_classes=int(num_classes),
         trained=bool(trained),
         training=dict(meta or {}),
     )
     return save_weights_file(VOINModel.from_nets(nets), path, full, half=half)
+
+
+def trained_generator_size(meta: WeightsMeta) -> int:
+    """The frame height (pixels) the file's generator was trained at
+    (``model.stage_sizes['generator']``), or :data:`DEFAULT_GENERATOR_MAX_SIDE` for a file that
+    does not record it: the longest side :meth:`Inpainter.generate` feeds the generator."""
+    size = (meta.model.get("stage_sizes") or {}).get("generator")
+    return int(size) if size else DEFAULT_GENERATOR_MAX_SIDE
 
 
 def load_voin_weights(path: str | Path) -> tuple[VOINNets, WeightsMeta]:
@@ -150,24 +185,36 @@ class InpaintOptions:
     """Every VOIN inference setting.
 
     - ``use_flow``: flow completion + propagation (False: everything goes to the generator).
+    - ``use_flow_net``: refine the filled flow with the learned flow completion network when
+      the weights have one (False: the non-learned completion only, ``--no-flow-net``).
     - ``use_generator``: False fills what propagation leaves with Telea (the fallback model
       never generates).
     - ``fill_flow``: replace the hole flow by the object's visible flow before the flow network
       (False: the network sees the raw DIS flow, as in the paper's description).
-    - ``window`` / ``overlap``: temporal window length and overlap in frames
-      (``0 <= overlap < window``).
+    - ``propagation_range``: how far (frames, each way) flow-guided propagation looks for a
+      known pixel; None: the whole clip. Independent of the generator's window: the frames,
+      masks and completed flows of ``window + 2 * propagation_range`` frames are held, so a
+      finite range bounds memory on long videos.
+    - ``flow_dtype``: storage of the completed flows between flow completion and propagation
+      (``float16`` halves the largest buffer; propagation computes in float32).
+    - ``window`` / ``overlap``: the generator's temporal window and overlap in frames
+      (``0 <= overlap < window``); also the shape completion's window.
     - ``canvas_size`` / ``canvas_context``: the shape-completion crop (see
       :func:`~instseg.models.inpainting.shape_completion.object_canvas`); ``canvas_size`` None:
       the weights file's ``model.canvas_size`` (64 without one).
     - ``flow_preset`` / ``cycle_threshold``: DIS preset and the propagation's forward-backward
       cycle threshold (pixels).
     - ``generator_margin`` / ``generator_max_side``: generator crop margin and size limit
-      (pixels).
+      (pixels); ``generator_max_side`` None: the frame height the generator was trained at
+      (the weights file's ``model.stage_sizes['generator']``), 256 for a file without it.
     """
 
     use_flow: bool = True
+    use_flow_net: bool = True
     use_generator: bool = True
     fill_flow: bool = True
+    propagation_range: int | None = None
+    flow_dtype: FlowDtype = "float16"
     window: int = 12
     overlap: int = 4
     canvas_size: int | None = None
@@ -175,7 +222,7 @@ class InpaintOptions:
     flow_preset: Preset = "medium"
     cycle_threshold: float = 5.0
     generator_margin: int = 16
-    generator_max_side: int = 256
+    generator_max_side: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.overlap < self.window:
@@ -184,6 +231,14 @@ class InpaintOptions:
             )
         if self.canvas_size is not None and self.canvas_size < 8:
             raise ValueError(f"canvas_size must be >= 8, got {self.canvas_size}")
+        if self.propagation_range is not None and self.propagation_range < 1:
+            raise ValueError(
+                f"propagation_range must be >= 1 (None: whole clip), got {self.propagation_range}"
+            )
+        if self.flow_dtype not in ("float16", "float32"):
+            raise ValueError(f"flow_dtype must be float16 or float32, got {self.flow_dtype!r}")
+        if self.generator_max_side is not None and self.generator_max_side < 4:
+            raise ValueError(f"generator_max_side must be >= 4, got {self.generator_max_side}")
 
 
 @dataclass
@@ -250,6 +305,9 @@ class Inpainter:
         self.learned = model is not None
         self.model = (model if model is not None else VOINModel()).eval().to(torch.device(device))
         self.canvas_size = self.options.canvas_size or int(self.meta.model.get("canvas_size", 64))
+        self.generator_max_side = self.options.generator_max_side or trained_generator_size(
+            self.meta
+        )
         self.progress = progress
 
     @classmethod
@@ -278,13 +336,23 @@ class Inpainter:
     def describe(self) -> str:
         if not self.learned:
             return "non-learned fallback: DIS flow propagation + OpenCV Telea (no generator)"
+        o = self.options
+        reach = "whole clip" if o.propagation_range is None else f"+-{o.propagation_range} frames"
         parts = [
             f"VOIN '{self.meta.model.get('variant')}' from {self.source}",
             "trained" if self.meta.trained else "NOT TRAINED (meta trained=False)",
-            f"flow {'on' if self.options.use_flow else 'off'}",
-            f"generator {'on' if self.generates else 'off (Telea)'}",
-        ]
+            f"flow {'on' if o.use_flow else 'off'}"
+            + (f" (flow net {'on' if self.refines_flow else 'off'}, propagation {reach})"
+               if o.use_flow else ""),
+            f"generator {'on' if self.generates else 'off (Telea)'}"
+            + (f" (crops <= {self.generator_max_side} px)" if self.generates else ""),
+        ]  # fmt: skip
         return ", ".join(parts)
+
+    @property
+    def refines_flow(self) -> bool:
+        """Whether the learned flow completion network refines the filled flow."""
+        return self.options.use_flow_net and self.model.flow_net is not None
 
     # ------------------------------------------------------------------------ whole videos
     def inpaint(
@@ -297,7 +365,8 @@ class Inpainter:
         amodal: np.ndarray | None = None,
         label: int | None = 0,
     ) -> InpaintResult:
-        """Inpaint the occluded part of one object in a clip held in memory (windowed).
+        """Inpaint the occluded part of one object in a clip held in memory (module docstring:
+        propagation over ``propagation_range``, the generator in windows).
 
         Args:
             frames: (T, H, W, 3) uint8 RGB. visible: (T, H, W) bool visible object masks.
@@ -313,8 +382,11 @@ class Inpainter:
         masks = {k: np.asarray(v, bool) for k, v in masks.items() if v is not None}
         _check_inputs(frames, masks)
         res = InpaintResult(frames.copy(), *(np.zeros_like(visible) for _ in RESULT_MASKS))
-        for k0, k1, out in self._windows(
-            len(frames), lambda s, e: (frames[s:e], {k: v[s:e] for k, v in masks.items()}), label
+        for k0, k1, out in self._process(
+            len(frames),
+            lambda s, e: frames[s:e],
+            lambda s, e: {k: v[s:e] for k, v in masks.items()},
+            label,
         ):
             for name in ("frames", *RESULT_MASKS):
                 getattr(res, name)[k0:k1] = getattr(out, name)
@@ -355,18 +427,17 @@ class Inpainter:
         (out / "frames").mkdir(parents=True, exist_ok=True)
         (out / "amodal").mkdir(parents=True, exist_ok=True)
         reader = WindowReader(source, names)
+        hw = reader.frames(0, 1).shape[1:3]  # every frame of a clip has the first one's size
 
-        def read(s: int, e: int) -> tuple[np.ndarray, WindowMasks]:
-            frames = reader.frames(s, e)
-            hw = frames.shape[1:3]
-            return frames, {
+        def read_masks(s: int, e: int) -> WindowMasks:
+            return {
                 k: np.stack([read_mask(p[i], hw) for i in range(s, e)]) for k, p in paths.items()
             }
 
         summary = InpaintSummary(
             num_frames=len(names), skipped=clip.skipped, skip_note=clip.summary()
         )
-        for k0, k1, res in self._windows(len(names), read, label):
+        for k0, k1, res in self._process(len(names), reader.frames, read_masks, label):
             for j, i in enumerate(range(k0, k1)):
                 Image.fromarray(res.frames[j]).save(out / "frames" / f"{names[i]}.png")
                 Image.fromarray(res.amodal[j].astype(np.uint8) * 255).save(
@@ -391,60 +462,68 @@ class Inpainter:
         summary.outputs["manifest"] = out / "inpaint.json"
         return summary
 
-    def _windows(
+    def _process(
         self,
         t_len: int,
-        read: Callable[[int, int], tuple[np.ndarray, WindowMasks]],
+        read_frames: Callable[[int, int], np.ndarray],
+        read_masks: Callable[[int, int], WindowMasks],
         label: int | None,
     ) -> Iterator[tuple[int, int, InpaintResult]]:
-        """The temporal windowing (the only place): for each window ``read(start, end)`` the
-        frames and masks, inpaint them, yield ``(keep_start, keep_end, result)`` with the
-        result cut to the kept frames."""
+        """The pipeline over a clip of ``t_len`` frames (the only place that splits it in
+        time): ``read_frames(start, end)`` / ``read_masks(start, end)`` give frames and masks
+        of ``[start, end)`` (starts never decrease); yields ``(keep_start, keep_end, result)``
+        per generator window, the result cut to the kept frames.
+
+        1. Amodal masks: given (``holes`` / ``amodal``) per frame; predicted ones (shape
+           completion, hull) in a first pass over the windows, each frame's from the window
+           that keeps it, stored bit-packed.
+        2. Per window ``[s, e)``: the frames, masks and completed flows of ``[s - R, e + R)``
+           (R = ``propagation_range``, None: the whole clip) are held (:class:`_Span`, flows in
+           ``flow_dtype``, each pair computed once), the window's frames not yet propagated
+           are, then the generator (or Telea) fills what is left in the window.
+        """
         o = self.options
+        probe = read_masks(0, 1)
+        stored = None
+        if "holes" not in probe and "amodal" not in probe:
+            stored = _PackedMasks(t_len)
+            for s, e, k0, k1 in temporal_windows(t_len, o.window, o.overlap):
+                m = read_masks(s, e)
+                am = self.amodal(m["visible"], occluder=m.get("occluder"), label=label)
+                for i in range(k0, k1):
+                    stored[i] = am[i - s]
+
+        def frame_masks(s: int, e: int) -> tuple[np.ndarray, np.ndarray]:
+            """(visible, amodal) of frames [s, e): visible without the given holes."""
+            m = read_masks(s, e)
+            visible = m["visible"] & ~m["holes"] if "holes" in m else m["visible"]
+            if stored is not None:
+                return visible, np.stack([stored[i] for i in range(s, e)])
+            return visible, self.amodal(visible, holes=m.get("holes"), amodal=m.get("amodal"))
+
+        span = _Span(self, read_frames, frame_masks, t_len)
+        rng = o.propagation_range
         bar = progress(total=t_len, desc="inpaint", unit="frame", disable=not self.progress)
         for s, e, k0, k1 in temporal_windows(t_len, o.window, o.overlap):
-            frames, masks = read(s, e)
-            res = self.inpaint_window(frames, masks.pop("visible"), label=label, **masks)
+            lo, hi = (0, t_len) if rng is None else (max(0, s - rng), min(t_len, e + rng))
+            span.hold(lo, hi)
+            frames, visible, am = span.window(s, e)
+            holes = am & ~visible
+            out, propagated = span.propagated(s, e)
+            left = holes & ~propagated
+            generated, fallback = np.zeros_like(holes), np.zeros_like(holes)
+            if left.any():
+                if self.generates:
+                    out = self.generate(out, left, holes, am)
+                    generated = left
+                else:
+                    out = inpaint_opencv(out, left, method="telea")
+                    fallback = left
+            res = InpaintResult(out, am, holes, propagated, generated, fallback)
             kept = slice(k0 - s, k1 - s)
             yield k0, k1, InpaintResult(*(getattr(res, n)[kept] for n in ("frames", *RESULT_MASKS)))
             bar.update(k1 - k0)
         bar.close()
-
-    # ---------------------------------------------------------------------------- one window
-    def inpaint_window(
-        self,
-        frames: np.ndarray,
-        visible: np.ndarray,
-        *,
-        holes: np.ndarray | None = None,
-        occluder: np.ndarray | None = None,
-        amodal: np.ndarray | None = None,
-        label: int | None = 0,
-    ) -> InpaintResult:
-        """One window (no temporal windowing; arguments as :meth:`inpaint`)."""
-        visible = np.asarray(visible, bool)
-        if holes is not None:
-            visible = visible & ~holes
-        am = self.amodal(visible, holes=holes, occluder=occluder, amodal=amodal, label=label)
-        holes = am & ~visible
-        out = frames.copy()
-        propagated = np.zeros_like(holes)
-        left = holes.copy()
-        if self.options.use_flow and len(frames) > 1 and holes.any():
-            fwd, bwd = self.complete_flows(frames, visible, am)
-            prop = propagate_pixels(
-                frames, holes, fwd, bwd, amodal=am, cycle_threshold=self.options.cycle_threshold
-            )
-            out, propagated, left = prop.frames, prop.filled, prop.unfilled
-        generated, fallback = np.zeros_like(holes), np.zeros_like(holes)
-        if left.any():
-            if self.generates:
-                out = self.generate(out, left, holes, am)
-                generated = left
-            else:
-                out = inpaint_opencv(out, left, method="telea")
-                fallback = left
-        return InpaintResult(out, am, holes, propagated, generated, fallback)
 
     def amodal(
         self,
@@ -492,12 +571,12 @@ class Inpainter:
         self, frames: np.ndarray, visible: np.ndarray, amodal: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """(b) DIS flows of ``frames`` (T, H, W, 3), filled in the holes (``fill_flow``) and
-        refined inside ``amodal`` when there is a flow network. Returns forward / backward
-        (T-1, H, W, 2) float32."""
+        refined inside ``amodal`` by the flow network (:attr:`refines_flow`). Returns forward /
+        backward (T-1, H, W, 2) float32."""
         fwd, bwd = clip_flows(frames, preset=self.options.flow_preset)
         if self.options.fill_flow:
             fwd, bwd = fill_clip_flows(fwd, bwd, amodal & ~visible, visible)
-        if self.model.flow_net is None:
+        if not self.refines_flow:
             return fwd, bwd
         img = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255)
         vis = torch.from_numpy(visible)[:, None].float()
@@ -510,7 +589,8 @@ class Inpainter:
         self, frames: np.ndarray, left: np.ndarray, holes: np.ndarray, amodal: np.ndarray
     ) -> np.ndarray:
         """(c) The generator on the object box (amodal and ``left`` over the window plus
-        ``generator_margin``); returns ``frames`` with the ``left`` pixels replaced."""
+        ``generator_margin``), scaled down to at most :attr:`generator_max_side` pixels (the
+        scale it was trained at); returns ``frames`` with the ``left`` pixels replaced."""
         h, w = left.shape[1:]
         ys, xs = np.nonzero((amodal | left).any(0))
         m = self.options.generator_margin
@@ -522,7 +602,7 @@ class Inpainter:
             torch.from_numpy(np.ascontiguousarray(a[crop]))[:, None].float()
             for a in (left, holes, amodal)
         ]
-        gen = self.model.generate(img, *masks, max_side=self.options.generator_max_side)
+        gen = self.model.generate(img, *masks, max_side=self.generator_max_side)
         vals = ((gen.permute(0, 2, 3, 1).numpy() + 1) * 127.5).clip(0, 255).round()
         out = frames.copy()
         region = out[crop]
@@ -568,3 +648,121 @@ def _check_inputs(frames: np.ndarray, masks: WindowMasks) -> None:
             raise ValueError(f"{name} masks {m.shape} do not match frames {frames.shape[:3]}")
     if "holes" in masks and "amodal" in masks:
         raise ValueError("pass either holes or amodal masks, not both")
+
+
+class _PackedMasks:
+    """(H, W) bool masks of ``t_len`` frames stored bit-packed (8x smaller than bool)."""
+
+    def __init__(self, t_len: int) -> None:
+        self._bits: list[np.ndarray | None] = [None] * t_len
+        self._hw: tuple[int, int] = (0, 0)
+
+    def __setitem__(self, i: int, mask: np.ndarray) -> None:
+        self._hw = mask.shape
+        self._bits[i] = np.packbits(mask, axis=None)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        bits = self._bits[i]
+        if bits is None:
+            raise KeyError(f"no mask stored for frame {i}")
+        n = self._hw[0] * self._hw[1]
+        return np.unpackbits(bits, count=n).astype(bool).reshape(self._hw)
+
+
+class _Span:
+    """The frames ``[lo, hi)`` of a clip that propagation may read: frames, visible and amodal
+    masks, the completed flow of each consecutive pair (computed once, stored in
+    ``flow_dtype``) and the propagated result of each frame already propagated (computed once:
+    windows overlap). :meth:`hold` moves the span forward, dropping what falls before it."""
+
+    def __init__(
+        self,
+        inp: Inpainter,
+        read_frames: Callable[[int, int], np.ndarray],
+        frame_masks: Callable[[int, int], tuple[np.ndarray, np.ndarray]],
+        t_len: int,
+    ) -> None:
+        self.inp, self.read_frames, self.frame_masks, self.t_len = (
+            inp,
+            read_frames,
+            frame_masks,
+            t_len,
+        )
+        self.lo = self.hi = 0
+        self.frames: dict[int, np.ndarray] = {}
+        self.visible: dict[int, np.ndarray] = {}
+        self.amodal: dict[int, np.ndarray] = {}
+        self.flows: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # pair t -> t+1
+        self.done: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # frame -> (frame, filled)
+
+    def hold(self, lo: int, hi: int) -> None:
+        """Hold frames ``[lo, hi)`` (``lo`` and ``hi`` never decrease)."""
+        for d in (self.frames, self.visible, self.amodal, self.flows, self.done):
+            for i in [i for i in d if i < lo]:
+                del d[i]
+        start = max(self.hi, lo)
+        if start < hi:
+            frames = self.read_frames(start, hi)
+            visible, amodal = self.frame_masks(start, hi)
+            _check_inputs(frames, {"visible": visible, "amodal": amodal})
+            for j, i in enumerate(range(start, hi)):
+                self.frames[i], self.visible[i], self.amodal[i] = frames[j], visible[j], amodal[j]
+        self.lo, self.hi = lo, max(self.hi, hi)
+
+    def window(self, s: int, e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """frames, visible and amodal masks of ``[s, e)`` (held)."""
+        idx = range(s, e)
+        return tuple(
+            np.stack([d[i] for i in idx]) for d in (self.frames, self.visible, self.amodal)
+        )
+
+    def propagated(self, s: int, e: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frames ``[s, e)`` with their holes filled by flow-guided propagation over the held
+        span, and the filled pixels (all False without ``use_flow``)."""
+        o = self.inp.options
+        todo = [
+            i for i in range(s, e)
+            if i not in self.done and (self.amodal[i] & ~self.visible[i]).any()
+        ]  # fmt: skip
+        if todo and o.use_flow and self.t_len > 1:
+            lo, hi = self.lo, self.hi
+            frames, visible, amodal = self.window(lo, hi)
+            self._complete_flows(lo, hi, frames, visible, amodal)
+            fwd = np.stack([self.flows[i][0] for i in range(lo, hi - 1)])
+            bwd = np.stack([self.flows[i][1] for i in range(lo, hi - 1)])
+            prop = propagate_pixels(
+                frames,
+                amodal & ~visible,
+                fwd,
+                bwd,
+                amodal=amodal,
+                cycle_threshold=o.cycle_threshold,
+                max_steps=o.propagation_range,
+                targets=[i - lo for i in todo],
+            )
+            for i in todo:
+                self.done[i] = (prop.frames[i - lo], prop.filled[i - lo])
+        out, filled = [], []
+        for i in range(s, e):
+            f, m = self.done.get(i, (self.frames[i], np.zeros_like(self.visible[i])))
+            out.append(f)
+            filled.append(m)
+        return np.stack(out), np.stack(filled)
+
+    def _complete_flows(
+        self, lo: int, hi: int, frames: np.ndarray, visible: np.ndarray, amodal: np.ndarray
+    ) -> None:
+        """Completed flows of the pairs of ``[lo, hi)`` not computed yet (contiguous runs)."""
+        dtype = np.dtype(self.inp.options.flow_dtype)
+        missing = [i for i in range(lo, hi - 1) if i not in self.flows]
+        runs: list[list[int]] = []
+        for i in missing:
+            if runs and runs[-1][-1] == i - 1:
+                runs[-1].append(i)
+            else:
+                runs.append([i])
+        for run in runs:
+            a, b = run[0] - lo, run[-1] + 2 - lo  # frames of the run's pairs
+            fwd, bwd = self.inp.complete_flows(frames[a:b], visible[a:b], amodal[a:b])
+            for j, i in enumerate(run):
+                self.flows[i] = (fwd[j].astype(dtype), bwd[j].astype(dtype))

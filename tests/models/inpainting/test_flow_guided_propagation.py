@@ -112,3 +112,26 @@ def test_baselines_fill_only_holes_and_flag_fallback():
     assert res.fallback[0, 0:4, W - 4 :].all() and res.fallback.sum() == 16
     assert res.propagated_fraction == 1 - 16 / holes.sum()
     np.testing.assert_array_equal(res.frames[res.propagated], frames[res.propagated])
+
+
+def test_targets_fill_only_those_frames_and_match_the_whole_run():
+    frames, fwd, bwd = _translating_clip(8, dx=2, dy=1)
+    holes = np.zeros((8, H, W), bool)
+    holes[:, 18:28, 25:34] = True
+    full = propagate_pixels(frames, holes, fwd, bwd, max_steps=2)
+    part = propagate_pixels(frames, holes, fwd, bwd, max_steps=2, targets=[2, 5])
+    for t in range(8):
+        if t in (2, 5):
+            np.testing.assert_array_equal(part.frames[t], full.frames[t])
+            np.testing.assert_array_equal(part.filled[t], full.filled[t])
+        else:
+            assert not part.filled[t].any()
+            np.testing.assert_array_equal(part.frames[t], frames[t])
+    # frames 3..7 of a span 1..7 with max_steps 2 reach no further than the span: the same
+    sub = propagate_pixels(
+        frames[1:], holes[1:], fwd[1:], bwd[1:], max_steps=2, targets=range(2, 7)
+    )
+    np.testing.assert_array_equal(sub.frames[2:], full.frames[3:])
+    # float16 flows are read as float32
+    half = propagate_pixels(frames, holes, fwd.astype(np.float16), bwd.astype(np.float16))
+    np.testing.assert_array_equal(half.frames, propagate_pixels(frames, holes, fwd, bwd).frames)

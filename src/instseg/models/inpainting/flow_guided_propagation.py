@@ -31,6 +31,7 @@ directions and steps.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,16 +61,22 @@ def propagate_pixels(
     amodal: np.ndarray | None = None,
     cycle_threshold: float = 5.0,
     max_steps: int | None = None,
+    targets: Iterable[int] | None = None,
 ) -> PixelPropagationResult:
     """Fill ``holes`` in ``frames`` by following flows to frames where the pixel is known.
 
     Args:
         frames: (T, H, W, C) or (T, H, W) uint8/float; values inside the holes are ignored.
         holes: (T, H, W) bool, True = missing.
-        forward: (T-1, H, W, 2) flows ``t -> t+1``; backward: (T-1, H, W, 2) ``t+1 -> t``.
+        forward: (T-1, H, W, 2) flows ``t -> t+1``; backward: (T-1, H, W, 2) ``t+1 -> t``
+            (any float dtype; float16 storage is read as float32).
         amodal: optional (T, H, W) bool object masks (see module docstring).
         cycle_threshold: max forward-backward error in pixels per step.
         max_steps: longest trajectory in frames (None: T-1).
+        targets: the frames whose holes are filled (None: all); the other frames are only
+            sources (their holes stay unfilled in the result). Filling frames ``a..b`` of a
+            long video this way from the span ``a - R .. b + R`` with ``max_steps = R`` gives
+            exactly what propagating over the whole video with ``max_steps = R`` gives them.
     """
     frames = np.asarray(frames)
     squeeze = frames.ndim == 3
@@ -83,7 +90,9 @@ def propagate_pixels(
     out = data.copy()
     filled = np.zeros_like(holes)
     dist_map = np.zeros(holes.shape, np.float32)
-    for t in range(t_len):
+    for t in range(t_len) if targets is None else targets:
+        if not 0 <= t < t_len:
+            raise ValueError(f"propagate_pixels: target frame {t} outside 0..{t_len - 1}")
         ys, xs = np.nonzero(target[t])
         if ys.size == 0:
             continue
