@@ -82,3 +82,26 @@ def test_tiny_shrinks_a_copy_and_bad_values_are_config_errors():
         effective_config(InpaintingTrainConfig(stage="shapes"))
     with pytest.raises(ConfigError, match="variant must be one of"):
         effective_config(InpaintingTrainConfig(variant="huge"))
+
+
+def test_pack_records_each_stage_size(tmp_path):
+    """Each stage's frame height reaches the packed file (the generator's, 64 in the card's
+    config, is what inference feeds it at), from the stage's record when there is one."""
+    from instseg.engine.checkpoint import Checkpointer
+    from instseg.inference.inpainter import Inpainter, load_voin_weights
+    from instseg.recipes.inpainting import pack_voin, voin_nets, write_stage_record
+
+    cfg = load_config(InpaintingTrainConfig, ROOT / "configs" / "voin_davis.yaml")
+    nets = voin_nets(cfg)
+    for stage, net in zip(STAGES, (nets.shape_net, nets.flow_net, nets.generator), strict=True):
+        Checkpointer(net, save_dir=tmp_path / stage).save("model_final", iteration=1)
+    write_stage_record(tmp_path / "generator", "generator", 40)  # as trained, not as configured
+    cfg.generator.size = 64
+    path = pack_voin(cfg, tmp_path)
+    _, meta = load_voin_weights(path)
+    assert meta.model["stage_sizes"] == {"shape": 128, "flow": 128, "generator": 40}
+    assert "train_size" not in meta.training  # the old, single (misleading) size
+    assert Inpainter.from_weights(path, progress=False).generator_max_side == 40
+    (tmp_path / "generator" / "stage.json").write_text('{"stage": "flow", "size": 64}')
+    with pytest.raises(ValueError, match="records stage 'flow'"):
+        pack_voin(cfg, tmp_path)

@@ -6,6 +6,10 @@ Data (Sect. 5.4.4): random clips of the DAVIS-2016 train subset, resized to the 
 :mod:`instseg.data.occluded_clips`); the annotated (modal) mask is the amodal target. DAVIS has
 no class labels, so every object is class 0 (``num_classes = 1``).
 
+Each stage records the frame height it trains at in ``<out_dir>/<stage>/stage.json``; packing
+writes them to the weights file's ``model.stage_sizes`` (inference feeds the generator crops of
+at most its trained height).
+
 Stages (each trains one network; the pipeline :class:`~instseg.models.inpainting.voin.VOIN`
 combines them at inference), each into ``<out_dir>/<stage>/`` (engine checkpoints,
 ``model_final.pth``), stage i seeded ``seed + i``:
@@ -27,6 +31,7 @@ stage folders of ``pack_from``. Every stage resumes (``--resume``) from its fold
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -44,14 +49,17 @@ from instseg.recipes.inpainting_batches import flow_batches, shape_batches
 from instseg.recipes.inpainting_config import STAGES, InpaintingTrainConfig
 from instseg.recipes.inpainting_gan import train_generator_gan
 from instseg.recipes.runner import TrainingRun
+from instseg.utils.io import atomic_write_json
 
 __all__ = [
     "canvas_size",
     "effective_config",
     "pack_voin",
+    "stage_size",
     "train_inpainting",
     "train_voin_stage",
     "voin_nets",
+    "write_stage_record",
 ]
 
 log = logging.getLogger(__name__)
@@ -133,9 +141,9 @@ def train_voin_stage(
         cfg, out_dir=out_dir, seed=seed, device=cfg.device, amp=amp, threads=cfg.threads
     )
     d = cfg.data
-    videos = load_resized_videos(
-        resolve_davis_root(d.root), d.sequences, d.frames_per_seq, sc.size or d.size
-    )
+    size = sc.size or d.size
+    write_stage_record(out_dir, stage, size)
+    videos = load_resized_videos(resolve_davis_root(d.root), d.sequences, d.frames_per_seq, size)
     nets = voin_nets(cfg)
     batch = d.batch
 
@@ -189,9 +197,35 @@ def train_voin_stage(
     return out_dir / "model_final.pth"
 
 
+STAGE_RECORD = "stage.json"  # {"stage": name, "size": frame height}, beside model_final.pth
+
+
+def write_stage_record(out_dir: str | Path, stage: str, size: int) -> Path:
+    """Record in ``out_dir`` the frame height (pixels) stage ``stage`` trains at; packing
+    copies it into the weights file (``model.stage_sizes``), where inference reads the scale
+    to feed the generator at."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / STAGE_RECORD, {"stage": stage, "size": int(size)})
+    return out / STAGE_RECORD
+
+
+def stage_size(cfg: InpaintingTrainConfig, folder: Path, stage: str) -> int:
+    """The frame height ``folder/<stage>`` was trained at: its :data:`STAGE_RECORD`, or (a
+    stage trained before the record existed) the stage's size in ``cfg``."""
+    path = folder / stage / STAGE_RECORD
+    if path.is_file():
+        rec = json.loads(path.read_text())
+        if rec.get("stage") != stage:
+            raise ValueError(f"{path}: records stage {rec.get('stage')!r}, expected {stage!r}")
+        return int(rec["size"])
+    return getattr(cfg, stage).size or cfg.data.size
+
+
 def pack_voin(cfg: InpaintingTrainConfig, folder: Path) -> Path:
     """Load ``folder/{shape,flow,generator}/model_final.pth`` into the variant's networks and
-    write ``folder/<weights_name>`` (one file, fp16 unless ``full_precision``)."""
+    write ``folder/<weights_name>`` (one file, fp16 unless ``full_precision``), with the frame
+    height each stage was trained at (:func:`stage_size`) as ``model.stage_sizes``."""
     from instseg.engine.checkpoint import load_checkpoint_file, load_model_weights
     from instseg.inference.inpainter import save_voin_weights
 
@@ -202,10 +236,10 @@ def pack_voin(cfg: InpaintingTrainConfig, folder: Path) -> Path:
         path = folder / stage / "model_final.pth"
         load_model_weights(net, path)  # strict: raises naming the file on any mismatch
         iters[stage] = int(load_checkpoint_file(path).get("iteration", 0))
+    sizes = {stage: stage_size(cfg, folder, stage) for stage in STAGES}
     meta = {
         "iterations": iters,
         "seed": cfg.seed,
-        "train_size": cfg.data.size,
         "clip_len": cfg.data.clip_len,
         "batch": cfg.data.batch,
         "train_sequences": list(cfg.data.sequences),
@@ -221,4 +255,5 @@ def pack_voin(cfg: InpaintingTrainConfig, folder: Path) -> Path:
         trained=min(iters.values()) > 0,
         half=not cfg.full_precision,
         meta=meta,
+        stage_sizes=sizes,
     )
