@@ -2,11 +2,14 @@
 multi-class STAM discriminator (two optimizers, D and G steps alternating by hand, so not the
 engine's single-optimizer :class:`Trainer`).
 
-Per step: D loss = hinge(T-PatchGAN) + multi-class(STAM), both on (frames, mask) stacks; G loss =
-L1 hole + L1 valid (weight 1 each) + 0.01 x (hinge G + multi-class G), STTN's weights. The hole
-is the whole occluded region (at inference the generator sees the propagation leftovers, a
-subset). The discriminators run under ``amp`` autocast (bf16 is 7-17x faster for these 3D convs
-on bf16-native CPUs); everything else in fp32.
+Per step: D loss = hinge(T-PatchGAN) + multi-class(STAM), both on (frames, mask) stacks
+(:func:`discriminator_losses`); G loss = L1 hole + L1 valid on the raw generator output (weight 1
+each) + 0.01 x (hinge G + multi-class G) on the composed output, STTN's weights
+(:func:`generator_losses`; before issue 16 the valid L1 was taken on the composed output, which
+equals the ground truth there: it was identically 0). The hole is the whole occluded region
+(at inference the generator sees the propagation leftovers, a subset). The discriminators run
+under ``amp`` autocast (bf16 is 7-17x faster for these 3D convs on bf16-native CPUs);
+everything else in fp32.
 
 Checkpoints (``<out_dir>/model_<iter>.pth`` every ``checkpoint_period`` iterations and
 ``model_final.pth``) are engine :class:`Checkpointer` files of the generator and its optimizer
@@ -35,10 +38,61 @@ from instseg.models.inpainting.discriminators import (
     multiclass_g_loss,
     reconstruction_losses,
 )
-from instseg.models.inpainting.generator import OcclusionAwareGenerator
+from instseg.models.inpainting.generator import OcclusionAwareGenerator, compose
 from instseg.utils.precision import autocast
 
-__all__ = ["train_generator_gan"]
+__all__ = ["G_WEIGHTS", "discriminator_losses", "generator_losses", "train_generator_gan"]
+
+# STTN's generator weights: L1 on the raw output in the hole and on the valid pixels, 1 each;
+# the adversarial terms (T-PatchGAN hinge, multi-class STAM) 0.01 each
+G_WEIGHTS = {"l1_hole": 1.0, "l1_valid": 1.0, "adv_patch": 0.01, "adv_class": 0.01}
+
+
+def discriminator_losses(
+    d_patch: TPatchGAN,
+    d_cls: MultiClassDiscriminator,
+    batch: dict[str, Tensor],
+    fake: Tensor,
+    labels: Tensor,
+    amp_ctx: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> dict[str, Tensor]:
+    """``patch``: hinge loss of T-PatchGAN on (frames, hole mask) stacks; ``class``: the
+    multi-class STAM discriminator's loss on (frames, amodal mask) stacks; real = ``gt``,
+    fake = ``fake`` (the composed output, detached by the caller). fp32 scalars."""
+    b = batch
+    with amp_ctx():
+        patch = hinge_d_loss(
+            d_patch(torch.cat([b["gt"], b["holes"]], dim=2)),
+            d_patch(torch.cat([fake, b["holes"]], dim=2)),
+        )
+        cls = multiclass_d_loss(
+            d_cls(torch.cat([b["gt"], b["amodal"]], dim=2)),
+            d_cls(torch.cat([fake, b["amodal"]], dim=2)),
+            labels,
+        )
+    return {"patch": patch.float(), "class": cls.float()}
+
+
+def generator_losses(
+    d_patch: TPatchGAN,
+    d_cls: MultiClassDiscriminator,
+    batch: dict[str, Tensor],
+    raw: Tensor,
+    out: Tensor,
+    labels: Tensor,
+    amp_ctx: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> dict[str, Tensor]:
+    """The generator's terms, weighted by :data:`G_WEIGHTS`: ``l1_hole`` / ``l1_valid`` on
+    the **raw** output ``raw`` (the composed ``out`` equals ``gt`` outside the hole, so a valid
+    term on it is identically 0), ``adv_patch`` / ``adv_class`` on the composed ``out``."""
+    b = batch
+    rec = reconstruction_losses(raw, b["gt"], b["holes"])
+    with amp_ctx():
+        patch = hinge_g_loss(d_patch(torch.cat([out, b["holes"]], dim=2)))
+        cls = multiclass_g_loss(d_cls(torch.cat([out, b["amodal"]], dim=2)), labels)
+    terms = {**rec, "adv_patch": patch.float(), "adv_class": cls.float()}
+    return {k: G_WEIGHTS[k] * v for k, v in terms.items()}
+
 
 log = logging.getLogger(__name__)
 
@@ -100,31 +154,25 @@ def train_generator_gan(
     for it in range(start, iters):
         b = {k: v.to(dev) for k, v in next(batches).items()}
         labels = torch.zeros(len(b["frames"]), dtype=torch.long, device=dev)
-        out = gen.inpaint(b["frames"], b["holes"], b["holes"], b["amodal"])
-        real = torch.cat([b["gt"], b["holes"]], dim=2)
-        fake = torch.cat([out, b["holes"]], dim=2)
-        real_c = torch.cat([b["gt"], b["amodal"]], dim=2)
-        fake_c = torch.cat([out, b["amodal"]], dim=2)
-        with amp_ctx():
-            d_loss = hinge_d_loss(d_patch(real), d_patch(fake.detach())) + multiclass_d_loss(
-                d_cls(real_c), d_cls(fake_c.detach()), labels
-            )
+        raw = gen(b["frames"], b["holes"], b["holes"], b["amodal"])
+        out = compose(raw, b["frames"], b["holes"])
+        d_terms = discriminator_losses(d_patch, d_cls, b, out.detach(), labels, amp_ctx)
+        d_loss = sum(d_terms.values())
         opt_d.zero_grad()
-        d_loss.float().backward()
+        d_loss.backward()
         opt_d.step()
-        rec = reconstruction_losses(out, b["gt"], b["holes"])
-        with amp_ctx():
-            adv = 0.01 * (hinge_g_loss(d_patch(fake)) + multiclass_g_loss(d_cls(fake_c), labels))
-        adv = adv.float()
-        g_loss = rec["l1_hole"] + rec["l1_valid"] + adv
+        g_terms = generator_losses(d_patch, d_cls, b, raw, out, labels, amp_ctx)
+        g_loss = sum(g_terms.values())
         opt_g.zero_grad()
         g_loss.backward()
         opt_g.step()
         if it % log_period == 0:
             log.info(
-                "generator it %d: d %.3f l1_hole %.3f l1_valid %.3f adv %.4f",
-                it, d_loss.item(), rec["l1_hole"].item(), rec["l1_valid"].item(), adv.item(),
-            )  # fmt: skip
+                "generator it %d: d %.3f %s",
+                it,
+                d_loss.item(),
+                " ".join(f"{k} {v.item():.4f}" for k, v in g_terms.items()),
+            )
         bar.update(1)
         done = it + 1
         if checkpoint_period > 0 and done % checkpoint_period == 0 and done < iters:
