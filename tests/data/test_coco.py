@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pycocotools.mask as mask_util
 import pytest
 import torch
 from PIL import Image
@@ -509,6 +510,109 @@ def test_cocoa_layout(tmp_path: Path) -> None:
     inst = ds[0]["instances"]
     _check_scene(inst)
     assert inst.labels.tolist() == [0, 1]
+
+
+def _cocoa_cls(i: int, vis: Any, amo: Any, *, rate: float, occluded_mask: bool = True) -> dict:
+    """A COCOA-cls annotation: segmentation = amodal polygon, visible_mask RLE (omitted for an
+    unoccluded instance unless ``occluded_mask``), bbox = amodal box."""
+    a: dict[str, Any] = {
+        "id": i,
+        "image_id": 1,
+        "category_id": 1,
+        "iscrowd": 0,
+        "segmentation": [rect(*amo)],
+        "bbox": xywh(amo),
+        "area": float(bitmap(amo).sum()),
+        "occlude_rate": rate,
+        "occl_depth": i - 1,
+    }
+    if occluded_mask:
+        a["visible_mask"] = mask_to_rle(bitmap(vis))
+        a["invisible_mask"] = mask_to_rle(bitmap(amo) & ~bitmap(vis))
+    return a
+
+
+def test_cocoa_cls_layout_reads_visible_mask_and_amodal_segmentation(tmp_path: Path) -> None:
+    """COCOA-cls: segmentation is the amodal polygon, visible_mask the visible RLE (absent for
+    the unoccluded front instance: visible = amodal); bbox is amodal, so the visible box comes
+    from the mask. Read as plain COCO, B's amodal polygon would be its 'visible' mask."""
+    anns = [
+        _cocoa_cls(1, A, A, rate=0.0, occluded_mask=False),
+        _cocoa_cls(2, B_VISIBLE, B_AMODAL, rate=0.33),
+    ]
+    ds = load(_amodal_file(tmp_path, anns), tmp_path)
+    assert ds.layout == "cocoa_cls"
+    inst = ds[0]["instances"]
+    _check_scene(inst)  # visible, amodal, visible boxes, derived occluders and depth
+    assert inst.extra["cocoa_occl_depth"].tolist() == [0, 1]
+
+
+def test_cocoa_cls_occluded_instance_without_visible_mask_is_dropped(tmp_path: Path) -> None:
+    anns = [
+        _cocoa_cls(1, A, A, rate=0.0),
+        _cocoa_cls(2, B_VISIBLE, B_AMODAL, rate=0.33, occluded_mask=False),
+    ]
+    with pytest.warns(UserWarning, match="1 occluded COCOA-cls annotation without visible_mask"):
+        ds = CocoInstanceDataset(_amodal_file(tmp_path, anns), tmp_path)
+    assert ds.layout == "cocoa_cls" and ds[0]["instances"].extra["ids"].tolist() == [1]
+
+
+def test_cocoa_cls_converted_gt_matches_the_dataset(tmp_path: Path) -> None:
+    from instseg.evaluation.amodal import to_coco_gt
+
+    anns = [
+        _cocoa_cls(1, A, A, rate=0.0, occluded_mask=False),
+        _cocoa_cls(2, B_VISIBLE, B_AMODAL, rate=0.33),
+    ]
+    path = _amodal_file(tmp_path, anns)
+    inst = load(path, tmp_path)[0]["instances"]
+    for target, masks in (("visible", inst.masks), ("amodal", inst.amodal_masks)):
+        gt = to_coco_gt(path, target=target)
+        got = [mask_util.decode(a["segmentation"]).astype(bool) for a in gt["annotations"]]
+        assert len(got) == 2 and all(
+            np.array_equal(g, m.numpy()) for g, m in zip(got, masks, strict=True)
+        )
+    visible = to_coco_gt(path, target="visible")["annotations"]
+    assert [a["bbox"] for a in visible] == [xywh(A), xywh(B_VISIBLE)]
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        ({"amodal_segm": {}}, r"annotations\[0\] has keys of the synthetic and cocoa_cls"),
+        ({"inmodal_seg": {}}, r"annotations\[0\] has keys of the kins_updated and cocoa_cls"),
+    ],
+)
+def test_annotation_with_keys_of_two_layouts_is_refused(tmp_path, extra, match) -> None:
+    anns = [_cocoa_cls(1, A, A, rate=0.0) | extra]
+    path = _amodal_file(tmp_path, anns)
+    with pytest.raises(ValueError, match=r"amodal\.json: " + match):
+        load(path, tmp_path)
+    with pytest.raises(ValueError, match=r"amodal\.json"):
+        from instseg.evaluation.amodal import to_coco_gt
+
+        to_coco_gt(path)
+
+
+def test_file_mixing_layouts_is_refused(tmp_path: Path) -> None:
+    kins = {"id": 2, "image_id": 1, "category_id": 1, "i_segm": [rect(*A)], "a_segm": [rect(*A)]}
+    anns = [_cocoa_cls(1, A, A, rate=0.0), kins]
+    match = r"amodal\.json: annotations mix the layouts cocoa_cls \(annotations\[0\]\), kins"
+    with pytest.raises(ValueError, match=match):
+        load(_amodal_file(tmp_path, anns), tmp_path)
+
+
+def test_cocoa_cls_extras_without_any_visible_mask(tmp_path: Path) -> None:
+    """occlude_rate/occl_depth but no visible_mask anywhere: fine when nothing is occluded
+    (visible = amodal), refused when something is (its visible mask is unknown)."""
+    unoccluded = [_cocoa_cls(1, A, A, rate=0.0, occluded_mask=False)]
+    ds = load(_amodal_file(tmp_path, unoccluded), tmp_path)
+    assert ds.layout == "cocoa_cls" and np.array_equal(ds[0]["instances"].masks[0], bitmap(A))
+    occluded = unoccluded + [_cocoa_cls(2, B_VISIBLE, B_AMODAL, rate=0.33, occluded_mask=False)]
+    with pytest.raises(ValueError, match=r"amodal\.json: annotations\[1\] has COCOA-cls keys"):
+        load(_amodal_file(tmp_path, occluded), tmp_path)
+    assert detect_layout([{"segmentation": [], "occlude_rate": 0.0}]) == "cocoa_cls"
+    assert detect_layout([{"segmentation": []}, {"bbox": [0, 0, 1, 1]}]) == "coco"
 
 
 # -- real data ------------------------------------------------------------------------------

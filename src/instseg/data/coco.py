@@ -18,6 +18,19 @@ file from the annotation keys (:func:`detect_layout`):
   has ``segmentation`` (one flat amodal polygon), ``visible_mask``/``invisible_mask`` (RLE, only
   when occluded), ``order`` (1 = front), ``occlude_rate``, ``isStuff`` and ``name``. Without
   ``category_id`` a region is class 1 "thing" or 2 "stuff" (``isStuff``).
+- ``"cocoa_cls"`` (COCOA-cls and D2S amodal, the flattened per-instance COCOA that amodal
+  methods train on): ``segmentation`` = **amodal** polygon (or RLE), ``visible_mask`` = visible
+  RLE (absent for an unoccluded instance: visible = amodal), ``invisible_mask``,
+  ``occlude_rate``, ``occl_depth`` (kept in ``extra["cocoa_occl_depth"]``), ``bbox`` = amodal box
+  (the visible box comes from the mask), ``category_id``. An annotation with ``occlude_rate`` > 0
+  but no ``visible_mask`` cannot be read right and is dropped (counted). Read as plain COCO, such
+  a file's amodal masks would become the "visible" masks.
+
+Layout detection is strict (:func:`detect_layout`): each layout has keys only it uses
+(:data:`LAYOUT_SIGNATURES`); a file whose annotations carry the keys of two layouts (in one
+annotation or across the file), or COCOA-cls extras (``occlude_rate``, ``occl_depth``,
+``invisible_mask``) on occluded instances without any ``visible_mask``, is refused with an error
+naming the file, rather than read under a guess.
 
 Derived fields: where a layout has visible and amodal masks but no occluder masks (KINS, COCOA),
 instance j occludes instance i when j's visible mask overlaps i's invisible part
@@ -62,6 +75,7 @@ from torch.utils.data import Dataset
 
 from instseg.structures import Instances, masks_to_boxes
 from instseg.structures.masks import is_valid_polygon, polygons_to_mask, rle_to_mask
+from instseg.utils.errors import InvalidInputError
 from instseg.utils.image import ImageReadError, read_image
 from instseg.utils.io import read_json
 
@@ -69,25 +83,29 @@ __all__ = [
     "CocoInstanceDataset",
     "LAYOUTS",
     "LAYOUT_KEYS",
+    "LAYOUT_SIGNATURES",
+    "LayoutError",
     "LayoutKeys",
     "MASK_KINDS",
     "detect_layout",
     "layout_fields",
 ]
 
-LAYOUTS = ("coco", "synthetic", "kins", "kins_updated", "cocoa")
+LAYOUTS = ("coco", "synthetic", "kins", "kins_updated", "cocoa", "cocoa_cls")
 
 
 @dataclass(frozen=True)
 class LayoutKeys:
     """JSON keys of one annotation in a per-instance layout (COCOA's per-image ``regions`` are
-    read apart). ``*_fallback``: the key used when the first is absent."""
+    read apart). ``*_fallback``: the key used when the first is absent. ``bbox`` None: the file's
+    box is not the visible box (the visible box comes from the visible mask)."""
 
     visible: str
     amodal: str | None
-    bbox: str
+    bbox: str | None
     amodal_fallback: str | None = None
     bbox_fallback: str | None = None
+    visible_fallback: str | None = None
 
 
 # The one table of the layouts' keys (the dataset and the amodal evaluator both read it).
@@ -102,19 +120,55 @@ LAYOUT_KEYS: dict[str, LayoutKeys] = {
         bbox_fallback="bbox",
     ),
     "kins_updated": LayoutKeys(visible="inmodal_seg", amodal="segmentation", bbox="inmodal_bbox"),
+    # visible_mask is absent for unoccluded instances: visible = amodal (see layout_fields)
+    "cocoa_cls": LayoutKeys(
+        visible="visible_mask", amodal="segmentation", bbox=None, visible_fallback="segmentation"
+    ),
 }
+
+# Annotation keys that only one layout uses (the file's layout is the one whose keys it has).
+LAYOUT_SIGNATURES: dict[str, tuple[str, ...]] = {
+    "cocoa": ("regions",),
+    "synthetic": ("amodal_segm", "occluder_segm", "depth_order"),
+    "kins": ("a_segm", "i_segm"),
+    "kins_updated": ("inmodal_seg",),
+    "cocoa_cls": ("visible_mask",),
+}
+# COCOA-cls keys that can come without the visible mask (an unoccluded instance)
+_COCOA_CLS_EXTRAS = ("occlude_rate", "occl_depth", "invisible_mask")
+
+
+class LayoutError(InvalidInputError):
+    """An annotation file whose keys fit no layout unambiguously (the message names the file)."""
 
 
 def layout_fields(a: dict[str, Any], layout: str) -> tuple[Any, Any, Any]:
     """(visible segmentation, amodal segmentation or None, visible xywh box or None) of one
-    JSON annotation in ``layout`` (any of :data:`LAYOUT_KEYS`), as stored in the file."""
+    JSON annotation in ``layout`` (any of :data:`LAYOUT_KEYS`), as stored in the file.
+
+    COCOA-cls: without ``visible_mask`` the instance is unoccluded and its visible mask is the
+    amodal one, unless its ``occlude_rate`` says it is occluded (then the visible mask is
+    unknown: None)."""
     k = LAYOUT_KEYS[layout]
 
     def get(key: str | None, fallback: str | None) -> Any:
         v = a.get(key) if key else None
         return a.get(fallback) if v is None and fallback else v
 
-    return get(k.visible, None), get(k.amodal, k.amodal_fallback), get(k.bbox, k.bbox_fallback)
+    visible_fallback = k.visible_fallback
+    if layout == "cocoa_cls" and _occluded(a):
+        visible_fallback = None
+    return (
+        get(k.visible, visible_fallback),
+        get(k.amodal, k.amodal_fallback),
+        get(k.bbox, k.bbox_fallback),
+    )
+
+
+def _occluded(a: dict[str, Any]) -> bool:
+    """COCOA-cls: the annotation says it is partly hidden (occlude_rate > 0)."""
+    rate = a.get("occlude_rate")
+    return isinstance(rate, int | float) and not isinstance(rate, bool) and rate > 0
 
 
 MASK_KINDS = ("visible", "amodal", "occluder")
@@ -148,19 +202,48 @@ class _Image:
     anns: list[_Ann] = field(default_factory=list)
 
 
-def detect_layout(annotations: list[dict[str, Any]]) -> str:
-    """Name of the layout (one of :data:`LAYOUTS`) from the keys of the annotations."""
-    for a in annotations:
+def detect_layout(annotations: list[dict[str, Any]], *, source: str = "annotations") -> str:
+    """Name of the layout (one of :data:`LAYOUTS`) from the keys of the annotations.
+
+    The layout is the one whose :data:`LAYOUT_SIGNATURES` keys appear (annotations without any
+    are read under it with its fallbacks); none at all is plain ``"coco"``. Raises
+    :class:`LayoutError` naming ``source`` (the file) when the keys fit no layout unambiguously:
+    keys of two layouts (in one annotation or across the file), or COCOA-cls extras
+    (``occlude_rate``/``occl_depth``/``invisible_mask``) with an occluded instance but no
+    ``visible_mask`` anywhere (plain COCO or COCOA-cls? the visible masks are unknown either way).
+    """
+    found: dict[str, int] = {}  # layout -> first annotation index with its keys
+    extras_at: int | None = None
+    occluded_at: int | None = None
+    for i, a in enumerate(annotations):
         if not isinstance(a, dict):
             continue
-        if "regions" in a:
-            return "cocoa"
-        if "amodal_segm" in a or "occluder_segm" in a or "depth_order" in a:
-            return "synthetic"
-        if "a_segm" in a or "i_segm" in a:
-            return "kins"
-        if "inmodal_seg" in a:
-            return "kins_updated"
+        mine = [name for name, keys in LAYOUT_SIGNATURES.items() if any(k in a for k in keys)]
+        if len(mine) > 1:
+            keys = sorted(k for name in mine for k in LAYOUT_SIGNATURES[name] if k in a)
+            raise LayoutError(
+                f"{source}: annotations[{i}] has keys of the {' and '.join(mine)} layouts "
+                f"({', '.join(keys)}); cannot tell which masks are visible and which amodal"
+            )
+        for name in mine:
+            found.setdefault(name, i)
+        if any(k in a for k in _COCOA_CLS_EXTRAS):
+            extras_at = i if extras_at is None else extras_at
+            if occluded_at is None and _occluded(a):
+                occluded_at = i
+    if len(found) > 1:
+        where = ", ".join(f"{n} (annotations[{i}])" for n, i in sorted(found.items()))
+        raise LayoutError(f"{source}: annotations mix the layouts {where}; refusing to guess")
+    if found:
+        return next(iter(found))
+    if extras_at is not None:
+        if occluded_at is not None:
+            raise LayoutError(
+                f"{source}: annotations[{occluded_at}] has COCOA-cls keys and occlude_rate > 0 "
+                f"but no annotation has 'visible_mask': the visible masks are unknown (plain COCO "
+                f"'segmentation' or COCOA-cls amodal polygons?); refusing to guess"
+            )
+        return "cocoa_cls"  # every instance unoccluded: visible = amodal = segmentation
     return "coco"
 
 
@@ -214,7 +297,7 @@ class CocoInstanceDataset(Dataset):
         for key in ("images", "annotations"):
             if not isinstance(data.get(key), list):
                 raise ValueError(f"{self.json_file}: missing or invalid key '{key}' (COCO format)")
-        self.layout = detect_layout(data["annotations"])
+        self.layout = detect_layout(data["annotations"], source=str(self.json_file))
         self._init_categories(data, category_ids)
         images = self._parse_images(data["images"])
         self._parse_annotations(data["annotations"], images)
@@ -346,9 +429,14 @@ class CocoInstanceDataset(Dataset):
         )
         seg = self._clean_segm
         visible, amodal, ann.bbox = layout_fields(a, self.layout)
+        if self.layout == "cocoa_cls" and visible is None:
+            self.stats["occluded COCOA-cls annotation without visible_mask dropped"] += 1
+            return []
         ann.visible = seg(visible, rec)
         if LAYOUT_KEYS[self.layout].amodal is not None:
             ann.amodal = seg(amodal, rec)
+        if self.layout == "cocoa_cls" and a.get("occl_depth") is not None:
+            ann.extra["cocoa_occl_depth"] = _as_int(a["occl_depth"])
         if self.layout == "synthetic":
             ann.occluder = seg(a.get("occluder_segm"), rec)
             ann.depth = _as_int(a["depth_order"]) if a.get("depth_order") is not None else None

@@ -5,7 +5,7 @@ Every number is pycocotools COCO AP (:func:`instseg.evaluation.coco.evaluate_coc
 *converted* standard COCO ground truth, written next to the results so it can be inspected:
 
 - :func:`to_coco_gt` reads any layout of :mod:`instseg.data.coco` (plain COCO, the project's
-  synthetic layout, KINS, updated KINS, COCOA) and writes a plain COCO GT whose
+  synthetic layout, KINS, updated KINS, COCOA, COCOA-cls) and writes a plain COCO GT whose
   ``segmentation`` is the **visible** or the **amodal** mask (amodal = amodal | visible, so an
   amodal mask always contains the visible one; an instance without an amodal mask keeps its
   visible mask). ``bbox`` is the visible box of the file (visible target) or the tight box of
@@ -76,7 +76,7 @@ def to_coco_gt(gt: str | Path | dict[str, Any], *, target: MaskTarget = "visible
     for key in ("images", "annotations"):
         if not isinstance(data.get(key), list):
             raise ValueError(f"{name}: missing or invalid key '{key}' (COCO format)")
-    layout = detect_layout(data["annotations"])
+    layout = detect_layout(data["annotations"], source=name)
     sizes = {}
     for i, im in enumerate(data["images"]):
         if not isinstance(im, dict) or not {"id", "height", "width"} <= im.keys():
@@ -114,7 +114,8 @@ def write_eval_gt(gt_json: str | Path, out_dir: str | Path, *, target: MaskTarge
     ``out_dir/gt_<target>.json`` written by :func:`to_coco_gt`."""
     gt_json = Path(gt_json)
     data = read_json(gt_json)
-    layout = detect_layout(data.get("annotations", []) if isinstance(data, dict) else [])
+    anns = data.get("annotations", []) if isinstance(data, dict) else []
+    layout = detect_layout(anns, source=str(gt_json))
     if target == "visible" and layout in ("coco", "synthetic"):
         return gt_json
     if target == "amodal" and layout == "coco":
@@ -196,7 +197,8 @@ def evaluate_occlusion(
     work_dir.mkdir(parents=True, exist_ok=True)
     res = read_json(results) if isinstance(results, str | Path) else list(results)
     data = read_json(gt_json)
-    has_amodal = isinstance(data, dict) and detect_layout(data.get("annotations", [])) != "coco"
+    anns = data.get("annotations", []) if isinstance(data, dict) else []
+    has_amodal = isinstance(data, dict) and detect_layout(anns, source=str(gt_json)) != "coco"
     if target == "amodal" and not has_amodal:
         raise ValueError(f"{gt_json}: no amodal masks in the GT, cannot score amodal predictions")
     gts = {t: to_coco_gt(data, target=t) for t in TARGETS if t == "visible" or has_amodal}
@@ -258,6 +260,8 @@ def _records(a: Mapping[str, Any], layout: str) -> list[dict[str, Any]]:
             )
         return out
     visible, amodal, bbox = layout_fields(dict(a), layout)
+    if layout == "cocoa_cls" and visible is None:  # occluded, visible mask not given: unusable
+        amodal = None  # skipped (counted), as CocoInstanceDataset drops it
     return [
         {
             "visible": visible,
