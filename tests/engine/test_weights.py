@@ -20,7 +20,7 @@ from instseg.engine.weights import (
 def test_round_trip_typed_meta(tmp_path):
     meta = WeightsMeta(
         task="image",
-        model={"name": "effl0_fcos_maskrcnn", "pretrained": False},
+        model={"name": "effl0_fcos_maskrcnn", "pretrained": False, "roi_aligned": True},
         num_classes=2,
         category_ids=(3, 7),
         class_names=("a", "b"),
@@ -56,6 +56,18 @@ def test_old_layouts_still_load(tmp_path):
     assert v.trained and v.num_classes == 1 and v.training == {"iterations": {"g": 3}}
     image = WeightsMeta.from_dict({"model": {"name": "x"}, "num_classes": 3})  # no "task"
     assert image.task == "image" and image.num_classes == 3
+
+
+def test_models_without_roi_aligned_are_legacy_pooling():
+    """Image/video models written before aligned mask RoI pooling read as roi_aligned=False
+    (what they were trained with); an explicit value is kept; other tasks are untouched."""
+    old = WeightsMeta.from_dict({"task": "image", "model": {"name": "effl0_fcos_maskrcnn"}})
+    assert old.model == {"name": "effl0_fcos_maskrcnn", "roi_aligned": False}
+    assert WeightsMeta.from_dict({"task": "video", "model": {}}).model == {"roi_aligned": False}
+    new = WeightsMeta.from_dict({"task": "image", "model": {"name": "x", "roi_aligned": True}})
+    assert new.model["roi_aligned"] is True
+    prop = WeightsMeta.from_dict({"task": "propagation", "model": {"channels": 8, "hidden": 4}})
+    assert "roi_aligned" not in prop.model
 
 
 def test_errors_name_the_file(tmp_path):

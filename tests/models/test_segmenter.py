@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
@@ -191,3 +192,40 @@ def test_images_without_instances_and_bad_targets():
     batch.targets[1].masks = batch.targets[1].masks[:, :40]
     with pytest.raises(ValueError, match=r"batch image 1: masks are \(40, 64\), image size"):
         model.loss(batch)
+
+
+def test_mask_features_are_pooled_aligned_by_default_legacy_selectable():
+    """New models pool the mask-head features with aligned=True, as the targets are projected;
+    roi_aligned=False (or ModelConfig.roi_aligned=False) keeps torchvision's legacy pooling."""
+    from instseg.models.build import ModelConfig, build_model_from_config
+    from instseg.models.layers.roi_align import FPNRoIAlign
+
+    model = effl0_fcos_maskrcnn(num_classes=2, pretrained=False)
+    pool = model.mask_roi_pool
+    assert isinstance(pool, FPNRoIAlign) and pool.aligned and model.roi_aligned
+    assert pool.featmap_names == ["p2", "p3", "p4", "p5"] and pool.strides == [4, 8, 16, 32]
+    legacy = effl0_fcos_maskrcnn(num_classes=2, pretrained=False, roi_aligned=False)
+    assert not legacy.mask_roi_pool.aligned
+    assert ModelConfig().roi_aligned
+    cfg = ModelConfig(pretrained=False, roi_aligned=False)
+    assert not build_model_from_config(cfg, num_classes=2).mask_roi_pool.aligned
+    with pytest.raises(ValueError, match="not in the FPN levels"):
+        effl0_fcos_maskrcnn(num_classes=2, pretrained=False, mask_in_features=["p9"])
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "src" / "instseg" / "weights" / "demo_image.pt"
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped image model")
+def test_shipped_model_keeps_the_pooling_it_was_trained_with():
+    """demo_image.pt predates aligned pooling (its meta has no roi_aligned): it is rebuilt with
+    the legacy pooling, so its outputs do not change."""
+    from instseg.config import from_dict
+    from instseg.engine.weights import read_weights_file
+    from instseg.models.build import ModelConfig, build_model_from_config
+
+    _, meta = read_weights_file(SHIPPED, task="image")
+    assert meta.model["roi_aligned"] is False
+    cfg = from_dict(ModelConfig, meta.model)
+    model = build_model_from_config(cfg, num_classes=meta.num_classes)
+    assert not model.mask_roi_pool.aligned

@@ -16,7 +16,8 @@ the typed ``meta`` of every kind of file:
 plus classes, test sizes, whether the networks are trained, the training precision and free
 provenance (``training``: iterations, seed, sequences, ...). Files written before this module
 (flat propagation / VOIN layouts, image files without ``task``) still load: see
-:meth:`WeightsMeta.from_dict`.
+:meth:`WeightsMeta.from_dict`. Image and video ``model`` dicts without ``roi_aligned`` read as
+``roi_aligned: False``: those models were trained with torchvision's legacy mask RoI pooling.
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ class WeightsMeta:
         known = {k: v for k, v in d.items() if k in names}
         extra = {k: v for k, v in d.items() if k not in names}  # old provenance keys: kept
         known["task"] = task
+        if task in ("image", "video"):  # trained before aligned mask RoI pooling existed
+            known["model"] = {"roi_aligned": False, **dict(known.get("model") or {})}
         known["training"] = {**extra, **dict(known.get("training") or {})}
         for key in ("category_ids", "class_names"):
             known[key] = tuple(known.get(key) or ())

@@ -42,6 +42,10 @@ class ModelConfig:
     # top-level modules kept fixed during training, e.g. [backbone, detector] trains the mask head
     # alone on top of `weights` (the same detections for every mask head in an ablation)
     freeze: list[str] = field(default_factory=list)
+    # mask-head RoI features pooled with aligned=True like the mask targets; False: torchvision's
+    # legacy half-pixel-shifted pooling. Weights files written before this key existed were
+    # trained with the legacy pooling: their meta reads as False (engine.weights.WeightsMeta).
+    roi_aligned: bool = True
 
 
 @dataclass
@@ -54,6 +58,7 @@ class VideoModelConfig:
     memory_length: int = 8  # T: frames of prototypes kept in the PCAM memory
     image_weights: str | None = None  # image model.pt to start the segmenter from (recommended)
     weights: str | None = None  # full PCAN weights to start from (fine-tuning)
+    roi_aligned: bool = True  # as ModelConfig.roi_aligned (the segmenter's mask RoI pooling)
 
 
 def build_model_from_config(cfg: ModelConfig, *, num_classes: int, **extra: Any) -> torch.nn.Module:
@@ -65,6 +70,7 @@ def build_model_from_config(cfg: ModelConfig, *, num_classes: int, **extra: Any)
         "num_classes": num_classes,
         "pretrained": cfg.pretrained,
         "class_aware_masks": cfg.class_aware_masks,
+        "roi_aligned": cfg.roi_aligned,
     }
     if cfg.backbone_weights:
         kw["weights"] = cfg.backbone_weights
@@ -114,6 +120,7 @@ def build_video_model_from_config(cfg: VideoModelConfig, *, num_classes: int) ->
         "pretrained": cfg.pretrained,
         "class_aware_masks": cfg.class_aware_masks,
         "memory_length": cfg.memory_length,
+        "roi_aligned": cfg.roi_aligned,
     }
     if cfg.frozen_bn is not None:
         kw["frozen_bn"] = cfg.frozen_bn

@@ -8,6 +8,12 @@ GT boxes are always kept first (they keep the head stable early on, when an untr
 no good boxes); proposals fill the rest, randomly subsampled to ``train_mask_roi_batch`` RoIs per
 image. GT masks (and occluder / amodal masks) are projected onto each RoI by RoIAlign on the GT
 bitmaps, then binarised at 0.5 (detectron2's rule).
+
+Both use the same pixel model: targets are projected with ``aligned=True`` and the mask head's
+features are pooled with ``aligned=True`` (:class:`~instseg.models.layers.roi_align.FPNRoIAlign`)
+unless ``roi_aligned=False``, torchvision's legacy pooling, half a feature pixel (2-16 image
+pixels on P2-P5) off the targets: what models trained before the fix used, kept for their
+weights files (``meta.model`` without ``roi_aligned`` reads as False).
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import MultiScaleRoIAlign, box_iou, roi_align
+from torchvision.ops import box_iou, roi_align
 
 from instseg.models.heads.base import MaskHead, MaskTargets
+from instseg.models.layers.roi_align import FPNRoIAlign
 from instseg.structures import Instances
 from instseg.structures.batch import Batch
 
@@ -75,6 +82,8 @@ class InstanceSegmenter(nn.Module):
         fixed_num_detections: when set, ``predict`` sends exactly this many boxes per image
             through the mask head (the top ones above ``score_thresh``, padded with
             whole-image boxes of score 0): constant mask-head cost for benchmarks.
+        roi_aligned: pool the mask features with ``aligned=True`` like the targets (default);
+            False: torchvision's legacy half-pixel-shifted pooling (models trained with it).
     """
 
     def __init__(
@@ -93,6 +102,7 @@ class InstanceSegmenter(nn.Module):
         train_iou_thresh: float = 0.5,
         mask_in_features: Sequence[str] | None = None,
         fixed_num_detections: int | None = None,
+        roi_aligned: bool = True,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -106,12 +116,19 @@ class InstanceSegmenter(nn.Module):
         self.train_mask_roi_batch = train_mask_roi_batch
         self.train_iou_thresh = train_iou_thresh
         self.fixed_num_detections = fixed_num_detections
+        stride_of = dict(zip(backbone.names, backbone.strides, strict=True))
         if mask_in_features is None:
-            mask_in_features = [
-                n for n, s in zip(backbone.names, backbone.strides, strict=True) if s <= 32
-            ]
-        self.mask_roi_pool = MultiScaleRoIAlign(
-            featmap_names=list(mask_in_features), output_size=mask_roi_size, sampling_ratio=2
+            mask_in_features = [n for n, s in stride_of.items() if s <= 32]
+        unknown = [n for n in mask_in_features if n not in stride_of]
+        if unknown:
+            raise ValueError(f"mask_in_features {unknown} not in the FPN levels {list(stride_of)}")
+        self.roi_aligned = bool(roi_aligned)
+        self.mask_roi_pool = FPNRoIAlign(
+            list(mask_in_features),
+            [stride_of[n] for n in mask_in_features],
+            mask_roi_size,
+            sampling_ratio=2,
+            aligned=self.roi_aligned,
         )
         self.size_divisibility = max(32, int(getattr(detector, "size_divisibility", 32)))
         mean = torch.tensor(backbone.pixel_mean, dtype=torch.float32).view(1, 3, 1, 1)
