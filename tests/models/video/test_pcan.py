@@ -150,3 +150,12 @@ def test_identities_and_bounded_state_over_a_video() -> None:
         assert set(state.instance_protos) == {0, 1}
     assert ids == [[0, 1]] * 6
     assert state.tracks.frame == 6
+
+
+def test_tracking_loss_rois_include_background() -> None:
+    model = _pcan(_image_model(), tracker=Tracker())
+    rois, ids = model._sample_rois(_frame(0), torch.Generator().manual_seed(0))
+    assert int((ids[0] == -1).sum()) == int((ids[0] >= 0).sum()) > 0  # neg_ratio 1
+    model.track_neg_ratio = 0.0
+    _, ids = model._sample_rois(_frame(0), torch.Generator().manual_seed(0))
+    assert int((ids[0] == -1).sum()) == 0

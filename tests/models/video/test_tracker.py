@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torchvision.ops import box_iou
 
 from instseg.models.video.tracker import (
     IGNORE,
@@ -166,3 +167,186 @@ def test_assign_ids_and_jitter() -> None:
     assert jit.shape == (6, 4)
     assert (jit[:, 2] <= 45).all() and (jit[:, 3] <= 35).all() and (jit >= 0).all()
     assert assign_track_ids(jit[:3], gt, torch.tensor([5, 6])).tolist() != [-1, -1, -1]
+
+
+# ---------------------------------------------------------------- QDTrack safeguards (issue 15)
+
+
+def _dets(boxes, scores, embeds, labels=None, masks=None) -> dict:  # noqa: ANN001
+    n = len(scores)
+    out = {
+        "boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(n, 4),
+        "scores": torch.as_tensor(scores, dtype=torch.float32),
+        "labels": torch.as_tensor(labels if labels is not None else [0] * n),
+        "embeddings": torch.stack([torch.as_tensor(e, dtype=torch.float32) for e in embeds]),
+    }
+    if masks is not None:
+        out["masks"] = masks
+    return out
+
+
+def _box_mask(boxes: list[list[int]], size: int = 64) -> torch.Tensor:
+    m = torch.zeros(len(boxes), size, size, dtype=torch.bool)
+    for i, (x0, y0, x1, y1) in enumerate(boxes):
+        m[i, y0:y1, x0:x1] = True
+    return m
+
+
+def test_mask_duplicates_are_removed_by_painting() -> None:
+    """Two confident outputs on one object (box IoU 0.5 passes box NMS): the lower-scored one
+    keeps < 50% of its area once the higher-scored mask is painted over it -> not tracked.
+    A third output covered only jointly by two higher-scored masks (pairwise mask IoU <= 0.35)
+    goes too."""
+    boxes = [[0, 0, 20, 20], [0, 6, 20, 26], [40, 0, 60, 20], [40, 20, 60, 40], [40, 12, 60, 28]]
+    e = APPEARANCE
+    dets = _dets(boxes, [0.9, 0.8, 0.9, 0.9, 0.8], [e[0], e[0], e[1], e[2], e[3]],
+                 masks=_box_mask(boxes))  # fmt: skip
+    ids, state = Tracker().update(TrackState(), **dets)
+    assert ids.tolist() == [0, -1, 1, 2, -1]
+    assert sorted(state.tracks) == [0, 1, 2]
+
+
+def test_mask_iou_rule_alone() -> None:
+    boxes = [[0, 0, 20, 20], [0, 5, 20, 25]]  # mask IoU 0.6 (box IoU 0.6 passes box NMS 0.7)
+    dets = _dets(boxes, [0.9, 0.8], [APPEARANCE[0], APPEARANCE[1]], masks=_box_mask(boxes))
+    ids, _ = Tracker(min_kept_fraction=0.0, mask_iou_thresh=0.5).update(TrackState(), **dets)
+    assert ids.tolist() == [0, -1]
+    ids, _ = Tracker(min_kept_fraction=0.0, mask_iou_thresh=None).update(TrackState(), **dets)
+    assert ids.tolist() == [0, 1]
+
+
+def _cos_to(v: torch.Tensor, cos: float, seed: int = 0) -> torch.Tensor:
+    """A vector of v's norm at cosine ``cos`` to v."""
+    g = torch.Generator().manual_seed(seed)
+    r = torch.randn(v.shape, generator=g)
+    r = r - (r @ v) / (v @ v) * v
+    u = torch.nn.functional.normalize(v, dim=0)
+    return v.norm() * (cos * u + math.sqrt(1 - cos**2) * torch.nn.functional.normalize(r, dim=0))
+
+
+def test_backdrops_keep_clutter_from_taking_a_free_track() -> None:
+    """Frame 0: object A (0.9) and background clutter (0.2). Frame 1: A is gone, the clutter
+    scores 0.6. Without backdrops the bi-softmax over the one free track is 1 and the clutter
+    (cosine 0.3 > min_cosine) takes A's id; with last frame's low-score detections kept as
+    backdrops it matches its own backdrop and stays untracked (0.6 < birth 0.7)."""
+    a = APPEARANCE[0]
+    clutter = _cos_to(a, 0.3)
+    tr = Tracker(init_score_thresh=0.7, obj_score_thresh=0.5)
+    ids, state = tr.update(
+        TrackState(), **_dets([[0, 0, 10, 10], [40, 40, 50, 50]], [0.9, 0.2], [a, clutter])
+    )
+    assert ids.tolist() == [0, -1]
+    ids, state = tr.update(state, **_dets([[41, 40, 51, 50]], [0.6], [clutter * 1.02]))
+    assert ids.tolist() == [-1]
+    assert state.tracks[0].hits == 1
+
+
+def test_low_score_match_is_suppressed_not_a_track_update_nor_a_backdrop() -> None:
+    """QDTrack gate (0.5 by default): a 0.4 detection of a live track neither continues it
+    nor becomes a backdrop that would compete with the track in the next frame."""
+    a = APPEARANCE[0]
+    tr = Tracker()
+    _, state = tr.update(TrackState(), **_dets([[0, 0, 10, 10]], [0.9], [a]))
+    ids, state = tr.update(state, **_dets([[1, 0, 11, 10]], [0.4], [a]))
+    assert ids.tolist() == [-1] and state.tracks[0].hits == 1
+    assert sum(len(b.embeddings) for b in state.backdrops) == 0
+    ids, state = tr.update(state, **_dets([[2, 0, 12, 10]], [0.9], [a]))
+    assert ids.tolist() == [0] and state.tracks[0].hits == 2
+
+
+def test_category_check_is_on_by_default() -> None:
+    a = APPEARANCE[0]
+    tr = Tracker()
+    _, state = tr.update(TrackState(), **_dets([[0, 0, 10, 10]], [0.9], [a], labels=[0]))
+    ids, _ = tr.update(state, **_dets([[0, 0, 10, 10]], [0.9], [a], labels=[1]))
+    assert ids.tolist() == [1]  # other category: a new track, not track 0
+
+
+def test_motion_term_resolves_identical_appearances() -> None:
+    """Two look-alike objects moving right: appearance alone cannot tell them apart (the more
+    confident detection takes the first track); the box IoU with the constant-velocity
+    prediction of each track can."""
+    e = APPEARANCE[0]
+
+    def frame(t: int) -> dict:  # object 0 at the top, object 1 at the bottom, 4 px/frame
+        b = [[4 * t, 0, 4 * t + 12, 12], [4 * t, 30, 4 * t + 12, 42]]
+        return _dets(b[::-1], [0.95, 0.9], [e, e])  # the bottom object scores higher
+
+    results = {}
+    for w in (0.0, 0.5):
+        tr = Tracker(motion_weight=w, match_classes=False)
+        _, state = tr.update(TrackState(), **_dets([[0, 0, 12, 12], [0, 30, 12, 42]],
+                                                   [0.9, 0.9], [e, e]))  # fmt: skip
+        ids = []
+        for t in (1, 2, 3):
+            out, state = tr.update(state, **frame(t))
+            ids.append(out.tolist())
+        results[w] = ids
+    assert results[0.5] == [[1, 0]] * 3  # bottom keeps id 1, top id 0
+    assert results[0.0] != [[1, 0]] * 3
+
+
+def test_qdtrack_thresholds_are_the_defaults() -> None:
+    from instseg.models.video.zoo import pcan_tiny
+
+    for tr in (Tracker(), pcan_tiny(num_classes=1).tracker):
+        assert (tr.init_score_thresh, tr.obj_score_thresh) == (0.7, 0.5)
+
+
+def test_track_rois_include_background_negatives() -> None:
+    """QDTrack samples dense proposals; RoIs that are only GT boxes + jitters (IoU >= 0.68)
+    give the embedding loss no background. The sampler adds boxes with IoU < 0.3 to every GT
+    (id -1), as many as ``neg_ratio`` times the positives."""
+    from instseg.models.video.tracker import sample_track_rois
+
+    gt = torch.tensor([[10.0, 10, 40, 40], [60, 20, 90, 70]])
+    g = torch.Generator().manual_seed(0)
+    rois, ids = sample_track_rois(
+        gt, torch.tensor([3, 7]), image_size=(100, 120), num_jitter=4, neg_ratio=1.0, generator=g
+    )
+    pos, neg = ids >= 0, ids == -1
+    assert int(pos.sum()) >= 2 and int(neg.sum()) == int(pos.sum())
+    assert (box_iou(rois[neg], gt).max(1).values < 0.3).all()
+    assert (rois[:, 2] <= 120).all() and (rois[:, 3] <= 100).all() and (rois >= 0).all()
+    assert ((rois[:, 2:] - rois[:, :2]) >= 1).all()
+    # some negatives touch an object (hard negatives), not only empty background
+    assert (box_iou(rois[neg], gt).max(1).values > 0).any()
+    none, none_ids = sample_track_rois(
+        gt[:0], torch.zeros(0, dtype=torch.long), image_size=(100, 120), generator=g
+    )
+    assert len(none) == len(none_ids) == 0
+
+
+def test_aux_loss_rows_are_anchors_only() -> None:
+    """Background key RoIs are negatives for the anchors, not rows of their own: pairs of
+    (similar-looking) background crops must not fill the hardest-negative budget."""
+    key = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    ref = torch.tensor([[1.0, 0.0], [0.2, 1.0]])
+    ids_k, ids_r = torch.tensor([7, -1, -1]), torch.tensor([7, -1])
+    with_bg = quasi_dense_loss(key, ref, ids_k, ids_r, aux_weight=1.0)
+    anchors_only = quasi_dense_loss(key[:1], ref, ids_k[:1], ids_r, aux_weight=1.0)
+    assert torch.allclose(with_bg["loss_track_aux"], anchors_only["loss_track_aux"])
+    assert torch.allclose(with_bg["loss_track"], anchors_only["loss_track"])
+
+
+@pytest.mark.parametrize("backdrop_frames", [0, 1])
+def test_a_track_is_given_to_one_detection_only(backdrop_frames: int) -> None:
+    a = APPEARANCE[0]
+    tr = Tracker(backdrop_frames=backdrop_frames, init_score_thresh=0.5, obj_score_thresh=0.3)
+    _, state = tr.update(TrackState(), **_dets([[0, 0, 10, 10]], [0.9], [a]))
+    ids, _ = tr.update(state, **_dets([[0, 0, 10, 10], [30, 30, 40, 40]], [0.9, 0.45], [a, a]))
+    assert ids.tolist() == [0, -1]
+
+
+def test_a_part_of_a_shown_object_is_not_a_backdrop() -> None:
+    """A low-score detection of a part of a shown object (box IoU 0.25 < 0.3 passes QDTrack's
+    backdrop NMS) lies under the object's painted mask: it is dropped, so it cannot become a
+    backdrop that draws the object's next detection away from its track."""
+    a = APPEARANCE[0]
+    boxes = [[0, 0, 20, 20], [0, 0, 10, 10]]
+    tr = Tracker()
+    _, state = tr.update(TrackState(), **_dets(boxes, [0.9, 0.2], [a, a], masks=_box_mask(boxes)))
+    assert sum(len(b.embeddings) for b in state.backdrops) == 0
+    off = Tracker(paint_below_gate=False)
+    _, state = off.update(TrackState(), **_dets(boxes, [0.9, 0.2], [a, a], masks=_box_mask(boxes)))
+    assert sum(len(b.embeddings) for b in state.backdrops) == 1

@@ -15,11 +15,12 @@ An image :class:`~instseg.models.segmenter.InstanceSegmenter` is extended, not c
 Training (``loss``) uses (key, reference) frame pairs of one video (:class:`ClipBatch`): the
 reference frame fills the memory (one frame of prototypes) for the key frame, after the
 optional ``memory`` frames (``data.memory_frames``; read without gradients), so the key frame
-learns to read a memory of up to 1 + memory_frames frames; the image losses
-are computed on the key frame's fused features; the quasi-dense tracking loss on RoIs jittered
-around the ground truth of both frames; the TSM loss refines the reference mask of each object
-present in both frames (projected into its key-frame box: the propagated "initial mask")
-towards the key-frame mask, attending to prototypes fitted on the reference frame.
+learns to read a memory of up to 1 + memory_frames frames; the image losses are computed on
+the key frame's fused features; the quasi-dense tracking loss on RoIs jittered around the
+ground truth of both frames plus background RoIs (:func:`sample_track_rois`); the TSM loss
+refines the reference mask of each object present in both frames (projected into its key-frame
+box: the propagated "initial mask") towards the key-frame mask, attending to prototypes fitted
+on the reference frame.
 
 Inference (``predict_frame``) is online, one frame at a time; everything that persists between
 frames is in :class:`VideoState` (the model holds none).
@@ -53,9 +54,8 @@ from instseg.models.video.tracker import (
     Tracker,
     TrackHead,
     TrackState,
-    assign_track_ids,
-    jitter_boxes,
     quasi_dense_loss,
+    sample_track_rois,
 )
 from instseg.structures import Instances
 from instseg.structures.batch import Batch, ClipBatch
@@ -108,6 +108,8 @@ class PCAN(nn.Module):
     memory_length: T, frames of prototypes kept (paper: up to 32).
     instance_update / instance_momentum: Eq. 5.8 mode and lambda (paper: 0.2).
     num_jitter: jittered RoIs per GT box for the tracking loss.
+    track_neg_ratio: background RoIs (IoU < 0.3 with every GT box) per positive RoI in the
+        tracking loss (:func:`sample_track_rois`; 0: GT boxes and jitters only).
     detach_reference: run the reference frame's backbone without gradients.
     """
 
@@ -126,6 +128,7 @@ class PCAN(nn.Module):
         instance_update: UpdateMode = "momentum",
         instance_momentum: float = 0.2,
         num_jitter: int = 4,
+        track_neg_ratio: float = 1.0,
         detach_reference: bool = True,
     ) -> None:
         super().__init__()
@@ -148,6 +151,7 @@ class PCAN(nn.Module):
         self.memory_length = memory_length
         self.instance_update, self.instance_momentum = instance_update, instance_momentum
         self.num_jitter, self.detach_reference = num_jitter, detach_reference
+        self.track_neg_ratio = track_neg_ratio
 
     def init_state(self) -> VideoState:
         return VideoState(memory=PrototypeMemory(capacity=self.memory_length))
@@ -205,11 +209,12 @@ class PCAN(nn.Module):
         for t, size in zip(batch.targets or [], batch.image_sizes, strict=True):
             if t.track_ids is None:
                 raise ValueError("PCAN.loss: targets need track_ids")
-            gt = t.boxes.float()
-            jit = jitter_boxes(gt, num=self.num_jitter, image_size=size, generator=gen)
-            boxes = torch.cat([gt, jit.to(gt.device)])
+            boxes, track_ids = sample_track_rois(
+                t.boxes, t.track_ids, image_size=size, num_jitter=self.num_jitter,
+                neg_ratio=self.track_neg_ratio, generator=gen,
+            )  # fmt: skip
             rois.append(boxes)
-            ids.append(assign_track_ids(boxes, gt, t.track_ids))
+            ids.append(track_ids)
         return rois, ids
 
     def _tsm_loss(
@@ -248,18 +253,23 @@ class PCAN(nn.Module):
     # ------------------------------------------------------------ inference
 
     @torch.no_grad()
-    def predict_frame(self, frame: Batch, state: VideoState) -> tuple[Instances, VideoState]:
+    def predict_frame(
+        self, frame: Batch, state: VideoState, *, tracker: Tracker | None = None
+    ) -> tuple[Instances, VideoState]:
         """One frame (batch of 1) -> (Instances with ``track_ids`` (only tracked detections),
-        the next state). Masks are bool (N, h, w) at ``frame.image_sizes[0]``."""
+        the next state). Masks are bool (N, h, w) at ``frame.image_sizes[0]``. ``tracker``:
+        association settings for this call (default: the model's ``tracker``); the mask-head
+        masks go to it for the duplicate rules."""
         if len(frame) != 1:
             raise ValueError(f"predict_frame takes one frame, got a batch of {len(frame)}")
         feats, pad = self.segmenter.features(frame.images)
         fused, memory = self.pcam(feats, state.memory)
         det = self.segmenter.predict_from_features(fused, pad, frame, return_head_outputs=True)[0]
         emb = self.track_head(self.track_pool(fused, [det.boxes.float()], [pad]))
-        ids, tracks = self.tracker.update(
-            state.tracks, boxes=det.boxes, scores=det.scores, labels=det.labels, embeddings=emb
-        )
+        ids, tracks = (tracker or self.tracker).update(
+            state.tracks, boxes=det.boxes, scores=det.scores, labels=det.labels, embeddings=emb,
+            masks=det.masks,
+        )  # fmt: skip
         keep = ids >= 0
         det, ids = det[keep], ids[keep]
         protos = {k: v for k, v in state.instance_protos.items() if k in tracks.tracks}

@@ -11,18 +11,43 @@ PCAN builds on QDTrack for association (survey ch. 5.3, Table 5.2 "QDTrack-mots"
       L_embed = log(1 + sum_{k+} sum_{k-} exp(v.k- - v.k+))
 
   plus an auxiliary L2 loss on cosine similarities (target 1 for positives, 0 with a 0.1
-  margin for negatives, hardest negatives up to 3x the positives).
-* :class:`Tracker` with :class:`TrackState`: per frame, similarity between detections and the
-  stored track embeddings by bi-directional softmax (``(softmax_rows + softmax_cols) / 2``)
-  or cosine; assignment greedy in score order (QDTrack) or Hungarian (scipy), each pair
-  gated by ``match_thresh`` (and ``min_cosine``, since a bi-softmax over one track and one
-  detection is always 1). Unmatched confident detections start tracks; a track not seen for
-  more than ``keep_alive`` frames is dropped. The tracker holds settings only; the state is
-  passed in and returned (it lives in the predictor).
+  margin for negatives, hardest negatives up to 3x the positives). Rows of both terms are the
+  anchors only (QDTrack's key positives); background RoIs are negatives of the anchors.
+* :func:`sample_track_rois`: the RoIs of one image: GT boxes, jittered copies and background
+  boxes (IoU < 0.3 with every GT; QDTrack samples dense proposals, a quarter positive).
+* :class:`Tracker` (settings, a frozen dataclass) with :class:`TrackState`: per frame, QDTrack's
+  ``QuasiDenseEmbedTracker`` procedure with MaskTrack-style cues:
+
+  1. duplicates removed, in descending score: a detection whose box IoU with a kept
+     higher-scored one exceeds ``nms_class_iou`` (``nms_backdrop_iou`` below the score gate
+     ``obj_score_thresh``); with masks, a gated detection that keeps less than
+     ``min_kept_fraction`` of its area once the kept higher-scored masks are painted over it,
+     or whose mask IoU with one of them exceeds ``mask_iou_thresh`` (NMS at box IoU 0.6 lets
+     two masks of one object through when their boxes differ); below the gate, a detection
+     lying mostly under the painted masks (a part of a shown object) goes too
+     (``paint_below_gate``: with an embedding that has not learnt to tell parts from wholes,
+     such parts made backdrops that stole their object's track);
+  2. similarity of every remaining detection to the memory = live tracks + backdrops (the
+     last ``backdrop_frames`` frames' untracked detections), by bi-directional softmax
+     (``(softmax_rows + softmax_cols) / 2``) or cosine; optionally mixed with the box IoU
+     between the detection and the track's constant-velocity prediction (``motion_weight``);
+     entries of another category excluded (``match_classes``);
+  3. greedy in descending score (or Hungarian): a detection whose most similar free entry is
+     a backdrop stays unmatched (without backdrops a bi-softmax over one free track is 1
+     whatever the appearance); a gated detection takes its track when the similarity passes
+     ``match_thresh`` and the cosine ``min_cosine``; a detection below the gate whose best
+     track passes ``nms_conf_thresh`` is suppressed (not output, not a backdrop);
+  4. unmatched detections scoring ``init_score_thresh`` start tracks (QDTrack: birth 0.7,
+     gate 0.5); the rest that do not overlap a higher-scored detection above
+     ``nms_backdrop_iou`` become this frame's backdrops;
+  5. matched tracks update their embedding (momentum) and velocity; a track not seen for
+     more than ``keep_alive`` frames is dropped. The state is passed in and returned (it
+     lives in the predictor).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -38,12 +63,15 @@ __all__ = [
     "quasi_dense_loss",
     "assign_track_ids",
     "jitter_boxes",
+    "sample_track_rois",
+    "Backdrops",
     "Track",
     "TrackState",
     "Tracker",
 ]
 
 _NO_MATCH = -1e4
+_MASK_GRID = 256  # masks are compared on a grid of at most this many pixels a side
 IGNORE = -2  # RoI between the IoU thresholds: neither positive nor negative
 
 
@@ -104,8 +132,8 @@ def quasi_dense_loss(
     kv, rv = key_ids[:, None], ref_ids[None, :]
     usable = (kv != IGNORE) & (rv != IGNORE)
     pos = (kv == rv) & (kv >= 0) & usable
-    neg = (kv != rv) & usable
     anchors = pos.any(1)
+    neg = (kv != rv) & usable & anchors[:, None]  # rows are anchors (QDTrack's key positives)
     zero = key_embeds.sum() * 0.0 + ref_embeds.sum() * 0.0
     if not bool(anchors.any()):
         return {"loss_track": zero, "loss_track_aux": zero}
@@ -168,9 +196,71 @@ def jitter_boxes(
     )
 
 
+def sample_track_rois(
+    gt_boxes: Tensor,
+    gt_ids: Tensor,
+    *,
+    image_size: tuple[int, int],
+    num_jitter: int = 4,
+    neg_ratio: float = 1.0,
+    pos_iou: float = 0.7,
+    neg_iou: float = 0.3,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """RoIs for the quasi-dense loss of one image: the GT boxes, ``num_jitter`` jittered
+    copies of each (positives, or ``IGNORE`` between the IoU thresholds) and background boxes
+    (id -1, IoU < ``neg_iou`` with every GT box), ``neg_ratio`` times as many as the positives.
+
+    QDTrack samples dense RPN proposals (a quarter positive); with an FCOS detector there are
+    no training proposals, so the background is drawn directly: half of the candidates are
+    hard negatives (a GT box moved by 0.6-1.5 of its size in a random direction and rescaled
+    by 0.7-1.4: next to or partly over an object), half are boxes of GT-like sizes (0.5-2x)
+    anywhere in the image. Candidates with a side under 2 pixels after clipping are dropped;
+    fewer negatives come back only when the image has no room for them.
+
+    -> rois (R, 4) float32 xyxy, ids (R,) int64 (the GT's id, -1 or ``IGNORE``)."""
+    gt = gt_boxes.float()
+    jit = jitter_boxes(gt, num=num_jitter, image_size=image_size, generator=generator)
+    rois = torch.cat([gt, jit.to(gt.device)])
+    ids = assign_track_ids(rois, gt, gt_ids, pos_iou=pos_iou, neg_iou=neg_iou)
+    want = round(neg_ratio * int((ids >= 0).sum()))
+    if want <= 0 or len(gt) == 0:
+        return rois, ids
+    h, w = image_size
+    found: list[Tensor] = []
+    for _ in range(4):  # rounds of 4x oversampling
+        m = 2 * want
+        src = gt.cpu()[torch.randint(len(gt), (2, m), generator=generator)]  # (2, m, 4)
+        wh = (src[..., 2:] - src[..., :2]).clamp_min(2.0)
+        ctr = (src[..., :2] + src[..., 2:]) / 2
+        u = torch.rand(6, m, generator=generator)
+        ang = u[0] * 2 * math.pi
+        shift = (0.6 + 0.9 * u[1])[:, None] * torch.stack([ang.cos(), ang.sin()], 1) * wh[0]
+        hard_wh = wh[0] * (0.7 + 0.7 * u[2:4].t())
+        hard = torch.cat([ctr[0] + shift - hard_wh / 2, ctr[0] + shift + hard_wh / 2], 1)
+        rnd_wh = wh[1] * (0.5 + 1.5 * u[4:6].t())
+        lo = torch.rand(m, 2, generator=generator) * (torch.tensor([w, h]) - rnd_wh).clamp_min(0)
+        cand = torch.cat([hard, torch.cat([lo, lo + rnd_wh], 1)])
+        cand = torch.stack(
+            [cand[:, 0].clamp(0, w), cand[:, 1].clamp(0, h), cand[:, 2].clamp(0, w),
+             cand[:, 3].clamp(0, h)], 1,
+        )  # fmt: skip
+        big = ((cand[:, 2:] - cand[:, :2]) >= 2).all(1)
+        cand = cand[big]
+        if len(cand):
+            cand = cand[box_iou(cand, gt.cpu()).max(1).values < neg_iou]
+            found.append(cand[torch.randperm(len(cand), generator=generator)])
+        if sum(len(f) for f in found) >= want:
+            break
+    neg = torch.cat(found)[:want].to(gt.device) if found else gt.new_zeros(0, 4)
+    neg_ids = torch.full((len(neg),), -1, dtype=torch.long, device=ids.device)
+    return torch.cat([rois, neg]), torch.cat([ids, neg_ids])
+
+
 @dataclass
 class Track:
-    """One live track: ``embedding`` (D,), ``box`` (4,) xyxy, last seen at ``last_frame``."""
+    """One live track: ``embedding`` (D,), ``box`` (4,) xyxy, last seen at ``last_frame``;
+    ``velocity`` (4,): box change per frame (None until the track has been matched once)."""
 
     id: int
     embedding: Tensor
@@ -179,53 +269,86 @@ class Track:
     score: float
     last_frame: int
     hits: int = 1
+    velocity: Tensor | None = None
+
+    def predicted_box(self, frame: int) -> Tensor:
+        """The box extrapolated to ``frame`` at constant velocity."""
+        if self.velocity is None:
+            return self.box
+        return self.box + self.velocity * (frame - self.last_frame)
+
+
+@dataclass(frozen=True)
+class Backdrops:
+    """One frame's backdrops (QDTrack): detections that were neither matched, born nor
+    suppressed, kept so the next frame's bi-softmax has negatives besides the tracks.
+    ``embeddings`` (M, D) float32, ``boxes`` (M, 4), ``labels`` (M,)."""
+
+    embeddings: Tensor
+    boxes: Tensor
+    labels: Tensor
 
 
 @dataclass(frozen=True)
 class TrackState:
-    """Tracks by id, the next id to give and the index of the next frame."""
+    """Tracks by id, the next id to give, the index of the next frame and the backdrops of
+    the last ``Tracker.backdrop_frames`` frames (oldest first)."""
 
     tracks: dict[int, Track] = field(default_factory=dict)
     next_id: int = 0
     frame: int = 0
+    backdrops: tuple[Backdrops, ...] = ()
 
 
+@dataclass(frozen=True, kw_only=True)
 class Tracker:
-    """Online association (settings only; see the module docstring).
+    """Online association settings (QDTrack's ``QuasiDenseEmbedTracker`` + MaskTrack-style
+    cues; see the module docstring for the procedure). Settings only: the state is passed in
+    and returned. A frozen dataclass, so it is also a config section
+    (:class:`~instseg.recipes.video_config.VideoTrainConfig` ``tracker``) and
+    ``dataclasses.replace(tracker, ...)`` gives a variant."""
 
-    Args:
-        similarity: "bisoftmax" (QDTrack) or "cosine".
-        assignment: "greedy" (detections in descending score take their best free track) or
-            "hungarian" (maximum total similarity).
-        match_thresh: minimum similarity of an accepted pair.
-        min_cosine: minimum cosine similarity of an accepted pair (any similarity).
-        init_score_thresh: an unmatched detection needs this score to start a track.
-        obj_score_thresh: detections below it are ignored (id -1).
-        keep_alive: a track unseen for more than this many frames is dropped.
-        embed_momentum: weight of the new embedding when a track is updated.
-        match_classes: only match a detection to tracks of the same label.
-    """
+    similarity: Literal["bisoftmax", "cosine"] = "bisoftmax"  # QDTrack: bi-softmax
+    # greedy: detections in descending score take their best memory entry (QDTrack);
+    # hungarian: maximum total similarity over the pairs that pass the gates
+    assignment: Literal["greedy", "hungarian"] = "greedy"
+    match_thresh: float = 0.5  # minimum (combined) similarity of an accepted pair
+    min_cosine: float = 0.2  # minimum cosine of an accepted pair (any similarity)
+    init_score_thresh: float = 0.7  # birth: an unmatched detection needs this score
+    obj_score_thresh: float = 0.5  # gate: only detections >= this continue a track
+    keep_alive: int = 10  # a track unseen for more than this many frames is dropped
+    embed_momentum: float = 0.8  # weight of the new embedding when a track is updated
+    match_classes: bool = True  # category check: match only tracks/backdrops of the same label
+    backdrop_frames: int = 1  # frames of backdrops kept (0: none)
+    # a below-gate detection whose best match is a track with similarity > this is suppressed
+    # (neither output nor backdrop)
+    nms_conf_thresh: float = 0.5
+    nms_class_iou: float = 0.7  # box IoU above which a gated detection is a duplicate
+    nms_backdrop_iou: float = 0.3  # same for below-gate detections (and backdrop NMS)
+    # masks given: a gated detection is a duplicate when its mask IoU with a kept higher-scored
+    # one exceeds this (None: off) or it keeps < min_kept_fraction of its area once the kept
+    # higher-scored masks are painted over it (0: off)
+    mask_iou_thresh: float | None = 0.5
+    min_kept_fraction: float = 0.5
+    # the painting rule also drops below-gate detections (they paint nothing themselves):
+    # parts of a shown object are neither backdrops nor bi-softmax competitors of its track
+    paint_below_gate: bool = True
+    # MaskTrack-style spatial cue: similarity = (1 - w) * appearance + w * IoU(detection box,
+    # the track's constant-velocity prediction); 0 = appearance only
+    motion_weight: float = 0.0
+    velocity_momentum: float = 0.5  # weight of the newest box change in a track's velocity
 
-    def __init__(
-        self,
-        *,
-        similarity: Literal["bisoftmax", "cosine"] = "bisoftmax",
-        assignment: Literal["greedy", "hungarian"] = "greedy",
-        match_thresh: float = 0.5,
-        min_cosine: float = 0.2,
-        init_score_thresh: float = 0.7,
-        obj_score_thresh: float = 0.3,
-        keep_alive: int = 10,
-        embed_momentum: float = 0.8,
-        match_classes: bool = False,
-    ) -> None:
-        if similarity not in ("bisoftmax", "cosine") or assignment not in ("greedy", "hungarian"):
-            raise ValueError(f"bad similarity/assignment: {similarity!r}, {assignment!r}")
-        self.similarity, self.assignment = similarity, assignment
-        self.match_thresh, self.min_cosine = match_thresh, min_cosine
-        self.init_score_thresh, self.obj_score_thresh = init_score_thresh, obj_score_thresh
-        self.keep_alive, self.embed_momentum = keep_alive, embed_momentum
-        self.match_classes = match_classes
+    def __post_init__(self) -> None:
+        if self.similarity not in ("bisoftmax", "cosine") or self.assignment not in (
+            "greedy",
+            "hungarian",
+        ):
+            raise ValueError(f"bad similarity/assignment: {self.similarity!r}, {self.assignment!r}")
+        if not 0.0 <= self.motion_weight <= 1.0 or self.backdrop_frames < 0:
+            raise ValueError(
+                f"need motion_weight in [0, 1] and backdrop_frames >= 0, got "
+                f"{self.motion_weight}, {self.backdrop_frames}"
+            )
 
     def update(
         self,
@@ -235,78 +358,201 @@ class Tracker:
         scores: Tensor,
         labels: Tensor,
         embeddings: Tensor,
+        masks: Tensor | None = None,
     ) -> tuple[Tensor, TrackState]:
-        """One frame: N detections (boxes (N, 4), scores (N,), labels (N,), embeddings (N, D))
-        -> (track ids (N,) int64, -1 = not tracked), new state."""
+        """One frame: N detections (boxes (N, 4), scores (N,), labels (N,), embeddings (N, D),
+        optional masks (N, H, W) bool for the mask duplicate rules) -> (track ids (N,) int64,
+        -1 = not tracked: duplicate, suppressed, backdrop or ignored), new state."""
         n = len(boxes)
         ids = torch.full((n,), -1, dtype=torch.long)
+        b, s = boxes.detach().float().cpu(), scores.detach().float().cpu()
+        lab = labels.detach().cpu()
+        valid = self._deduplicate(b, s, masks)
         tracks = dict(state.tracks)
         track_ids = list(tracks)
-        valid = torch.nonzero(scores.cpu() >= self.obj_score_thresh).flatten().tolist()
-        pairs = self._match(tracks, track_ids, valid, scores, labels, embeddings)
-        next_id = state.next_id
+        pairs, suppressed = self._match(state, track_ids, valid, b, s, lab, embeddings)
         for d, t in pairs:
             ids[d] = track_ids[t]
+        next_id = state.next_id
         for d in valid:
-            if ids[d] < 0 and float(scores[d]) >= self.init_score_thresh:
+            if ids[d] < 0 and d not in suppressed and float(s[d]) >= self.init_score_thresh:
                 ids[d], next_id = next_id, next_id + 1
         for d in torch.nonzero(ids >= 0).flatten().tolist():
-            tracks[int(ids[d])] = self._updated(
-                tracks.get(int(ids[d])),
-                int(ids[d]),
-                state.frame,
-                boxes[d],
-                scores[d],
-                labels[d],
-                embeddings[d],
+            tid = int(ids[d])
+            tracks[tid] = self._updated(
+                tracks.get(tid), tid, state.frame, b[d], s[d], lab[d], embeddings[d]
             )
         tracks = {k: v for k, v in tracks.items() if state.frame - v.last_frame <= self.keep_alive}
-        return ids.to(boxes.device), TrackState(
-            tracks=tracks, next_id=next_id, frame=state.frame + 1
+        backdrops = self._backdrops(
+            state, valid, ids, suppressed, b, lab, embeddings, box_iou(b, b)
         )
+        new = TrackState(tracks=tracks, next_id=next_id, frame=state.frame + 1, backdrops=backdrops)
+        return ids.to(boxes.device), new
 
     def similarity_matrix(self, det_embeds: Tensor, track_embeds: Tensor) -> tuple[Tensor, Tensor]:
-        """(N, D), (T, D) -> (similarity (N, T), cosine (N, T)), float32."""
-        d, t = det_embeds.float(), track_embeds.float()
+        """(N, D), (T, D) -> (similarity (N, T), cosine (N, T)), float32. Bi-softmax:
+        ``(softmax over the T entries + softmax over the N detections) / 2``."""
+        d, t = det_embeds.float(), track_embeds.float().to(det_embeds.device)
         cos = F.normalize(d, dim=1) @ F.normalize(t, dim=1).t()
         if self.similarity == "cosine":
             return cos, cos
-        s = d @ t.t()
-        return (s.softmax(1) + s.softmax(0)) / 2, cos
+        sim = d @ t.t()
+        return (sim.softmax(1) + sim.softmax(0)) / 2, cos
 
     # ------------------------------------------------------------ helpers
 
+    def _deduplicate(self, boxes: Tensor, scores: Tensor, masks: Tensor | None) -> list[int]:
+        """Detections in descending score that survive QDTrack's box rules (IoU with a kept
+        higher-scored detection above ``nms_class_iou`` / ``nms_backdrop_iou`` by gate) and,
+        with masks, the mask rules (module docstring). Masks are compared on a grid of at most
+        ``_MASK_GRID`` pixels a side (strided), so the cost does not grow with the frame."""
+        order = scores.argsort(descending=True, stable=True).tolist()
+        if not order:
+            return []
+        iou = box_iou(boxes, boxes)
+        gated = (scores >= self.obj_score_thresh).tolist()
+        flat = None
+        if (
+            masks is not None
+            and len(masks)
+            and (self.mask_iou_thresh is not None or self.min_kept_fraction > 0)
+        ):
+            step = max(1, math.ceil(max(masks.shape[-2:]) / _MASK_GRID))
+            flat = masks[:, ::step, ::step].flatten(1).bool().cpu()
+            area = flat.sum(1)
+            shown_idx = [d for d in order if gated[d]]  # the only masks that may be painted
+            fs = flat[shown_idx].float()
+            inter = fs @ fs.t()  # (G, G) pairwise intersections of the gated masks
+            pos = {d: k for k, d in enumerate(shown_idx)}
+            free = torch.ones(flat.shape[1], dtype=torch.bool)  # not yet painted
+        shown: list[int] = []  # kept gated detections with masks, in score order
+        kept: list[int] = []
+        for d in order:
+            thr = self.nms_class_iou if gated[d] else self.nms_backdrop_iou
+            if kept and float(iou[d, kept].max()) > thr:
+                continue
+            if flat is not None and int(area[d]) and shown:
+                a = float(area[d])
+                covered = int((flat[d] & free).sum()) < self.min_kept_fraction * a
+                if gated[d]:
+                    if covered:
+                        continue
+                    if self.mask_iou_thresh is not None:
+                        it = inter[pos[d], [pos[j] for j in shown]]
+                        union = a + area[shown].float() - it
+                        if bool((it > self.mask_iou_thresh * union).any()):
+                            continue
+                elif covered and self.paint_below_gate:
+                    continue
+            if flat is not None and gated[d]:
+                free &= ~flat[d]
+                shown.append(d)
+            kept.append(d)
+        return kept
+
     def _match(
         self,
-        tracks: dict[int, Track],
+        state: TrackState,
         track_ids: Sequence[int],
         valid: list[int],
+        boxes: Tensor,
         scores: Tensor,
         labels: Tensor,
         embeddings: Tensor,
-    ) -> list[tuple[int, int]]:
-        if not valid or not track_ids:
-            return []
-        mem = torch.stack([tracks[i].embedding for i in track_ids]).to(embeddings.device)
-        sim, cos = self.similarity_matrix(embeddings[valid], mem)
-        ok = (sim >= self.match_thresh) & (cos >= self.min_cosine)
+    ) -> tuple[list[tuple[int, int]], set[int]]:
+        """-> (pairs (detection, track column)), suppressed detections."""
+        nt = len(track_ids)
+        if not valid or not nt:
+            return [], set()
+        tracks = [state.tracks[i] for i in track_ids]
+        bd = state.backdrops if self.backdrop_frames else ()
+        mem = torch.cat(
+            [torch.stack([t.embedding for t in tracks]).to(embeddings.device)]
+            + [x.embeddings.to(embeddings.device) for x in bd]
+        )
+        sim, cos = (x.cpu() for x in self.similarity_matrix(embeddings[valid], mem))
+        if self.motion_weight > 0:
+            mem_boxes = torch.cat(
+                [torch.stack([t.predicted_box(state.frame).cpu() for t in tracks])]
+                + [x.boxes.float().cpu() for x in bd]
+            )
+            w = self.motion_weight
+            sim = (1 - w) * sim + w * box_iou(boxes[valid], mem_boxes)
         if self.match_classes:
-            tl = torch.as_tensor([tracks[i].label for i in track_ids], device=labels.device)
-            ok &= labels[valid][:, None] == tl[None, :]
-        ok = ok.cpu()
-        sim = torch.where(ok, sim.cpu(), torch.full_like(sim.cpu(), _NO_MATCH))
+            mem_labels = torch.cat(
+                [torch.as_tensor([t.label for t in tracks])] + [x.labels.cpu() for x in bd]
+            )
+            sim = torch.where(
+                labels[valid][:, None] == mem_labels[None, :], sim, torch.full_like(sim, _NO_MATCH)
+            )
+        ok = (sim[:, :nt] >= self.match_thresh) & (cos[:, :nt] >= self.min_cosine)
+        gated = (scores[valid] >= self.obj_score_thresh).tolist()
         if self.assignment == "hungarian":
-            rows, cols = linear_sum_assignment(sim.numpy(), maximize=True)
-            return [(valid[r], int(c)) for r, c in zip(rows, cols, strict=True) if ok[r, c]]
-        out, taken = [], set()
-        for r in scores[valid].cpu().argsort(descending=True, stable=True).tolist():
-            cand = sim[r].clone()
-            cand[list(taken)] = _NO_MATCH
-            c = int(cand.argmax())
-            if ok[r, c] and c not in taken:
-                out.append((valid[r], c))
-                taken.add(c)
-        return out
+            return self._hungarian(valid, sim, ok, gated, nt)
+        pairs, suppressed = [], set()
+        taken = torch.zeros(sim.shape[1], dtype=torch.bool)
+        for r, d in enumerate(valid):  # descending score
+            row = torch.where(taken, torch.full_like(sim[r], _NO_MATCH), sim[r])
+            c = int(row.argmax())
+            if c >= nt or taken[c]:  # a backdrop is most similar (background), or none is free
+                continue
+            if gated[r]:
+                if ok[r, c]:
+                    pairs.append((d, c))
+                    taken[c] = True
+            elif float(row[c]) > self.nms_conf_thresh:
+                suppressed.add(d)
+        return pairs, suppressed
+
+    def _hungarian(
+        self, valid: list[int], sim: Tensor, ok: Tensor, gated: list[bool], nt: int
+    ) -> tuple[list[tuple[int, int]], set[int]]:
+        """Maximum total similarity over the gated detections whose most similar entry is a
+        track; below-gate detections are suppressed as in the greedy pass (no track taken)."""
+        best = sim.argmax(1)
+        to_track = (best < nt).tolist()
+        suppressed = {
+            d
+            for r, d in enumerate(valid)
+            if not gated[r] and to_track[r] and float(sim[r].max()) > self.nms_conf_thresh
+        }
+        rows = [r for r in range(len(valid)) if gated[r] and to_track[r]]
+        if not rows:
+            return [], suppressed
+        sub = torch.where(ok[rows], sim[rows, :nt], torch.full_like(sim[rows, :nt], _NO_MATCH))
+        rr, cc = linear_sum_assignment(sub.numpy(), maximize=True)
+        pairs = [(valid[rows[r]], int(c)) for r, c in zip(rr, cc, strict=True) if ok[rows[r], c]]
+        return pairs, suppressed
+
+    def _backdrops(
+        self,
+        state: TrackState,
+        valid: list[int],
+        ids: Tensor,
+        suppressed: set[int],
+        boxes: Tensor,
+        labels: Tensor,
+        embeddings: Tensor,
+        iou: Tensor,
+    ) -> tuple[Backdrops, ...]:
+        """This frame's untracked detections that are not suppressed and do not overlap a
+        higher-scored valid detection above ``nms_backdrop_iou``, appended to the kept ones."""
+        if not self.backdrop_frames:
+            return ()
+        picked = []
+        for i, d in enumerate(valid):
+            if int(ids[d]) >= 0 or d in suppressed:
+                continue
+            if i and float(iou[d, valid[:i]].max()) > self.nms_backdrop_iou:
+                continue
+            picked.append(d)
+        idx = torch.as_tensor(picked, dtype=torch.long)
+        frame = Backdrops(
+            embeddings=embeddings.detach().float()[idx.to(embeddings.device)],
+            boxes=boxes[idx],
+            labels=labels[idx],
+        )
+        return (*state.backdrops, frame)[-self.backdrop_frames :]
 
     def _updated(
         self,
@@ -318,23 +564,26 @@ class Tracker:
         label: Tensor,
         emb: Tensor,
     ) -> Track:
-        emb = emb.detach().float()
+        emb, box = emb.detach().float(), box.detach().float()
         if old is None:
             return Track(
                 id=tid,
                 embedding=emb,
-                box=box.detach(),
+                box=box,
                 label=int(label),
                 score=float(score),
                 last_frame=frame,
             )
-        m = self.embed_momentum
+        m, vm = self.embed_momentum, self.velocity_momentum
+        step = (box - old.box) / max(frame - old.last_frame, 1)
+        velocity = step if old.velocity is None else (1 - vm) * old.velocity + vm * step
         return replace(
             old,
             embedding=(1 - m) * old.embedding + m * emb,
-            box=box.detach(),
+            box=box,
             label=int(label),
             score=float(score),
             last_frame=frame,
             hits=old.hits + 1,
+            velocity=velocity,
         )

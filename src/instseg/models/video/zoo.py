@@ -174,7 +174,7 @@ def _pcan(
         segmenter=segmenter,
         pcam=pcam,
         track_head=track_head,
-        tracker=Tracker(init_score_thresh=0.5, obj_score_thresh=0.3),
+        tracker=Tracker(),  # QDTrack: birth 0.7, gate 0.5, backdrops, duplicate removal
         instance_attention=InstancePrototypeAttention(
             in_channels=c, key_channels=key_channels, num_fg=num_fg, num_bg=num_bg
         ),
