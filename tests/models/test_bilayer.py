@@ -29,8 +29,12 @@ BUILDERS = {
     BH["bcnet_no_guidance"]: {"mask", "contour"} | OCC,
     BH["bilayer_fcn"]: {"mask", "contour"} | OCC,
     BH["single_gcn"]: {"mask", "contour"},
-    BH["single_fcn"]: {"mask", "contour"},
+    BH["single_fcn"]: {"mask"},  # the Mask R-CNN baseline head
 }
+
+
+def _id(f) -> str:
+    return str(getattr(f, "keywords", None) or getattr(f, "__name__", "default"))
 
 
 def _targets(r: int = 3, m: int = 14, *, seed: int = 0, has_mask=None) -> MaskTargets:
@@ -46,7 +50,7 @@ def _targets(r: int = 3, m: int = 14, *, seed: int = 0, has_mask=None) -> MaskTa
     return MaskTargets(masks=masks, labels=labels, occluder=occluder, has_mask=has_mask)
 
 
-@pytest.mark.parametrize("builder", list(BUILDERS), ids=lambda f: str(f.keywords or "default"))
+@pytest.mark.parametrize("builder", list(BUILDERS), ids=_id)
 def test_every_variant_shapes_keys_backward(builder):
     torch.manual_seed(0)
     head = builder(in_channels=C, num_classes=3)
@@ -140,13 +144,33 @@ def test_parameter_counts():
     assert _n(BH["single_gcn"](in_channels=c)) == layer + 2 * pred
     assert _n(BH["bcnet"](in_channels=c)) - _n(BH["single_gcn"](in_channels=c)) == layer + 2 * pred
     assert _n(BH["bcnet"](in_channels=c)) - _n(BH["bilayer_fcn"](in_channels=c)) == 2 * nl
-    assert _n(BH["single_gcn"](in_channels=c)) - _n(BH["single_fcn"](in_channels=c)) == nl
+    # single FCN = the Mask R-CNN head: single GCN adds the non-local block and a contour output
+    assert _n(BH["single_fcn"](in_channels=c)) == 4 * conv3 + deconv + pred
+    assert _n(BH["single_gcn"](in_channels=c)) - _n(BH["single_fcn"](in_channels=c)) == nl + pred
     # Table 3.3 orders: single FCN < single GCN < bilayer FCN < bilayer GCN
     sizes = [
         _n(f(in_channels=c))
         for f in (BH["single_fcn"], BH["single_gcn"], BH["bilayer_fcn"], BH["bcnet"])
     ]
     assert sizes == sorted(sizes)
+
+
+def test_single_fcn_is_the_mask_rcnn_baseline_head():
+    """Survey Tables 3.3-3.4: the single-layer FCN row is the Mask R-CNN baseline head. Built
+    from the same random state, it is the *_maskrcnn models' head: same class, same tensors."""
+    from instseg.models.heads.mask_rcnn import MaskRCNNHead
+    from instseg.models.zoo import build_model
+
+    kw = dict(num_classes=3, pretrained=False)
+    torch.manual_seed(0)
+    single = build_model("effl0_fcos_single_fcn", **kw).mask_head
+    torch.manual_seed(0)
+    base = build_model("effl0_fcos_maskrcnn", **kw).mask_head
+    assert type(single) is type(base) is MaskRCNNHead and not single.needs_occluder
+    a, b = single.state_dict(), base.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    out = single(torch.randn(2, 64, 14, 14))
+    assert set(out) == {"mask"}  # no contour output
 
 
 def test_loss_golden_values_and_independent_recomputation():
