@@ -185,3 +185,60 @@ def test_save_weights_refuses_str_subclasses_in_meta(tmp_path: Path) -> None:
         save_weights(ToyModel(), tmp_path / "w.pth", meta={"torch": torch.__version__})
     assert not (tmp_path / "w.pth").exists()
     save_weights(ToyModel(), tmp_path / "w.pth", meta={"torch": str(torch.__version__)})
+
+
+def test_partial_load_logs_what_loaded_per_module(tmp_path: Path, caplog) -> None:
+    """A non-strict load (matching by name) says per top-level module what it loaded and what
+    it did not, so a head that silently starts from scratch is visible."""
+    import logging
+
+    sd = ToyModel(hidden=16).state_dict()
+    part = {k: v for k, v in sd.items() if not k.startswith("fc2")} | {"head.w": torch.zeros(2)}
+    torch.save({"model": part}, tmp_path / "part.pth")
+    with caplog.at_level(logging.INFO, logger="instseg.engine.checkpoint"):
+        with pytest.warns(UserWarning, match="non-strictly"):
+            load_model_weights(ToyModel(hidden=16), tmp_path / "part.pth", strict=False)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "instseg.engine.checkpoint"]
+    assert line == (
+        f"{tmp_path / 'part.pth'}: loaded: fc1 (2 tensors), norm (2 tensors); "
+        "not loaded: fc2 (2 tensors); unused from the file: head (1)"
+    )
+    caplog.clear()
+    torch.save({"model": part | {"fc1.bias": torch.zeros(3)}}, tmp_path / "shape.pth")
+    with caplog.at_level(logging.INFO, logger="instseg.engine.checkpoint"):
+        with pytest.warns(UserWarning, match="non-strictly"):
+            load_model_weights(ToyModel(hidden=16), tmp_path / "shape.pth", strict=False)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "instseg.engine.checkpoint"]
+    # fc1.bias (3,) vs (16,): a shape mismatch is "not loaded"
+    assert "loaded: fc1 (1 of 2 tensors), norm (2 tensors);" in line
+    assert "not loaded: fc1 (1 of 2 tensors), fc2 (2 tensors);" in line
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="instseg.engine.checkpoint"):
+        with pytest.warns(UserWarning, match="non-strictly"):
+            load_model_weights(ToyModel(hidden=4), tmp_path / "part.pth", strict=False)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "instseg.engine.checkpoint"]
+    assert ": loaded: nothing; not loaded: fc1 (2 tensors), norm (2 tensors), fc2" in line
+
+
+def test_warm_start_of_another_head_logs_that_the_head_did_not_load(tmp_path: Path, caplog):
+    """The issue-14 trap: Mask R-CNN weights into a BCNet model load backbone and detector,
+    and none of the mask head (the names differ); the log line says so."""
+    import logging
+
+    from instseg.models.zoo import build_model
+
+    kw = dict(num_classes=2, pretrained=False)
+    save_weights(build_model("effl0_fcos_maskrcnn", **kw), tmp_path / "base.pt")
+    bcnet = build_model("effl0_fcos_bcnet", **kw)
+    with caplog.at_level(logging.INFO, logger="instseg.engine.checkpoint"):
+        with pytest.warns(UserWarning, match="non-strictly"):
+            load_model_weights(bcnet, tmp_path / "base.pt", strict=False)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "instseg.engine.checkpoint"]
+    keys = list(bcnet.state_dict())
+    n = {m: sum(1 for k in keys if k.startswith(m + ".")) for m in ("backbone", "detector")}
+    n["mask_head"] = sum(1 for k in keys if k.startswith("mask_head."))
+    assert (
+        f"loaded: backbone ({n['backbone']} tensors), detector ({n['detector']} tensors);" in line
+    )
+    assert f"not loaded: mask_head ({n['mask_head']} tensors)" in line
+    assert "unused from the file: mask_head (12)" in line  # the 12 Mask R-CNN head tensors
