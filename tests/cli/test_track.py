@@ -161,3 +161,17 @@ def test_track_skips_an_unreadable_frame_and_keeps_frame_numbers(
     assert main([*argv, "--strict"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and bad.name in err[0] and err[0].startswith("instseg track: error:")
+
+
+def test_tracker_flags_reach_the_predictor(clip, tiny_pcan, tmp_path) -> None:  # noqa: ANN001
+    """--birth-score 1 starts no track: every output is empty; a value outside [0, 1] is a
+    usage error."""
+    out = tmp_path / "out"
+    argv = ["track", "--weights", str(tiny_pcan), "--source", str(clip[0]), "--out", str(out),
+            "--amp", "none", "--no-video", "--birth-score", "1", "--track-score", "0.5",
+            "--motion-weight", "0.3"]  # fmt: skip
+    assert main(argv) == 0
+    assert json.loads((out / "results.json").read_text()) == []
+    with pytest.raises(SystemExit) as e:
+        main([*argv[:-1], "2"])
+    assert e.value.code == 2

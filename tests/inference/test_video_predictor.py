@@ -132,3 +132,13 @@ def test_from_weights_round_trip(tmp_path) -> None:  # noqa: ANN001
         assert torch.equal(pred.model.state_dict()[k], v), k
     out = pred(_video(1)[0])
     assert out.image_size == (72, 88) and out.track_ids is not None
+
+
+def test_tracker_settings_override_without_changing_the_model() -> None:
+    model = _pcan()
+    pred = VideoPredictor(model, min_size=72, max_size=100, amp="none", device="cpu",
+                          tracker={"init_score_thresh": 0.95})  # fmt: skip
+    assert pred.tracker.init_score_thresh == 0.95 and model.tracker.init_score_thresh == 0.5
+    assert pred.tracker.similarity == "cosine"  # the other settings are the model's
+    assert len(pred(_video()[0])) == 0  # detections score 0.9: no track is born
+    assert len(VideoPredictor(model, min_size=72, max_size=100, amp="none")(_video()[0])) == 2

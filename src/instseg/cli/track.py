@@ -11,8 +11,11 @@ PNG, value = track id + 1, 0 = background; ids above 253 wrap around) and ``DIR/
 (overlay coloured by track id). No annotations are needed. ``--conf`` (default 0.25),
 ``--max-det`` and ``--classes`` choose the tracked detections written to all of them (the tracker
 itself sees every detection; ``--conf 0`` keeps the low-scoring tail that video AP counts).
-Unreadable frames are skipped with a warning each (``--strict``: an error); their index stays
-empty in ``results.json`` (``null`` segmentations), so frame numbers stay those of the source.
+``--birth-score`` / ``--track-score`` / ``--motion-weight`` change the association settings
+(default: the model's, QDTrack's birth 0.7 and gate 0.5; see
+:class:`~instseg.models.video.tracker.Tracker`). Unreadable frames are skipped with a warning
+each (``--strict``: an error); their index stays empty in ``results.json`` (``null``
+segmentations), so frame numbers stay those of the source.
 
 Propagating given first-frame masks is another task with its own command,
 ``instseg propagate`` (:mod:`instseg.cli.propagate`); ``track --init-masks`` still runs it, with a
@@ -30,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from instseg.cli.options import (
+    _unit_float,
     add_amp_argument,
     add_filter_arguments,
     add_strict_argument,
@@ -68,6 +72,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-video", action="store_true", help="do not render vis.mp4")
     p.add_argument("--device", default="auto")
     add_amp_argument(p)
+    t = p.add_argument_group("tracker (default: the model's settings, QDTrack's 0.7 / 0.5)")
+    t.add_argument(
+        "--birth-score",
+        type=_unit_float,
+        default=None,
+        help="score an unmatched detection needs to start a track",
+    )
+    t.add_argument(
+        "--track-score",
+        type=_unit_float,
+        default=None,
+        help="score a detection needs to continue a track (the gate)",
+    )
+    t.add_argument("--motion-weight", type=_unit_float, default=None,
+                   help="weight of the box IoU with a track's predicted box in the "
+                        "association similarity (0: appearance only)")  # fmt: skip
     g = p.add_argument_group("deprecated: use `instseg propagate` for first-frame masks")
     from instseg.cli.propagate import add_propagation_arguments
 
@@ -95,6 +115,13 @@ def default_weights() -> Path:
 # ---------------------------------------------------------------- tracking
 
 
+def tracker_overrides(args: argparse.Namespace) -> dict[str, float]:
+    """The tracker fields set by --birth-score / --track-score / --motion-weight."""
+    names = {"birth_score": "init_score_thresh", "track_score": "obj_score_thresh",
+             "motion_weight": "motion_weight"}  # fmt: skip
+    return {f: v for a, f in names.items() if (v := getattr(args, a, None)) is not None}
+
+
 def _run_tracking(args: argparse.Namespace, frames: Iterator, out: Path, fps: float) -> int:
     from instseg.data.davis import write_davis_label
     from instseg.data.mots import MOTSObject, write_mots_txt
@@ -107,6 +134,7 @@ def _run_tracking(args: argparse.Namespace, frames: Iterator, out: Path, fps: fl
     predictor = VideoPredictor.from_weights(
         weights, device=args.device, amp=args.amp, conf=args.conf, max_det=args.max_det,
         classes=class_choice(args), min_size=args.min_size, max_size=args.max_size,
+        tracker=tracker_overrides(args) or None,
     )  # fmt: skip
     cat_ids = predictor.category_ids or list(range(1, predictor.model.segmenter.num_classes + 1))
     tracks: dict[int, dict[int, tuple]] = defaultdict(dict)  # track -> frame -> (rle, s, label)

@@ -13,7 +13,8 @@ model. Memory and time per frame are constant: the memory is a bounded FIFO, tra
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from instseg.data.transforms import resize
 from instseg.engine.weights import WeightsMeta
 from instseg.inference.filtering import DetectionFilter, class_labels
 from instseg.models.video.pcan import PCAN, VideoState
+from instseg.models.video.tracker import Tracker
 from instseg.structures import Instances
 from instseg.structures.batch import Batch, collate_images
 from instseg.structures.ops import resize_instances
@@ -63,6 +65,9 @@ class VideoPredictor:
         conf / max_det / classes: what a user sees (:mod:`instseg.inference.filtering`); the
             tracker still sees every detection (filtering happens after tracking). Defaults
             keep everything.
+        tracker: association settings: a :class:`Tracker`, or a mapping of its fields
+            (e.g. ``{"init_score_thresh": 0.8}``) that replace the model's own settings; None
+            keeps the model's tracker. The model is not changed.
     """
 
     def __init__(
@@ -78,6 +83,7 @@ class VideoPredictor:
         conf: float = 0.0,
         max_det: int | None = None,
         classes: Sequence[int | str] | str | None = None,
+        tracker: Tracker | Mapping[str, Any] | None = None,
     ) -> None:
         if device == "auto":
             device = str(next(model.parameters()).device)
@@ -94,6 +100,10 @@ class VideoPredictor:
             classes=class_labels(classes, class_names=self.class_names,
                                  category_ids=self.category_ids),
         )  # fmt: skip
+        if tracker is None or isinstance(tracker, Tracker):
+            self.tracker: Tracker = tracker or model.tracker
+        else:
+            self.tracker = dataclasses.replace(model.tracker, **dict(tracker))
         self.state: VideoState = model.init_state()
 
     @classmethod
@@ -123,7 +133,7 @@ class VideoPredictor:
         padded, sizes = collate_images([image.float()])
         batch = Batch(images=padded.to(self.device), image_sizes=sizes, orig_sizes=[(h, w)])
         with autocast(self.amp, self.device):
-            inst, self.state = self.model.predict_frame(batch, self.state)
+            inst, self.state = self.model.predict_frame(batch, self.state, tracker=self.tracker)
         inst = inst.to("cpu")
         inst = inst.replace(
             boxes=inst.boxes.float(),

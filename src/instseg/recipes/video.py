@@ -29,6 +29,7 @@ from instseg.data.ytvis import Video, YTVISDataset, class_agnostic, load_ytvis_d
 from instseg.engine.weights import WeightsMeta
 from instseg.models.build import build_video_model_from_config
 from instseg.models.video.pcan import PCAN
+from instseg.models.video.tracker import Tracker
 from instseg.recipes.runner import TrainingRun
 from instseg.recipes.video_config import VideoDataConfig, VideoTrainConfig
 from instseg.structures.batch import ClipBatch
@@ -292,7 +293,7 @@ def train_video(
         return evaluate_video(
             model, test, category_ids=list(train_data.categories), min_size=cfg.data.test_min_size,
             max_size=cfg.data.max_size, amp=s.amp, max_videos=cfg.eval_videos or None,
-            out_dir=out_dir,
+            out_dir=out_dir, tracker=cfg.tracker,
         )  # fmt: skip
 
     def make_loader(start_iter: int) -> DataLoader:
@@ -330,14 +331,18 @@ def evaluate_video(
     amp: str = "auto",
     max_videos: int | None = None,
     out_dir: Path | None = None,
+    tracker: Tracker | None = None,
 ) -> dict[str, Any]:
     """YouTube-VIS AP / AR (percent) of online PCAN tracking on the first ``max_videos``
-    videos of ``gt`` (frames at the video's size; see :class:`YTVISEvaluator`)."""
+    videos of ``gt`` (frames at the video's size; see :class:`YTVISEvaluator`); ``tracker``:
+    association settings (default: the model's)."""
     from instseg.evaluation.vis import YTVISEvaluator
     from instseg.inference.video_predictor import VideoPredictor
 
     evaluator = YTVISEvaluator(gt, category_ids=category_ids, out_dir=out_dir)
-    predictor = VideoPredictor(model, min_size=min_size, max_size=max_size, amp=amp)
+    predictor = VideoPredictor(
+        model, min_size=min_size, max_size=max_size, amp=amp, tracker=tracker
+    )
     was_training = model.training
     try:
         for video in gt.videos[:max_videos]:

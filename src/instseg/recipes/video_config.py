@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from instseg.models.build import VideoModelConfig
+from instseg.models.video.tracker import Tracker
 from instseg.recipes.image_config import SolverConfig
 
 
@@ -53,6 +54,10 @@ class VideoDataConfig:
 class VideoTrainConfig:
     task: str = "video"  # which recipe `instseg train` runs (must be "video" here)
     model: VideoModelConfig = field(default_factory=VideoModelConfig)
+    # association settings of the evaluation (QDTrack: tracker.init_score_thresh=0.7 birth,
+    # tracker.obj_score_thresh=0.5 gate, backdrops, mask duplicate removal; see
+    # instseg.models.video.tracker.Tracker); `instseg track` takes --birth-score etc.
+    tracker: Tracker = field(default_factory=Tracker)
     data: VideoDataConfig = field(default_factory=VideoDataConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
     seed: int = 0
