@@ -46,3 +46,14 @@ def test_default_beats_telea_on_a_held_out_davis_clip(tmp_path):
 
     for key in ("hole_psnr", "hole_ssim"):
         assert score(out, key) > score(telea, key), key
+
+
+def test_shipped_file_records_the_generator_scale_and_inference_uses_it():
+    """The card's generator stage trained on 64-pixel-high frames (configs/voin_davis.yaml):
+    inference feeds it object crops of at most 64 pixels, not 256."""
+    from instseg.inference.inpainter import Inpainter, load_voin_weights
+
+    _, meta = load_voin_weights(WEIGHTS)
+    sizes = meta.model.get("stage_sizes") or meta.training["stage_sizes"]  # flat meta layout
+    assert sizes == {"shape": 128, "flow": 128, "generator": 64}
+    assert Inpainter.from_weights(WEIGHTS, progress=False).generator_max_side == 64

@@ -145,9 +145,12 @@ def save_voin_weights(
 
 def trained_generator_size(meta: WeightsMeta) -> int:
     """The frame height (pixels) the file's generator was trained at
-    (``model.stage_sizes['generator']``), or :data:`DEFAULT_GENERATOR_MAX_SIDE` for a file that
-    does not record it: the longest side :meth:`Inpainter.generate` feeds the generator."""
-    size = (meta.model.get("stage_sizes") or {}).get("generator")
+    (``model.stage_sizes['generator']``; in a file of the flat meta layout, such as the shipped
+    ``voin_default.pt``, a top-level ``stage_sizes``, read into ``training``), or
+    :data:`DEFAULT_GENERATOR_MAX_SIDE` for a file that does not record it: the longest side
+    :meth:`Inpainter.generate` feeds the generator."""
+    sizes = meta.model.get("stage_sizes") or meta.training.get("stage_sizes") or {}
+    size = sizes.get("generator")
     return int(size) if size else DEFAULT_GENERATOR_MAX_SIDE
 
 
@@ -720,6 +723,8 @@ class _Span:
         """Frames ``[s, e)`` with their holes filled by flow-guided propagation over the held
         span, and the filled pixels (all False without ``use_flow``)."""
         o = self.inp.options
+        for i in [i for i in self.done if i < s]:  # windows never go back
+            del self.done[i]
         todo = [
             i for i in range(s, e)
             if i not in self.done and (self.amodal[i] & ~self.visible[i]).any()
