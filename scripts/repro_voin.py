@@ -27,7 +27,8 @@ prop (filled DIS)      the same after the non-learned initial completion of the 
                        (``fill_clip_flows``: the object's own visible flow, normalised convolution)
 prop (completed flow)  the filled flow refined by FlowCompletionNet inside the amodal mask
 generator only         VOIN with ``InpaintOptions(use_flow=False)``
-VOIN                   flow completion + propagation + generator
+VOIN                   flow completion + propagation over the whole clip + generator (crops at
+                       the generator's trained scale, the file's ``model.stage_sizes``)
 VOIN (pred. amodal)    VOIN with amodal masks from its shape completion (scored on the GT hole)
 =====================  ==========================================================================
 
@@ -58,6 +59,7 @@ from voin_baselines import EVAL_SEQUENCES, OCCLUDER_SEQUENCES, load_pngs, save_p
 from instseg.data.synthetic import SceneConfig, composite  # noqa: E402
 from instseg.data.synthetic_video import VideoConfig, make_video  # noqa: E402
 from instseg.data.video_occlusion import SPLIT_KINDS, make_eval_split  # noqa: E402
+from instseg.engine.weights import WeightsMeta  # noqa: E402
 from instseg.evaluation.inpainting import evaluate_inpainting  # noqa: E402
 from instseg.inference.inpainter import (  # noqa: E402
     DEFAULT_WEIGHTS,
@@ -272,9 +274,10 @@ def _pipelines(nets: VOINNets, meta: dict, args: argparse.Namespace) -> dict[str
     )
     model = VOINModel.from_nets(nets)
     no_flow = dataclasses.replace(opts, use_flow=False)
+    wmeta = WeightsMeta.from_dict(meta)  # the generator's trained scale (model.stage_sizes)
     return {
-        "VOIN": Inpainter(model=model, options=opts, progress=False),
-        "generator only": Inpainter(model=model, options=no_flow, progress=False),
+        "VOIN": Inpainter(model=model, options=opts, meta=wmeta, progress=False),
+        "generator only": Inpainter(model=model, options=no_flow, meta=wmeta, progress=False),
     }
 
 
