@@ -58,3 +58,36 @@ def test_default_follows_objects_in_a_held_out_synthetic_video():
         iou = mask_iou(inst.masks[keep], torch.from_numpy(np.stack(gt)))
         hits.append(float((iou.max(0).values > 0.5).float().mean()))
     assert np.mean(hits) >= 0.5  # most visible objects found with a decent mask, on average
+
+
+def test_no_pcam_level_collapses_with_the_data_kernel_scale():
+    """Issue 15: with the fixed sigma of 0.3 the shipped model's P5 prototypes are all the same
+    (responsibility entropy 1: a global average pool); with the kernel scale taken from the
+    keys every level keeps most of its K prototypes apart."""
+    from instseg.data.synthetic import SceneConfig
+    from instseg.data.synthetic_video import VideoConfig, make_video
+    from instseg.inference.video_predictor import load_video_model
+    from instseg.models.video.prototypes import gmm_em_prototypes, responsibility_entropy
+
+    model, _ = load_video_model(WEIGHTS)
+    cfg = VideoConfig(scene=SceneConfig(image_size=(192, 192)), num_frames=1)
+    frames, _ = make_video(np.random.default_rng([4242, 2]), cfg)
+    x = torch.from_numpy(frames[0].transpose(2, 0, 1).copy()).float()[None]
+    with torch.no_grad():
+        feats = model.segmenter.features(x)[0]
+        for name, m in model.pcam.levels.items():
+            k, _ = m.encode(feats[name])
+            ent = {}
+            for sigma in (0.3, "data"):
+                m.sigma = sigma
+                mu, _, r, _ = gmm_em_prototypes(k, num_prototypes=m.num_prototypes,
+                                                sigma=m.kernel_sigma(k), init="grid")  # fmt: skip
+                ent[sigma] = float(responsibility_entropy(r))
+                far = 0.05 * float(torch.cdist(k[0], k[0]).median())
+                distinct: list[int] = []  # prototypes > 5% of the median key distance apart
+                for i in range(len(mu[0])):
+                    if all(float(torch.dist(mu[0][i], mu[0][j])) > far for j in distinct):
+                        distinct.append(i)
+            assert ent["data"] < 0.6 and len(distinct) >= m.num_prototypes // 2, (name, ent)
+            if name == "p5":
+                assert ent[0.3] > 0.99  # the collapse this replaces

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from instseg.inference.video_predictor import VideoPredictor
-from instseg.models.video.cross_attention import build_multilevel_pcam
+from instseg.models.video.cross_attention import LEGACY_PCAM_SETTINGS, build_multilevel_pcam
 from instseg.models.video.instance_prototypes import (
     InstancePrototypeAttention,
     TemporalSegmentationModule,
@@ -132,6 +132,8 @@ def test_from_weights_round_trip(tmp_path) -> None:  # noqa: ANN001
         assert torch.equal(pred.model.state_dict()[k], v), k
     out = pred(_video(1)[0])
     assert out.image_size == (72, 88) and out.track_ids is not None
+    # a file without recorded PCAM settings was trained with the fixed sigma / cosine weights
+    assert pred.model.pcam.settings() == LEGACY_PCAM_SETTINGS != model.pcam.settings()
 
 
 def test_tracker_settings_override_without_changing_the_model() -> None:

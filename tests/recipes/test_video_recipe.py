@@ -14,6 +14,7 @@ from instseg.config import to_dict
 from instseg.data.clips import FramePair
 from instseg.data.synthetic_video import generate_videos
 from instseg.data.ytvis import load_ytvis_dataset
+from instseg.models.video.cross_attention import default_pcam_settings
 from instseg.recipes.video import (
     VideoPairDataset,
     build_clip_loader,
@@ -130,6 +131,8 @@ def test_three_iterations_train_resume_and_write_model(tmp_path: Path) -> None:
     assert meta.task == "video" and meta.model["name"] == "pcan_tiny"
     assert meta.num_classes == len(meta.category_ids) == len(meta.class_names)
     assert meta.precision["resolved"] == "fp32"
+    # the PCAM settings it was trained with are recorded and restored
+    assert meta.training["pcam"] == model.pcam.settings() == default_pcam_settings()
     final = torch.load(out / "model_final.pth", weights_only=True)
     assert final["iteration"] == 3
     # resume: continue from the last checkpoint to iteration 4 (one more step only)

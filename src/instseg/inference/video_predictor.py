@@ -24,6 +24,7 @@ import torch
 from instseg.data.transforms import resize
 from instseg.engine.weights import WeightsMeta
 from instseg.inference.filtering import DetectionFilter, class_labels
+from instseg.models.video.cross_attention import LEGACY_PCAM_SETTINGS
 from instseg.models.video.pcan import PCAN, VideoState
 from instseg.models.video.tracker import Tracker
 from instseg.structures import Instances
@@ -38,7 +39,8 @@ def load_video_model(
     path: str | Path, *, device: torch.device | str = "cpu"
 ) -> tuple[PCAN, WeightsMeta]:
     """Rebuild the PCAN named in a ``model.pt``'s meta (``task: video``), load its weights,
-    eval mode on ``device``. -> (model, meta)."""
+    set the PCAM settings it was trained with (``meta.training["pcam"]``; files without them
+    were trained with ``LEGACY_PCAM_SETTINGS``), eval mode on ``device``. -> (model, meta)."""
     from instseg.config import from_dict
     from instseg.engine.weights import read_weights_file
     from instseg.inference.loading import load_exact_state
@@ -48,6 +50,7 @@ def load_video_model(
     mcfg = from_dict(VideoModelConfig, meta.model, where=str(path))
     model = build_video_model_from_config(mcfg, num_classes=meta.num_classes)
     load_exact_state(model, state, source=f"{path} (PCAN '{mcfg.name}')")
+    model.pcam.configure(**meta.training.get("pcam", LEGACY_PCAM_SETTINGS))
     return model.to(device).eval(), meta
 
 

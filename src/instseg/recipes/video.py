@@ -28,6 +28,7 @@ from instseg.data.transforms import Compose, build_transforms
 from instseg.data.ytvis import Video, YTVISDataset, class_agnostic, load_ytvis_dataset
 from instseg.engine.weights import WeightsMeta
 from instseg.models.build import build_video_model_from_config
+from instseg.models.video.cross_attention import default_pcam_settings
 from instseg.models.video.pcan import PCAN
 from instseg.models.video.tracker import Tracker
 from instseg.recipes.runner import TrainingRun
@@ -236,10 +237,17 @@ def build_clip_loader(
 
 
 def video_model_meta(
-    cfg: VideoTrainConfig, data: YTVISDataset, *, device: torch.device | str = "cpu"
+    cfg: VideoTrainConfig,
+    data: YTVISDataset,
+    *,
+    device: torch.device | str = "cpu",
+    pcam: dict[str, Any] | None = None,
 ) -> WeightsMeta:
     """Everything :func:`~instseg.inference.video_predictor.load_video_model` needs, plus the
-    training precision."""
+    training precision. ``pcam``: the trained model's ``pcam.settings()`` (default: the
+    module's defaults), recorded as ``training["pcam"]``."""
+    if pcam is None:
+        pcam = default_pcam_settings()
     from instseg.utils.precision import precision_info
 
     frozen = cfg.model.pretrained if cfg.model.frozen_bn is None else cfg.model.frozen_bn
@@ -253,7 +261,7 @@ def video_model_meta(
         test_min_size=cfg.data.test_min_size,
         max_size=cfg.data.max_size,
         precision=precision_info(cfg.solver.amp, device),
-        training={"iterations": cfg.solver.max_iters, "seed": cfg.seed},
+        training={"iterations": cfg.solver.max_iters, "seed": cfg.seed, "pcam": pcam},
     )
 
 
@@ -310,7 +318,8 @@ def train_video(
         eval_period=cfg.eval_period,
     )  # fmt: skip
     metrics = trainer.eval_results
-    run.save_weights(model, video_model_meta(cfg, train_data, device=device), metrics=metrics)
+    meta = video_model_meta(cfg, train_data, device=device, pcam=model.pcam.settings())
+    run.save_weights(model, meta, metrics=metrics)
     return metrics
 
 

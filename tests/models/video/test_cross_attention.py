@@ -106,7 +106,7 @@ def test_empty_memory_reads_the_current_frames_prototypes() -> None:
     x = torch.randn(1, 8, 5, 5)
     out, (kp, vp) = m(x)
     k, _ = m.encode(x)
-    y = prototypical_read(k, kp[:, None], vp[:, None], sigma=m.sigma)[:, 0]  # (1, 25, 8)
+    y = prototypical_read(k, kp[:, None], vp[:, None], sigma=m.kernel_sigma(k))[:, 0]  # (1, 25, 8)
     y = y.transpose(1, 2).reshape(1, 8, 5, 5)
     assert torch.allclose(out, x + m.fuse(torch.cat([x, y], 1)), atol=1e-5)
     assert kp.shape == (1, 3, 4) and vp.shape == (1, 3, 8)
@@ -158,3 +158,50 @@ def test_bf16_autocast_finite_and_close_to_fp32() -> None:
     assert torch.allclose(out.float(), ref, atol=0.1)
     grads = [p.grad for p in pcam.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+# ---------------------------------------------------------------- selection (issue 15, item 3)
+
+
+def _tight_clusters(n_per: int = 9, spread: float = 0.004, sep: float = 0.04) -> torch.Tensor:
+    """(1, 4 * n_per, 8) unit keys in 4 tight clusters ~``sep`` apart (like the shipped
+    model's P5 keys: pairwise distances of a few hundredths)."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.nn.functional.normalize(torch.ones(8), dim=0)
+    dirs = torch.nn.functional.normalize(torch.randn(4, 8, generator=g), dim=1)
+    centres = torch.nn.functional.normalize(base + sep * dirs, dim=1)
+    pts = centres.repeat_interleave(n_per, 0) + spread * torch.randn(4 * n_per, 8, generator=g)
+    return torch.nn.functional.normalize(pts, dim=1)[None]
+
+
+def test_prototypes_do_not_collapse_on_tight_keys() -> None:
+    """With a fixed sigma of 0.3 (temperature 0.18) keys a few hundredths apart get uniform
+    responsibilities and every prototype becomes the global mean; the kernel scale taken from
+    the keys keeps one prototype per cluster."""
+    from instseg.models.video.prototypes import gmm_em_prototypes, responsibility_entropy
+
+    keys = _tight_clusters()
+    m = PrototypicalCrossAttention(in_channels=8, key_channels=8, num_prototypes=4)
+    kp, _ = m.prototypes(keys, keys)
+    d = torch.cdist(kp[0], kp[0])
+    assert d[~torch.eye(4, dtype=torch.bool)].min() > 0.01  # four distinct prototypes
+    sigma = m.kernel_sigma(keys)
+    assert sigma.shape == (1,) and float(sigma) < 0.05
+    _, _, resp, _ = gmm_em_prototypes(keys, num_prototypes=4, sigma=sigma, init="grid")
+    assert float(responsibility_entropy(resp)) < 0.3  # each key picks its cluster
+    _, _, flat, _ = gmm_em_prototypes(keys, num_prototypes=4, sigma=0.3, init="grid")
+    assert float(responsibility_entropy(flat)) > 0.99  # the old fixed sigma: uniform
+
+
+def test_eq57_weights_select_the_frames_that_explain_the_pixel() -> None:
+    """Eq. 5.7 weights are the posterior over frames of the pixel's key under each frame's
+    prototype mixture (Eq. 5.2): a memory frame whose prototypes lie elsewhere gets ~0 weight
+    even when its value read points the same way as the current one (the cosine-of-values
+    weights gave every frame ~1/(T+1))."""
+    m = PrototypicalCrossAttention(in_channels=2, key_channels=2, num_prototypes=1)
+    k = torch.nn.functional.normalize(torch.tensor([[[1.0, 0.02], [1.0, -0.02]]]), dim=-1)
+    own = (torch.tensor([[[1.0, 0.0]]]), torch.tensor([[[1.0, 0.0]]]))
+    mem_k = torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]]])  # frame 1 like the pixel, frame 2 not
+    mem_v = torch.tensor([[[[3.0, 0.0]], [[2.0, 0.2]]]])  # reads with cosine ~1 to the current
+    y = m.read(k, *own, (mem_k, mem_v))
+    assert torch.allclose(y, torch.tensor([2.0, 0.0]).expand(1, 2, 2), atol=1e-3)

@@ -10,6 +10,13 @@ isotropic variance ``sigma^2`` and uniform priors ``1/K`` (Eq. 5.2). EM alternat
 assignments that are returned; value prototypes are the assignment-weighted means of the
 values (Eq. 5.4, normalised by ``sum_n w_n r_nk`` so a prototype is a mean, not a sum).
 
+``sigma`` is a number or a (B,) tensor (one kernel scale per batch element).
+:func:`data_sigma` picks it from the keys (``sigma^2 = 0.1 * lambda_max`` of their covariance),
+so the E-step separates clusters whatever the spread of the keys. A fixed sigma does not: when
+all keys lie within a few hundredths of each other (a learnt key map with a large common
+component), ``2 sigma^2 = 0.18`` makes every responsibility ~1/K and EM collapses all
+prototypes onto the global mean (:func:`responsibility_entropy` ~1).
+
 Everything runs in float32 whatever the input dtype (bf16 distances underflow the softmax);
 the outputs are cast back to the input dtype. The whole procedure is differentiable: gradients
 reach the keys, the values and a given initialisation through every EM iteration.
@@ -30,7 +37,11 @@ __all__ = [
     "init_prototypes",
     "label_prototypes",
     "label_read",
+    "data_sigma",
+    "responsibility_entropy",
 ]
+
+Sigma = float | Tensor
 
 Init = Literal["random", "grid"]
 _EMPTY_EPS = 1e-6  # keeps an emptied component at its previous mean instead of NaN
@@ -42,7 +53,7 @@ def gmm_em_prototypes(
     *,
     num_prototypes: int,
     iters: int = 3,
-    sigma: float = 1.0,
+    sigma: Sigma = 1.0,
     init: Init | Tensor = "random",
     mask: Tensor | None = None,
     generator: torch.Generator | None = None,
@@ -54,7 +65,8 @@ def gmm_em_prototypes(
         values: (B, N, Cv) or None (then the value prototypes are the key prototypes).
         num_prototypes: K.
         iters: EM iterations (0 returns the initialisation with its assignments).
-        sigma: the constant standard deviation; the softmax temperature is ``2 sigma^2``.
+        sigma: the constant standard deviation, a number or (B,) (see :func:`data_sigma`); the
+            softmax temperature is ``2 sigma^2``.
         init: ``"random"`` (K distinct valid points, drawn with ``generator``), ``"grid"``
             (K evenly spaced valid points in index order: a coarse raster for flattened
             feature maps; deterministic) or a tensor (B, K, C) / (K, C) of initial means
@@ -75,7 +87,7 @@ def gmm_em_prototypes(
     b, n, _ = keys.shape
     if values is not None and values.shape[:2] != (b, n):
         raise ValueError(f"values must be (B, N, Cv) = ({b}, {n}, .), got {tuple(values.shape)}")
-    if num_prototypes < 1 or iters < 0 or sigma <= 0:
+    if num_prototypes < 1 or iters < 0 or bool((torch.as_tensor(sigma) <= 0).any()):
         raise ValueError(
             f"need num_prototypes >= 1, iters >= 0, sigma > 0; got "
             f"{num_prototypes}, {iters}, {sigma}"
@@ -97,8 +109,9 @@ def gmm_em_prototypes(
     return mu.to(out_dtype), v_protos.to(out_dtype), resp.to(out_dtype), ll
 
 
-def gmm_logits(x: Tensor, mu: Tensor, *, sigma: float) -> Tensor:
-    """(B, N, C), (B, K, C) -> (B, N, K) ``-||x_n - mu_k||^2 / (2 sigma^2)`` in float32.
+def gmm_logits(x: Tensor, mu: Tensor, *, sigma: Sigma) -> Tensor:
+    """(B, N, C), (B, K, C) -> (B, N, K) ``-||x_n - mu_k||^2 / (2 sigma^2)`` in float32
+    (``sigma``: a number or (B,)).
 
     Expanded as ``2 x.mu - |mu|^2 - |x|^2`` (one matmul, no (B, N, K, C) tensor); clamped so
     the distance is never negative from rounding."""
@@ -106,11 +119,11 @@ def gmm_logits(x: Tensor, mu: Tensor, *, sigma: float) -> Tensor:
     x2 = x.pow(2).sum(-1, keepdim=True)
     mu2 = mu.pow(2).sum(-1).unsqueeze(-2)
     d2 = (x2 + mu2 - 2.0 * torch.matmul(x, mu.transpose(-1, -2))).clamp_min(0.0)
-    return d2 * (-0.5 / sigma**2)
+    return d2 * (-0.5 / _sigma2(sigma, d2))
 
 
 def gmm_log_likelihood(
-    keys: Tensor, means: Tensor, *, sigma: float, mask: Tensor | None = None
+    keys: Tensor, means: Tensor, *, sigma: Sigma, mask: Tensor | None = None
 ) -> Tensor:
     """Mean log-likelihood (B,) of keys (B, N, C) under the uniform-prior GMM of Eq. 5.2."""
     w = _weights(mask, keys.shape[0], keys.shape[1], keys.device)
@@ -212,9 +225,51 @@ def _weighted_means(x: Tensor, resp: Tensor, w: Tensor, *, prev: Tensor | None) 
     return (num + _EMPTY_EPS * prev) / (den + _EMPTY_EPS)
 
 
-def _mean_log_likelihood(logits: Tensor, w: Tensor, dim: int, sigma: float) -> Tensor:
+def _sigma2(sigma: Sigma, like: Tensor) -> Tensor | float:
+    """sigma^2 as a number, or (B,) -> (B, 1, 1) float32 on ``like``'s device."""
+    if not isinstance(sigma, Tensor):
+        return float(sigma) ** 2
+    s2 = sigma.detach().float().to(like.device).pow(2)
+    return s2.reshape(-1, *([1] * (like.ndim - 1))) if s2.ndim else s2
+
+
+def _mean_log_likelihood(logits: Tensor, w: Tensor, dim: int, sigma: Sigma) -> Tensor:
     k = logits.shape[-1]
-    const = -math.log(k) - 0.5 * dim * math.log(2.0 * math.pi * sigma**2)
+    s2 = _sigma2(sigma, logits[..., 0])  # number or (B, 1)
+    const = -math.log(k) - 0.5 * dim * torch.log(2.0 * math.pi * torch.as_tensor(s2))
     per_point = torch.logsumexp(logits, dim=-1) + const  # (B, N)
     total = w.sum(1)
     return (per_point * w).sum(1) / total.clamp_min(1e-12) * (total > 0)
+
+
+def data_sigma(keys: Tensor, *, scale: float = 0.1, mask: Tensor | None = None) -> Tensor:
+    """Kernel scale from the data: keys (B, N, C) -> sigma (B,) float32 (no gradient) with
+    ``sigma^2 = scale * lambda_max``, the largest eigenvalue of the (``mask``-weighted)
+    covariance of each element's keys.
+
+    Why: with temperature ``2 sigma^2`` the all-prototypes-at-the-mean solution is a stable
+    fixed point of EM exactly when ``sigma^2 >= lambda_max`` (the first critical temperature
+    of deterministic annealing, Rose 1998), so any scale < 1 rules out the total collapse and a
+    smaller one lets the prototypes split further; 0.1 keeps ~K distinct prototypes on every
+    FPN level of the shipped PCAN and on random keys. The scale follows the keys' spread, so
+    it holds for tight keys (a few hundredths apart) and for keys spread over the sphere
+    alike. Keys that are all equal get sigma 1e-4."""
+    with torch.no_grad(), torch.autocast(keys.device.type, enabled=False):
+        x = keys.detach().float()
+        w = _weights(mask, x.shape[0], x.shape[1], x.device).unsqueeze(-1)  # (B, N, 1)
+        tot = w.sum(1, keepdim=True).clamp_min(1e-12)
+        xc = x - (w * x).sum(1, keepdim=True) / tot
+        cov = (w * xc).transpose(1, 2) @ xc / tot  # (B, C, C)
+        lam = torch.linalg.eigvalsh(cov.cpu())[:, -1].to(x.device)
+        return (scale * lam).clamp_min(1e-8).sqrt()
+
+
+def responsibility_entropy(resp: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean per-point entropy of responsibilities (B, N, K), divided by log K -> (B,) in
+    [0, 1]: 1 = every point spread evenly over all prototypes (collapsed: all prototypes alike),
+    0 = hard assignments."""
+    k = resp.shape[-1]
+    r = resp.float()
+    h = -(r * r.clamp_min(1e-12).log()).sum(-1) / max(math.log(k), 1e-12)  # (B, N)
+    w = _weights(mask, r.shape[0], r.shape[1], r.device)
+    return (h * w).sum(1) / w.sum(1).clamp_min(1e-12)
