@@ -134,14 +134,16 @@ def test_fallback_and_switches_in_memory(weights):
     assert (r.amodal >= vis).all() and not (r.amodal & ~vis & ~occ).any()
 
 
-def test_streaming_run_equals_in_memory(tmp_path):
+@pytest.mark.parametrize("prop_range", [None, 2])
+def test_streaming_run_equals_in_memory(tmp_path, prop_range):
     frames, vis, holes, _ = _clip(t=7)
     for kind, arr in (("frames", frames), ("visible", vis), ("holes", holes)):
         (tmp_path / kind).mkdir()
         for i, a in enumerate(arr):
             img = a if a.dtype == np.uint8 else a.astype(np.uint8) * 255
             Image.fromarray(img).save(tmp_path / kind / f"f{i:03d}.png")
-    inp = Inpainter(model=None, options=InpaintOptions(window=3, overlap=1), progress=False)
+    opts = InpaintOptions(window=3, overlap=1, propagation_range=prop_range)
+    inp = Inpainter(model=None, options=opts, progress=False)
     s = inp.run(
         tmp_path / "frames", tmp_path / "visible", tmp_path / "out", holes_dir=tmp_path / "holes"
     )
