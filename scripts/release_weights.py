@@ -31,8 +31,24 @@ def main() -> None:
         default=None,
         help="PCAN only: the PCAM memory length T stored in the release's meta",
     )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="image models: refresh meta.training from this training config (the run's "
+        "config.yaml) - data provenance such as the held-out sequences, for files written "
+        "before the recipe stored it",
+    )
     args = p.parse_args()
     state, meta = read_weights_file(args.weights)
+    if args.config is not None:
+        if meta.task != "image":
+            raise SystemExit(f"{args.weights}: --config is for image weights")
+        from instseg.config import load_config
+        from instseg.recipes.image import training_provenance
+        from instseg.recipes.image_config import ImageTrainConfig
+
+        cfg = load_config(ImageTrainConfig, args.config)
+        meta = dataclasses.replace(meta, training={**meta.training, **training_provenance(cfg)})
     if args.memory_length is not None:
         if meta.task != "video":
             raise SystemExit(f"{args.weights}: --memory-length is for PCAN (task: video) weights")

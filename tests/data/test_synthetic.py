@@ -295,7 +295,9 @@ def test_cutout_bank_reads_several_folders_and_selects_sequences(tmp_path: Path)
     _fake_davis(b, {"my-toy": 3, "other": 2})
     train = CutoutBank.load([a, b], frames_per_sequence=3, exclude=["bus", "other"])
     assert train.sequences == ("boat", "my-toy") and len(train.cutouts) == 5
-    held = CutoutBank.load([a, b], frames_per_sequence=3, include=["bus", "other"], class_name="object")
+    held = CutoutBank.load(
+        [a, b], frames_per_sequence=3, include=["bus", "other"], class_name="object"
+    )
     assert held.sequences == ("bus", "other") and held.names == ("object",)
     assert len(held.frames) == 4  # the held-out sequences' own frames are their backgrounds
     with pytest.raises(ValueError, match="no sequence named nope"):

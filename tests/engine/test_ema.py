@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from _engine_toy import ToyLoader, ToyModel
 from torch import nn
 
-from _engine_toy import ToyLoader, ToyModel
 from instseg.engine.checkpoint import Checkpointer
 from instseg.engine.ema import ModelEMA
 from instseg.engine.optim import build_optimizer, build_scheduler

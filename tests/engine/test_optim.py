@@ -100,3 +100,23 @@ def test_scheduler_resumes_from_weights_only_state_dict() -> None:
             s.step()
             out.append(o.param_groups[0]["lr"])
     assert a == b and a[-1] < a[0]
+
+
+def test_lr_factors_give_a_prefix_its_own_groups_and_the_scheduler_keeps_the_ratio() -> None:
+    model = nn.Sequential()
+    model.add_module("backbone", nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)))
+    model.add_module("head", nn.Linear(4, 2))
+    opt = build_optimizer(
+        model, name="adamw", lr=1e-3, weight_decay=0.1, lr_factors={"backbone": 0.1}
+    )
+    groups = [(len(g["params"]), g["lr"], g["weight_decay"]) for g in opt.param_groups]
+    assert groups == [(1, 1e-3, 0.1), (1, 1e-3, 0.0), (1, 1e-4, 0.1), (3, 1e-4, 0.0)]
+    assert opt.param_groups[2]["params"][0] is model.backbone[0].weight
+    sched = build_scheduler(opt, name="cosine", max_iters=10, warmup_iters=0)
+    for _ in range(4):
+        opt.step()
+        sched.step()
+    lrs = [g["lr"] for g in opt.param_groups]
+    assert lrs[2] == pytest.approx(0.1 * lrs[0]) and lrs[0] < 1e-3
+    same = build_optimizer(model, name="adamw", lr=1e-3, weight_decay=0.1, lr_factors={"x": 1.0})
+    assert len(same.param_groups) == 2 and torch.is_tensor(same.param_groups[0]["params"][0])

@@ -258,3 +258,24 @@ def test_held_out_sequences_give_an_unseen_split_and_ema_weights(tmp_path: Path)
     name = next(k for k in saved if k.endswith("weight") and saved[k].dim() == 4)
     assert torch.equal(saved[name].float(), ema_state[name].float())  # the EMA is what ships
     assert not torch.equal(ckpt["model"][name].float(), ema_state[name].float())
+    assert weights["meta"]["training"]["held_out"] == held
+
+    # instseg eval scores the unseen split class-agnostically, alone with --split unseen
+    run = tmp_path / "run"
+    rc = main(["eval", str(run / "config.yaml"), "--weights", str(run / "model.pt"),
+               "--out", str(tmp_path / "ev"), "--split", "unseen"])  # fmt: skip
+    assert rc == 0
+    ev = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert set(ev) == {"unseen"}
+    assert ev["unseen"]["segm"] == pytest.approx(unseen["segm"], nan_ok=True)
+
+
+def test_eval_split_unseen_without_held_out_is_a_user_error(tmp_path: Path, capsys) -> None:
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("data:\n  synthetic:\n    cutouts: false\n")
+    rc = main(["eval", str(cfg_file), f"data.cache_dir={tmp_path}", "data.synthetic.num_train=2",
+               "data.synthetic.num_test=2", "data.synthetic.image_size=48",
+               "--weights", "nope.pt", "--split", "unseen"])  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no unseen split" in err[0]

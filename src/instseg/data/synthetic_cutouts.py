@@ -102,7 +102,9 @@ class SpriteJitter:
     def apply(self, rng: np.random.Generator, rgb: np.ndarray) -> np.ndarray:
         """(h, w, 3) uint8 -> jittered (h, w, 3) uint8; the same draws for the same ``rng``."""
         x = rgb.astype(np.float32)
-        b, c, s = (1.0 + rng.uniform(-v, v) for v in (self.brightness, self.contrast, self.saturation))
+        b, c, s = (
+            1.0 + rng.uniform(-v, v) for v in (self.brightness, self.contrast, self.saturation)
+        )
         gain = 1.0 + rng.uniform(-self.hue, self.hue, size=3).astype(np.float32)
         grey = x.mean(axis=2, keepdims=True)
         x = grey + (x - grey) * s  # saturation

@@ -34,31 +34,51 @@ _NORM_TYPES = (
 
 
 def param_groups(
-    model: nn.Module, *, weight_decay: float, no_decay_norm_bias: bool = True
+    model: nn.Module,
+    *,
+    weight_decay: float,
+    no_decay_norm_bias: bool = True,
+    lr: float | None = None,
+    lr_factors: dict[str, float] | None = None,
 ) -> list[dict]:
     """Split trainable parameters into a decayed group and a no-decay group.
 
     With ``no_decay_norm_bias``, parameters of normalisation layers (BatchNorm, GroupNorm,
     LayerNorm, ...) and every parameter named ``bias`` get ``weight_decay=0``. Parameters
     shared by several modules are listed once; frozen ones (``requires_grad=False``) are left
-    out; empty groups are dropped.
+    out; empty groups are dropped. ``lr_factors`` maps a module-name prefix (e.g.
+    ``"backbone.bottom_up"``) to a factor: its parameters get groups of their own with
+    ``lr * factor`` (e.g. a pretrained backbone fine-tuned 10x slower than the new layers);
+    the groups without a factor come first.
     """
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
+    factors = {k.rstrip("."): float(v) for k, v in (lr_factors or {}).items() if v != 1.0}
+    if factors and lr is None:
+        raise ValueError("param_groups: lr_factors needs the base lr")
+    buckets: dict[tuple[float, bool], list[nn.Parameter]] = {}
     seen: set[int] = set()
-    for module in model.modules():
+    for mod_name, module in model.named_modules():
         is_norm = isinstance(module, _NORM_TYPES)
+        factor = next(
+            (f for pre, f in factors.items() if mod_name == pre or mod_name.startswith(pre + ".")),
+            1.0,
+        )
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
             skip = no_decay_norm_bias and (is_norm or name == "bias")
-            (no_decay if skip else decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return [g for g in groups if g["params"]]
+            buckets.setdefault((factor, skip), []).append(p)
+    groups = []
+    for factor in [1.0, *sorted(set(factors.values()))]:
+        for skip in (False, True):
+            params = buckets.get((factor, skip))
+            if not params:
+                continue
+            group: dict = {"params": params, "weight_decay": 0.0 if skip else weight_decay}
+            if factor != 1.0:
+                group["lr"] = lr * factor
+            groups.append(group)
+    return groups
 
 
 def build_optimizer(
@@ -69,9 +89,17 @@ def build_optimizer(
     weight_decay: float,
     momentum: float = 0.9,
     no_decay_norm_bias: bool = True,
+    lr_factors: dict[str, float] | None = None,
 ) -> torch.optim.Optimizer:
-    """AdamW or SGD (with ``momentum``) over :func:`param_groups` of ``model``."""
-    groups = param_groups(model, weight_decay=weight_decay, no_decay_norm_bias=no_decay_norm_bias)
+    """AdamW or SGD (with ``momentum``) over :func:`param_groups` of ``model``
+    (``lr_factors``: per module-name prefix learning-rate factors)."""
+    groups = param_groups(
+        model,
+        weight_decay=weight_decay,
+        no_decay_norm_bias=no_decay_norm_bias,
+        lr=lr,
+        lr_factors=lr_factors,
+    )
     if not groups:
         raise ValueError("build_optimizer: the model has no trainable parameters")
     if name == "adamw":

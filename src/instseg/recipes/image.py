@@ -16,10 +16,9 @@ from typing import Any
 
 import torch
 
-from instseg.config import to_dict
+from instseg.config import ConfigError, to_dict
 from instseg.engine.weights import WeightsMeta
 from instseg.models.build import build_model_from_config
-from instseg.config import ConfigError
 from instseg.recipes.image_config import (
     DataConfig,
     EvalConfig,
@@ -34,6 +33,7 @@ __all__ = [
     "build_datasets",
     "build_model_from_config",
     "model_meta",
+    "training_provenance",
     "train",
     "evaluate",
     "eval_class_split",
@@ -122,9 +122,7 @@ _LEGACY_SYNTHETIC_FIELDS = frozenset(
      "min_objects", "max_objects", "cutouts")
 )  # fmt: skip
 _DEFAULT_NEW_FIELDS = {
-    k: v
-    for k, v in to_dict(SyntheticConfig()).items()
-    if k not in _LEGACY_SYNTHETIC_FIELDS
+    k: v for k, v in to_dict(SyntheticConfig()).items() if k not in _LEGACY_SYNTHETIC_FIELDS
 }
 
 
@@ -305,8 +303,24 @@ def model_meta(
         test_min_size=cfg.data.test_min_size,
         max_size=cfg.data.max_size,
         precision=precision_info(cfg.solver.amp, device),
-        training={"iterations": cfg.solver.max_iters, "seed": cfg.seed},
+        training=training_provenance(cfg),
     )
+
+
+def training_provenance(cfg: ImageTrainConfig) -> dict[str, Any]:
+    """Plain-value provenance stored in the weights' meta: iterations, seed, EMA, and for the
+    built-in synthetic data the generator settings, including the held-out sequences."""
+    out: dict[str, Any] = {
+        "iterations": cfg.solver.max_iters,
+        "seed": cfg.seed,
+        "ema_decay": cfg.solver.ema_decay,
+    }
+    if cfg.data.train_json:
+        out["train_json"] = cfg.data.train_json
+    else:
+        out["synthetic"] = to_dict(cfg.data.synthetic)
+        out["held_out"] = list(cfg.data.synthetic.held_out)
+    return out
 
 
 def train(cfg: ImageTrainConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -338,8 +352,9 @@ def train(cfg: ImageTrainConfig, *, resume: bool = False, progress: bool = True)
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     s = cfg.solver
     optimizer = build_optimizer(
-        model, name=s.optimizer, lr=s.lr, weight_decay=s.weight_decay, momentum=s.momentum
-    )
+        model, name=s.optimizer, lr=s.lr, weight_decay=s.weight_decay, momentum=s.momentum,
+        lr_factors={"backbone.bottom_up": s.backbone_lr_factor},
+    )  # fmt: skip
     scheduler = build_scheduler(
         optimizer,
         name=s.schedule,

@@ -84,6 +84,10 @@ class SolverConfig:
     max_iters: int = 1500
     warmup_iters: int = 100
     grad_clip: float | None = 10.0  # max gradient norm (None = off)
+    # learning-rate factor of the bottom-up backbone (e.g. 0.1: the ImageNet-pretrained
+    # EfficientNet is fine-tuned 10x slower than the new FPN and heads; at the full rate of
+    # 2e-3 its last stage's ReLUs died and C5 became constant for every image)
+    backbone_lr_factor: float = 1.0
     # exponential moving average of the weights (0 = off): evaluated and saved instead of the
     # raw weights; the decay ramps up as decay * (1 - exp(-updates / ema_tau)) (timm/Ultralytics)
     ema_decay: float = 0.0
