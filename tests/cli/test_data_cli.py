@@ -175,3 +175,28 @@ def test_synth_video_writes_frames_and_tracks(tmp_path: Path) -> None:
     assert [v["length"] for v in data["videos"]] == [3, 3]
     assert all((tmp_path / f).is_file() for v in data["videos"] for f in v["file_names"])
     assert all(len(a["segmentations"]) == 3 for a in data["annotations"])
+
+
+def _davis_all() -> bool:
+    from instseg.data.synthetic_cutouts import find_davis_roots
+
+    return len(find_davis_roots()) == 2
+
+
+@pytest.mark.skipif(not _davis_all(), reason="the two shared DAVIS-2016 folders not found")
+def test_synth_objects_from_chosen_sequences(tmp_path: Path) -> None:
+    out = tmp_path / "objects"
+    rc = main(["data", "synth", "--out", str(out), "--num", "2", "--size", "64",
+               "--cutouts", "all", "--sequences", "boat", "bear", "--frames-per-sequence", "2",
+               "--class-agnostic", "--jitter", "--cutout-prob", "1"])  # fmt: skip
+    assert rc == 0
+    data = json.loads((out / "annotations.json").read_text())
+    assert [c["name"] for c in data["categories"]] == ["object"]
+    assert data["info"]["cutout_sequences"] == ["bear", "boat"]  # one from each shared folder
+    assert data["info"]["config"]["jitter"] is not None
+
+
+def test_synth_sequences_without_cutouts_is_an_error(tmp_path: Path, capsys) -> None:
+    rc = main(["data", "synth", "--out", str(tmp_path / "x"), "--num", "1", "--cutouts", "none",
+               "--sequences", "boat"])  # fmt: skip
+    assert rc == 2 and "--sequences" in capsys.readouterr().err

@@ -51,7 +51,41 @@ def _add_synth(p: argparse.ArgumentParser, *, unit: str = "images") -> None:
         "--cutouts",
         default="auto",
         help="DAVIS-style folder of real cutouts/backgrounds; 'none' for procedural "
-        "objects only; 'auto' (default) uses the shared DAVIS subset if present",
+        "objects only; 'auto' (default) uses the shared DAVIS subset if present; 'all' "
+        "(images only) both shared DAVIS-2016 folders, all 30 training sequences",
+    )
+
+
+def _add_synth_images(p: argparse.ArgumentParser) -> None:
+    _add_synth(p)
+    p.add_argument(
+        "--sequences",
+        nargs="+",
+        default=None,
+        metavar="SEQ",
+        help="draw cutouts and backgrounds only from these DAVIS sequences (e.g. held-out ones)",
+    )
+    p.add_argument(
+        "--exclude",
+        nargs="+",
+        default=(),
+        metavar="SEQ",
+        help="never draw from these DAVIS sequences (objects nor backgrounds)",
+    )
+    p.add_argument(
+        "--frames-per-sequence", type=int, default=8, help="frames read per DAVIS sequence"
+    )
+    p.add_argument(
+        "--class-agnostic", action="store_true", help="one category, 'object', for everything"
+    )
+    p.add_argument(
+        "--jitter", action="store_true", help="colour / contrast / blur jitter of each cutout"
+    )
+    p.add_argument(
+        "--cutout-prob",
+        type=float,
+        default=None,
+        help="share of objects that are real cutouts (default 0.4)",
     )
 
 
@@ -59,12 +93,22 @@ def _scene_config(args: argparse.Namespace) -> Any:
     """The SceneConfig of the shared ``synth`` / ``synth-video`` options (validated there)."""
     from instseg.data.synthetic import SceneConfig
 
+    extra: dict[str, Any] = {}
+    if getattr(args, "class_agnostic", False):
+        extra["class_agnostic"] = True
+    if getattr(args, "jitter", False):
+        from instseg.data.synthetic_cutouts import SpriteJitter
+
+        extra["jitter"] = SpriteJitter()
+    if getattr(args, "cutout_prob", None) is not None:
+        extra["cutout_prob"] = args.cutout_prob
     return SceneConfig(
         image_size=args.size,
         min_objects=args.min_objects,
         max_objects=args.max_objects,
         occlusion=args.occlusion,
         image_format=args.format,
+        **extra,
     )
 
 
@@ -76,9 +120,23 @@ def _run_synth(args: argparse.Namespace) -> int:
         return 2
     try:
         cfg = _scene_config(args)
+        bank = None
+        if cutouts is not None:
+            from instseg.data.synthetic_cutouts import CutoutBank
+
+            bank = CutoutBank.load(
+                cutouts,
+                frames_per_sequence=args.frames_per_sequence,
+                include=args.sequences,
+                exclude=args.exclude,
+                class_name="object" if args.class_agnostic else None,
+            )
+        elif args.sequences or args.exclude:
+            raise ValueError("--sequences / --exclude need DAVIS cutouts (--cutouts)")
         path = generate_scenes(
-            args.out, num_images=args.num, seed=args.seed, cutout_root=cutouts, config=cfg
-        )
+            args.out, num_images=args.num, seed=args.seed, cutout_root=cutouts, config=cfg,
+            bank=bank,
+        )  # fmt: skip
     except (ValueError, FileNotFoundError) as e:
         print(f"instseg data synth: {e}", file=sys.stderr)
         return 2
@@ -88,9 +146,17 @@ def _run_synth(args: argparse.Namespace) -> int:
     print(
         f"wrote {len(data['images'])} images, {len(anns)} objects "
         f"({len(data['categories'])} categories, mean occlusion {mean_occ:.3f}, "
-        f"cutouts: {cutouts or 'none'}) -> {path}"
+        f"cutouts: {_describe(cutouts)}) -> {path}"
     )
     return 0
+
+
+def _describe(cutouts: Any) -> str:
+    if not cutouts:
+        return "none"
+    if isinstance(cutouts, (str, Path)):
+        return str(cutouts)
+    return ", ".join(str(c) for c in cutouts)
 
 
 def _add_synth_video(p: argparse.ArgumentParser) -> None:
@@ -154,7 +220,11 @@ def _run_coco_occ(args: argparse.Namespace) -> int:
 SUBCOMMANDS: dict[
     str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]
 ] = {
-    "synth": (_add_synth, _run_synth, "synthetic occlusion scenes with amodal COCO annotations"),
+    "synth": (
+        _add_synth_images,
+        _run_synth,
+        "synthetic occlusion scenes with amodal COCO annotations",
+    ),
     "synth-video": (
         _add_synth_video,
         _run_synth_video,
@@ -185,6 +255,14 @@ def _cutout_root(value: str) -> Path | None | bool:
         return None
     if value == "auto":
         return find_default_cutout_root()
+    if value == "all":
+        from instseg.data.synthetic_cutouts import find_davis_roots
+
+        roots = find_davis_roots()
+        if not roots:
+            print("instseg data: --cutouts all: no shared DAVIS folder found", file=sys.stderr)
+            return False
+        return roots  # type: ignore[return-value]
     root = Path(value)
     if not root.is_dir():
         print(f"instseg data: --cutouts {root}: folder not found", file=sys.stderr)
