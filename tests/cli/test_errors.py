@@ -122,6 +122,14 @@ def test_debug_shows_the_traceback(files, monkeypatch) -> None:  # noqa: ANN001
         main(argv)
 
 
+def test_inpaint_says_error_and_debug_shows_the_traceback(files, capsys) -> None:  # noqa: ANN001
+    argv = CASES["inpaint"][0](files)
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith("instseg inpaint: error: ")
+    with pytest.raises((OSError, ValueError), match="vis"):
+        main(["--debug", *argv])
+
+
 def test_console_script_exit_status_and_traceback(files) -> None:  # noqa: ANN001
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "INSTSEG_DEBUG": ""}
     cmd = [sys.executable, "-m", "instseg.cli.main", "predict", "--source", str(files["evil"]),

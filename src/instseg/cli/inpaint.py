@@ -118,12 +118,19 @@ def run(args: argparse.Namespace) -> int:
     from instseg.utils.errors import one_line
 
     prog = "instseg inpaint"
-    if not 0 <= args.overlap < args.window:
-        print(
-            f"{prog}: need 0 <= --overlap < --window, got {args.overlap}, {args.window}",
-            file=sys.stderr,
-        )
+
+    def fail(e: BaseException) -> int:
+        """One line with exit status 2, as ``instseg.cli.main`` reports user errors; the
+        traceback with ``--debug``."""
+        if getattr(args, "debug", False):
+            raise e
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return 2
+
+    if not 0 <= args.overlap < args.window:
+        return fail(
+            ValueError(f"need 0 <= --overlap < --window, got {args.overlap}, {args.window}")
+        )
     try:
         options = InpaintOptions(
             use_flow=not args.no_flow,
@@ -136,15 +143,13 @@ def run(args: argparse.Namespace) -> int:
             flow_preset=args.flow_preset,
         )
     except ValueError as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return 2
+        return fail(e)
     try:
         inp = Inpainter.from_weights(
             args.weights, options=options, device=args.device, progress=not args.no_progress
         )
     except (OSError, ValueError, CheckpointError) as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return 2
+        return fail(e)
     if not inp.learned:
         print(
             f"WARNING: no learned VOIN model is installed ({DEFAULT_WEIGHTS} not found) and "
@@ -168,8 +173,7 @@ def run(args: argparse.Namespace) -> int:
             warn=lambda message: print(f"{prog}: warning: {message}", file=sys.stderr),
         )
     except (OSError, ValueError) as e:
-        print(f"{prog}: {one_line(e)}", file=sys.stderr)
-        return 2
+        return fail(e)
     share = (lambda n: f"{100 * n / s.hole_pixels:.1f}%") if s.hole_pixels else (lambda n: "-")
     print(
         f"{s.num_frames} frames, {s.hole_pixels} hole pixels: propagated "
