@@ -328,3 +328,47 @@ def test_class_agnostic_scenes_have_one_object_category(tmp_path: Path) -> None:
     assert data["info"]["cutout_sequences"] == ["boat", "my-toy"]
     again = generate_scenes(tmp_path / "out2", num_images=6, seed=0, config=cfg, bank=bank)
     assert json.loads(again.read_text())["annotations"] == data["annotations"]
+
+
+def test_same_class_overlap_draws_lookalikes_onto_their_model(tmp_path: Path) -> None:
+    _fake_davis(tmp_path, {"boat": 3, "my-toy": 3})
+    bank = CutoutBank.load(tmp_path, frames_per_sequence=3)
+    cfg = replace(SMALL, image_size=(96, 96), min_objects=3, max_objects=4, same_class_overlap=1.0)
+    pairs = 0
+    for i in range(10):
+        for b in (None, bank):
+            image, objects = make_scene(np.random.default_rng([5, i]), cfg, bank=b)
+            _check_scene(image, objects, cfg)
+            for o in objects:
+                j = o["lookalike_of"]
+                if j < 0:
+                    continue
+                like = objects[j]
+                assert (
+                    o["category_id"] == like["category_id"] and o["lookalike"] and like["lookalike"]
+                )
+                assert o["sprite"].origin == like["sprite"].origin  # same DAVIS sequence
+                x0, y0 = o["position"]
+                h, w = o["sprite"].size
+                lx, ly = like["position"]
+                lh, lw = like["sprite"].size
+                assert x0 < lx + lw and lx < x0 + w and y0 < ly + lh and ly < y0 + h  # boxes meet
+                pairs += 1
+    assert pairs >= 20
+    # a shape look-alike wears its model's texture
+    shape_only = replace(cfg, cutout_prob=0.0)
+    _, objects = make_scene(np.random.default_rng([6, 0]), shape_only)
+    o = next(o for o in objects if o["lookalike_of"] >= 0)
+    like = objects[o["lookalike_of"]]["sprite"]
+    mean = lambda s: s.rgb[s.mask].mean(axis=0)  # noqa: E731
+    assert np.abs(mean(o["sprite"]) - mean(like)).max() < 30
+    ann = scene_annotations_of(objects)
+    assert any(a.get("lookalike") for a in ann)
+    plain = scene_annotations_of(make_scene(np.random.default_rng([6, 0]), SMALL)[1])
+    assert not any("lookalike" in a for a in plain)  # off: the old annotation layout
+
+
+def scene_annotations_of(objects):  # noqa: ANN001, ANN201
+    from instseg.data.synthetic import scene_annotations
+
+    return scene_annotations(objects, image_id=1, first_id=1)

@@ -20,6 +20,8 @@ Annotation layout (per object with at least ``min_visible_area`` visible pixels)
                   meets this object's amodal mask (empty RLE when nothing covers it)
     depth_order   rank among the image's annotated objects, 0 = nearest the camera
     occlusion_ratio  1 - area / amodal_area
+    lookalike     (only with ``same_class_overlap``) true when the object overlaps a look-alike
+                  of its own class drawn onto it, or is one
 
 Categories carry ``kind`` ("shape" | "cutout") and ``split`` ("base" | "novel") for
 partially supervised (base -> novel) training; see ``SceneConfig.novel_classes``. With
@@ -83,6 +85,11 @@ class SceneConfig:
     jitter: SpriteJitter | None = None  # photometric jitter of each pasted cutout (None: off)
     scene_blur: float = 0.0  # probability of a mild Gaussian blur of the whole image
     shape_size_scale: float = 1.0  # procedural shapes' size relative to cutouts' (min/max_size)
+    # probability that an object (after the first) is a look-alike of an earlier one, placed
+    # onto it: same class, and same texture (shapes) or same DAVIS sequence (cutouts). The
+    # same-class / similar-appearance overlaps BCNet is motivated by (survey ch. 3); 0 = never
+    # (and the same scenes as before this option existed)
+    same_class_overlap: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.jitter, dict):  # from YAML / dataclasses.asdict
@@ -94,6 +101,8 @@ class SceneConfig:
             raise ValueError(
                 f"need 1 <= min_objects <= max_objects, got {self.min_objects}, {self.max_objects}"
             )
+        if not 0.0 <= self.same_class_overlap <= 1.0:
+            raise ValueError(f"same_class_overlap must be in [0, 1], got {self.same_class_overlap}")
         if not 0.0 <= self.occlusion <= 1.0:
             raise ValueError(f"occlusion must be in [0, 1], got {self.occlusion}")
         if not 0.0 < self.min_size <= self.max_size <= 1.0:
@@ -149,15 +158,34 @@ def make_scene(
       -1 if not annotated; ``annotated``: visible area >= ``cfg.min_visible_area``
     - ``occlusion_ratio``: 1 - visible / amodal pixel counts
     - ``sprite`` (:class:`Sprite`), ``position``: (x, y) of the sprite's top-left corner
+    - ``lookalike_of``: index in this list of the object it was drawn to look like (placed onto
+      it; ``cfg.same_class_overlap``), -1 if none
     """
     h, w = cfg.image_size
     cat_ids = {c["name"]: c["id"] for c in scene_categories(cfg, bank)}
     if cfg.class_agnostic:
         cat_ids = _AllOne()
     n = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
-    sprites = [draw_sprite(rng, cfg, bank) for _ in range(n)]
-    positions = place_sprites(rng, sprites, cfg)
+    if cfg.same_class_overlap > 0:
+        sprites, anchors = [], []
+        for k in range(n):
+            if k > 0 and rng.random() < cfg.same_class_overlap:
+                j = int(rng.integers(k))
+                sprites.append(draw_lookalike(rng, cfg, bank, sprites[j]))
+                anchors.append(j)
+            else:
+                sprites.append(draw_sprite(rng, cfg, bank))
+                anchors.append(None)
+        positions = place_sprites(rng, sprites, cfg, anchors=anchors)
+    else:
+        sprites = [draw_sprite(rng, cfg, bank) for _ in range(n)]
+        anchors = [None] * n
+        positions = place_sprites(rng, sprites, cfg)
     near_first = rng.permutation(n)
+    rank_of = {int(old): new for new, old in enumerate(near_first)}
+    lookalike_of = [
+        -1 if anchors[i] is None else rank_of[anchors[i]] for i in near_first
+    ]  # index (nearest first) of the object each one was drawn to look like
     sprites = [sprites[i] for i in near_first]
     positions = [positions[i] for i in near_first]
 
@@ -191,9 +219,13 @@ def make_scene(
                 "occlusion_ratio": 1.0 - int(visible[i].sum()) / max(a_area, 1),
                 "sprite": s,
                 "position": p,
+                "lookalike_of": lookalike_of[i],
             }
         )
         rank += int(annotated[i])
+    partners = {j for j in lookalike_of if j >= 0}
+    for i, o in enumerate(objects):
+        o["lookalike"] = o["lookalike_of"] >= 0 or i in partners
     return image, objects
 
 
@@ -223,6 +255,8 @@ def scene_annotations(
                 "occlusion_ratio": round(1.0 - area / a_area, 6),
             }
         )
+        if o.get("lookalike"):
+            anns[-1]["lookalike"] = True
     return anns
 
 
@@ -353,25 +387,46 @@ def draw_sprite(rng: np.random.Generator, cfg: SceneConfig, bank: CutoutBank | N
     return make_shape_sprite(rng, kind, size=size)
 
 
+def draw_lookalike(
+    rng: np.random.Generator, cfg: SceneConfig, bank: CutoutBank | None, like: Sprite
+) -> Sprite:
+    """An object of the same class as ``like`` that looks like it: another cutout of the same
+    DAVIS sequence, or a shape of the same kind with ``like``'s texture; its own size."""
+    short = min(cfg.image_size)
+    size = max(6, int(round(rng.uniform(cfg.min_size, cfg.max_size) * short)))
+    if bank is not None and like.origin:
+        return bank.sprite(rng, size=size, jitter=cfg.jitter, origin=like.origin)
+    if cfg.shape_size_scale != 1.0:
+        size = max(6, int(round(size * cfg.shape_size_scale)))
+    shape = make_shape_sprite(rng, like.name, size=size)
+    h, w = shape.size
+    rgb = cv2.resize(like.rgb, (w, h), interpolation=cv2.INTER_LINEAR)
+    return Sprite(rgb=rgb, mask=shape.mask, name=shape.name, origin=like.origin)
+
+
 def place_sprites(
-    rng: np.random.Generator, sprites: list[Sprite], cfg: SceneConfig
+    rng: np.random.Generator,
+    sprites: list[Sprite],
+    cfg: SceneConfig,
+    *,
+    anchors: list[int | None] | None = None,
 ) -> list[tuple[int, int]]:
     """Top-left corners, sprites inside the image. With probability ``occlusion`` a sprite is
     put near an already placed one (closer the higher ``occlusion``); otherwise the least
-    covered of a few random spots is taken (more tries the lower ``occlusion``)."""
+    covered of a few random spots is taken (more tries the lower ``occlusion``). A sprite with
+    an ``anchors`` entry j (an earlier index) is always put near sprite j."""
     h, w = cfg.image_size
     cover = np.zeros((h, w), dtype=np.int32)
     centres: list[tuple[float, float, float]] = []
     tries = 1 + int(round(7 * (1.0 - cfg.occlusion)))
     out = []
-    for s in sprites:
+    for k, s in enumerate(sprites):
         sh, sw = s.size
-        if centres and rng.random() < cfg.occlusion:
-            cx, cy, r = centres[int(rng.integers(len(centres)))]
-            dist = (r + 0.5 * max(sh, sw)) * rng.uniform(0.1, 0.3 + 0.5 * (1.0 - cfg.occlusion))
-            ang = rng.uniform(0.0, 2.0 * np.pi)
-            x, y = cx + dist * np.cos(ang) - sw / 2, cy + dist * np.sin(ang) - sh / 2
-            pos = _clamp(x, y, s, h, w)
+        anchor = anchors[k] if anchors is not None else None
+        if anchor is not None:
+            pos = _near(rng, centres[anchor], s, cfg)
+        elif centres and rng.random() < cfg.occlusion:
+            pos = _near(rng, centres[int(rng.integers(len(centres)))], s, cfg)
         else:
             cands = [
                 _clamp(rng.uniform(0, w - sw), rng.uniform(0, h - sh), s, h, w)
@@ -399,6 +454,20 @@ class _AllOne(dict):
 
     def __missing__(self, key: str) -> int:
         return 1
+
+
+def _near(
+    rng: np.random.Generator, centre: tuple[float, float, float], s: Sprite, cfg: SceneConfig
+) -> tuple[int, int]:
+    """Top-left corner putting ``s`` next to / onto the object at ``centre`` = (cx, cy, r):
+    closer the higher ``cfg.occlusion``."""
+    h, w = cfg.image_size
+    sh, sw = s.size
+    cx, cy, r = centre
+    dist = (r + 0.5 * max(sh, sw)) * rng.uniform(0.1, 0.3 + 0.5 * (1.0 - cfg.occlusion))
+    ang = rng.uniform(0.0, 2.0 * np.pi)
+    x, y = cx + dist * np.cos(ang) - sw / 2, cy + dist * np.sin(ang) - sh / 2
+    return _clamp(x, y, s, h, w)
 
 
 def _clamp(x: float, y: float, s: Sprite, h: int, w: int) -> tuple[int, int]:

@@ -139,6 +139,9 @@ class CutoutBank:
         self.frames = [_Frame(f, tuple(b)) for f, b in zip(frames, boxes, strict=True)]
         self.names: tuple[str, ...] = tuple(sorted({c.name for c in cutouts}))
         self._by_name = {n: [c for c in cutouts if c.name == n] for n in self.names}
+        self._by_origin: dict[str, list[Sprite]] = {}
+        for c in cutouts:
+            self._by_origin.setdefault(c.origin, []).append(c)
 
     @classmethod
     def load(
@@ -198,7 +201,12 @@ class CutoutBank:
                 if not seqs_read or seqs_read[-1] != seq:
                     seqs_read.append(seq)
                 cutouts.append(
-                    Sprite(rgb=rgb[y0:y1, x0:x1].copy(), mask=mask[y0:y1, x0:x1], name=name)
+                    Sprite(
+                        rgb=rgb[y0:y1, x0:x1].copy(),
+                        mask=mask[y0:y1, x0:x1],
+                        name=name,
+                        origin=seq,
+                    )
                 )
                 if seq not in _NO_BACKGROUND:
                     frames.append(rgb)
@@ -222,12 +230,18 @@ class CutoutBank:
         size: int,
         name: str | None = None,
         jitter: SpriteJitter | None = None,
+        origin: str | None = None,
     ) -> Sprite:
-        """A random cutout (of class ``name`` if given) scaled so its longer side is ``size``,
-        flipped left-right half of the time, colours jittered by ``jitter`` when given (drawn
-        after the rest, so a bank without jitter draws the same sprites as before)."""
-        name = name or self.names[int(rng.integers(len(self.names)))]
-        pool = self._by_name[name]
+        """A random cutout (of class ``name`` if given, or from sequence ``origin`` if given:
+        a look-alike of another cutout of it) scaled so its longer side is ``size``, flipped
+        left-right half of the time, colours jittered by ``jitter`` when given (drawn after the
+        rest, so a bank without jitter draws the same sprites as before)."""
+        if origin is not None and origin in self._by_origin:
+            pool = self._by_origin[origin]
+            name = pool[0].name
+        else:
+            name = name or self.names[int(rng.integers(len(self.names)))]
+            pool = self._by_name[name]
         src = pool[int(rng.integers(len(pool)))]
         h, w = src.size
         s = size / max(h, w)
@@ -246,6 +260,7 @@ class CutoutBank:
             rgb=np.ascontiguousarray(rgb[y0:y1, x0:x1]),
             mask=np.ascontiguousarray(mask[y0:y1, x0:x1]),
             name=name,
+            origin=src.origin,
         )
 
     def background(self, rng: np.random.Generator, h: int, w: int) -> np.ndarray | None:

@@ -49,11 +49,14 @@ class Sprite:
     - ``rgb``: (h, w, 3) uint8 colours (only pixels under ``mask`` are ever painted)
     - ``mask``: (h, w) bool, the object's full (amodal) shape; it touches all four borders
     - ``name``: category name (a shape kind, or a cutout's class)
+    - ``origin``: where it came from (a cutout's DAVIS sequence; "" for shapes), so a look-alike
+      can be drawn from the same source
     """
 
     rgb: np.ndarray
     mask: np.ndarray
     name: str
+    origin: str = ""
 
     @property
     def size(self) -> tuple[int, int]:

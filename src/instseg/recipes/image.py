@@ -78,10 +78,17 @@ def prepare_data(cfg: DataConfig, out_dir: Path) -> DataSplits:
     cache = Path(cfg.cache_dir) if cfg.cache_dir else out_dir / "data"
     roots = _cutout_roots(s)
     scene_cfg, unseen_cfg = _scene_configs(s)
-    new_fields = {k: v for k, v in to_dict(s).items() if k not in _LEGACY_SYNTHETIC_FIELDS}
+    # settings added after the first release name the cache folder by a digest of those that
+    # differ from their defaults: old settings keep their old folder names, and a new option
+    # left at its default changes no name
+    changed = {
+        k: v
+        for k, v in to_dict(s).items()
+        if k not in _LEGACY_SYNTHETIC_FIELDS and v != _DEFAULT_NEW_FIELDS.get(k)
+    }
     suffix = ""
-    if new_fields != _DEFAULT_NEW_FIELDS:  # old settings keep their old cache folder names
-        digest = json.dumps(new_fields, sort_keys=True).encode()
+    if changed:
+        digest = json.dumps(changed, sort_keys=True).encode()
         suffix = "_" + hashlib.sha1(digest).hexdigest()[:10]
     plan = [("train", s.num_train, s.seed_train), ("test", s.num_test, s.seed_test)]
     if s.held_out and roots:
@@ -175,10 +182,11 @@ def _scene_configs(s: SyntheticConfig) -> tuple[Any, Any]:
         jitter=SpriteJitter() if s.jitter else None,
         scene_blur=s.scene_blur,
         shape_size_scale=s.shape_size_scale,
+        same_class_overlap=s.same_class_overlap,
     )
     unseen = dataclasses.replace(
         scene, cutout_prob=1.0, real_background_prob=1.0, class_agnostic=True, jitter=None,
-        scene_blur=0.0,
+        scene_blur=0.0, same_class_overlap=0.0,
     )  # fmt: skip
     return scene, unseen
 

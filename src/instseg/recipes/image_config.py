@@ -49,6 +49,9 @@ class SyntheticConfig:
     shape_size_scale: float = 1.0  # procedural shapes' size relative to that range
     jitter: bool = False  # colour / contrast / saturation / blur jitter of each pasted cutout
     scene_blur: float = 0.0  # probability of blurring a whole training image
+    # probability that an object is a look-alike of an earlier one (same class, same texture or
+    # DAVIS sequence) placed onto it: the same-class overlaps BCNet targets
+    same_class_overlap: float = 0.0
 
 
 @dataclass
