@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     canvas = int(meta.get("canvas_size", 64 if args.variant == "paper" else 32))
     frames, vis, holes, am = make_clip(args.frames)
     kw = {"canvas_size": canvas, "flow_preset": args.preset, "window": args.frames, "overlap": 0}
+    kw |= {"use_flow_net": True, "use_generator": True}  # time every stage the file has
     model = VOINModel.from_nets(nets)
     full = Inpainter(model=model, options=InpaintOptions(**kw), progress=False)
     gen_only = Inpainter(model=model, options=InpaintOptions(use_flow=False, **kw), progress=False)

@@ -266,7 +266,9 @@ def _baselines(frames, holes, am, timing, stages, args) -> dict[str, np.ndarray]
 
 
 def _pipelines(nets: VOINNets, meta: dict, args: argparse.Namespace) -> dict[str, Inpainter]:
-    opts = InpaintOptions(
+    opts = InpaintOptions(  # every learned stage on, whatever the file recommends (its rows)
+        use_flow_net=True,
+        use_generator=True,
         window=args.window,
         overlap=args.overlap,
         flow_preset=args.preset,

@@ -9,11 +9,15 @@ passes exist in every version of :class:`InpaintOptions`).
         --make-split --model none --no-generator --out runs/voin16/prop_telea_whole
     # propagation inside each generator window, as the pipeline did before issue 16
     ... --model none --no-generator --windowed-propagation --out runs/voin16/prop_telea_windows
-    # the shipped VOIN (default options)
+    # the shipped VOIN (default options: the file's recommended stage switches, flow net and
+    # generator off since issue 16, deliverable 4; on before); its learned stages on:
     ... --out runs/voin16/voin
+    ... --flow-net --generator --out runs/voin16/voin_all_stages
 
 ``--model none``: the non-learned pipeline (DIS, filled flow, propagation, Telea);
 ``--model default``: the installed ``voin_default.pt``; else a weights file.
+``--flow-net`` / ``--generator`` (``--no-...``) set the learned stage switches; without them the
+weights file's recommendation applies (``InpaintOptions`` None; with an older source tree, on).
 ``--windowed-propagation`` runs each generator window as its own clip (propagation inside it
 only), keeping each frame from its window: the pre-issue-16 pipeline on the current code.
 Results also go to ``--out/results.json``.
@@ -103,13 +107,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _inpainter(args: argparse.Namespace) -> Inpainter:
     kw: dict = {"window": args.window, "overlap": args.overlap, "flow_preset": args.preset}
-    if args.no_generator:
-        kw["use_generator"] = False
+    if args.generator is not None:
+        kw["use_generator"] = args.generator
     for name in ("propagation_range", "generator_max_side", "flow_dtype"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)
-    if args.no_flow_net:
-        kw["use_flow_net"] = False
+    if args.flow_net is not None:
+        kw["use_flow_net"] = args.flow_net
     opts = InpaintOptions(**kw)
     if args.model == "none":
         return Inpainter(model=None, options=opts, progress=False)
@@ -145,8 +149,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="default", help="none | default | a weights file")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--no-generator", action="store_true")
-    p.add_argument("--no-flow-net", action="store_true")
+    for name in ("generator", "flow-net"):  # default: the weights file's recommendation
+        p.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--windowed-propagation", action="store_true")
     p.add_argument("--propagation-range", type=int, default=None)
     p.add_argument("--generator-max-side", type=int, default=None)

@@ -204,3 +204,33 @@ def test_flow_net_and_range_flags(clip_dir, tiny_weights, tmp_path, capsys):
     assert rc == 0 and "flow net on, propagation whole clip" in text and "<= 32 px" in text
     rc = main(_args(clip_dir, tmp_path / "c", *base, "--propagation-range", "0"))
     assert rc == 2 and "propagation_range must be >= 1" in capsys.readouterr().err
+
+
+def test_stage_defaults_come_from_the_weights_file(clip_dir, tmp_path, capsys):
+    """A file that recommends its flow net and generator off (as the shipped voin_default.pt
+    does) runs without them by default and says how to turn them on; --flow-net / --generator
+    (BooleanOptionalAction) override the file."""
+    torch.manual_seed(0)
+    path = save_voin_weights(
+        VOIN_VARIANTS["small"](num_classes=1),
+        tmp_path / "rec.pt",
+        variant="small",
+        num_classes=1,
+        canvas_size=32,
+        trained=False,
+        defaults={"use_flow_net": False, "use_generator": False},
+    )
+    base = ["--holes", str(clip_dir / "holes"), "--weights", str(path)]
+    rc = main(_args(clip_dir, tmp_path / "a", *base))
+    text = capsys.readouterr().out
+    assert rc == 0 and "flow net off" in text and "generator off (Telea)" in text
+    assert "flow net and generator as the weights file recommends" in text
+    assert "run with --flow-net --generator" in text
+    line = next(x for x in text.splitlines() if "hole pixels" in x)
+    assert "generated 0.0%" in line and "Telea 0.0%" not in line
+    rc = main(_args(clip_dir, tmp_path / "b", *base, "--flow-net", "--generator"))
+    text = capsys.readouterr().out
+    assert rc == 0 and "flow net on" in text and "generator on" in text
+    assert "recommends" not in text
+    line = next(x for x in text.splitlines() if "hole pixels" in x)
+    assert "Telea 0.0%" in line and "generated 0.0%" not in line

@@ -18,6 +18,7 @@ from instseg.inference.inpainter import (
     Inpainter,
     InpaintOptions,
     load_voin_weights,
+    recommended_stages,
     save_voin_weights,
     temporal_windows,
 )
@@ -346,6 +347,45 @@ def test_flow_net_switch(weights, monkeypatch):
         n = len(calls)
         inp.inpaint(frames, vis, holes=holes)
         assert (len(calls) > n) is on
+
+
+def test_weights_file_recommends_the_stage_switches(tmp_path, monkeypatch):
+    """Switches left at None take the file's ``model.defaults``; explicit ones win; a file
+    without defaults (or no file) runs every stage it has; bad defaults are refused."""
+    frames, vis, amodal = _box_clip()  # propagation leaves part of the hole
+    torch.manual_seed(0)
+    nets = VOIN_VARIANTS["small"](num_classes=1)
+    kw = {"variant": "small", "num_classes": 1, "canvas_size": 32, "trained": False}
+    off = {"use_flow_net": False, "use_generator": False}
+    rec = save_voin_weights(nets, tmp_path / "rec.pt", defaults=off, **kw)
+    plain = save_voin_weights(nets, tmp_path / "plain.pt", **kw)
+    assert recommended_stages(load_voin_weights(rec)[1]) == off
+    assert recommended_stages(load_voin_weights(plain)[1]) == {}
+    assert InpaintOptions().use_flow_net is None and InpaintOptions().use_generator is None
+    for path, options, on in (
+        (rec, {}, (False, False)),
+        (rec, {"use_generator": True}, (False, True)),
+        (rec, {"use_flow_net": True, "use_generator": True}, (True, True)),
+        (plain, {}, (True, True)),
+        (plain, {"use_generator": False}, (True, False)),
+    ):
+        inp = Inpainter.from_weights(path, options=InpaintOptions(**options), progress=False)
+        assert (inp.options.use_flow_net, inp.options.use_generator) == on
+        assert (inp.refines_flow, inp.generates) == on
+        assert set(inp.file_defaults) == ({"use_flow_net", "use_generator"} - set(options)
+                                          if path == rec else set())  # fmt: skip
+        assert ("as the weights file recommends" in inp.describe()) is bool(inp.file_defaults)
+        res = inp.inpaint(frames, vis, amodal=amodal)
+        assert bool(res.generated.any()) is on[1] and bool(res.fallback.any()) is not on[1]
+    assert Inpainter(model=None, progress=False).options.use_generator is True  # no generator
+    for bad in ({"use_flow": False}, {"use_generator": 0}):
+        with pytest.raises(ValueError, match="stage switches"):
+            save_voin_weights(nets, tmp_path / "bad.pt", defaults=bad, **kw)
+    data = torch.load(rec, weights_only=True)
+    data["meta"]["model"]["defaults"] = {"use_generator": "no"}
+    torch.save(data, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="bad.pt: meta defaults"):
+        load_voin_weights(tmp_path / "bad.pt")
 
 
 # ------------------------------------------------------------------ generator input scale

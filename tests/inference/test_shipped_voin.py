@@ -1,6 +1,9 @@
 """The shipped default VOIN (src/instseg/weights/voin_default.pt, see its model card): a small,
 safe fp16 file, and on a held-out real DAVIS clip with a pasted moving occluder it restores the
-occluded part of the object better than per-frame OpenCV Telea (hole PSNR and SSIM)."""
+occluded part of the object better than per-frame OpenCV Telea (hole PSNR and SSIM), and no worse
+than the non-learned pipeline (propagation along the filled DIS flow over the whole clip + Telea);
+its generator, off by default since issue 16 (the file's recommended stage switches), still runs
+and fills when switched on."""
 
 from pathlib import Path
 
@@ -57,3 +60,123 @@ def test_shipped_file_records_the_generator_scale_and_inference_uses_it():
     sizes = meta.model.get("stage_sizes") or meta.training["stage_sizes"]  # flat meta layout
     assert sizes == {"shape": 128, "flow": 128, "generator": 64}
     assert Inpainter.from_weights(WEIGHTS, progress=False).generator_max_side == 64
+
+
+def test_shipped_file_recommends_the_best_measured_stages():
+    """The card's table (issue 16, deliverable 4): with this file, flow net off + generator off
+    is the best configuration measured on its DAVIS split (22.05 dB hole PSNR vs 21.87 with the
+    flow net, 17.46 with the generator, 17.25 with both), so the file recommends both off and
+    the default Inpainter runs that; explicit options still turn them on."""
+    from instseg.inference.inpainter import (
+        Inpainter,
+        InpaintOptions,
+        load_voin_weights,
+        recommended_stages,
+    )
+
+    assert recommended_stages(load_voin_weights(WEIGHTS)[1]) == {
+        "use_flow_net": False,
+        "use_generator": False,
+    }
+    inp = Inpainter.from_weights(None, progress=False)
+    assert inp.source == str(WEIGHTS) and not inp.refines_flow and not inp.generates
+    on = InpaintOptions(use_flow_net=True, use_generator=True)
+    inp = Inpainter.from_weights(None, options=on, progress=False)
+    assert inp.refines_flow and inp.generates
+
+
+@pytest.fixture(scope="module")
+def held_out_clip(tmp_path_factory) -> dict[str, np.ndarray]:
+    """6 frames of the held-out DAVIS 'elephant' (the card's split settings, seed 0: a moving
+    occluder, a cutout of a training sequence's object or a synthetic shape), at half size
+    (240 x 427): frames, gt, visible, amodal, holes (= amodal & ~visible)."""
+    if not (DAVIS / "JPEGImages").is_dir():
+        pytest.skip("needs ../shared/data")
+    import cv2
+
+    from instseg.data.davis_splits import VOIN_TRAIN
+    from instseg.data.video_occlusion import make_eval_split
+    from instseg.utils.image import read_image
+
+    out = tmp_path_factory.mktemp("held_out")
+    man = make_eval_split(
+        DAVIS,
+        ["elephant"],
+        seed=0,
+        out_dir=out,
+        num_frames=6,
+        occluder_sequences=list(VOIN_TRAIN),
+    )
+    files = man["sequences"]["elephant"]["files"]
+
+    def load(kind: str, interpolation: int) -> np.ndarray:
+        images = (read_image(out / kind / "elephant" / f) for f in files)
+        return np.stack([cv2.resize(x, (427, 240), interpolation=interpolation) for x in images])
+
+    clip = {k: load(k, cv2.INTER_AREA) for k in ("frames", "gt")}
+    visible, amodal = (load(k, cv2.INTER_NEAREST)[..., 0] > 127 for k in ("visible", "amodal"))
+    clip |= {"visible": visible & amodal, "amodal": amodal, "holes": amodal & ~visible}
+    assert clip["holes"].any((1, 2)).all()
+    return clip
+
+
+def _hole_scores(pred: np.ndarray, clip: dict[str, np.ndarray]) -> tuple[float, float]:
+    from instseg.evaluation.inpainting import frame_metrics
+
+    m = [frame_metrics(p, g, h) for p, g, h in zip(pred, clip["gt"], clip["holes"], strict=True)]
+    return float(np.mean([x["hole_psnr"] for x in m])), float(np.mean([x["hole_ssim"] for x in m]))
+
+
+def test_default_is_no_worse_than_propagation_and_telea_on_a_held_out_clip(held_out_clip):
+    """Issue 16, deliverable 7: the shipped default's hole PSNR / SSIM >= those of the
+    non-learned pipeline (whole-clip propagation on the filled DIS flow + Telea, the
+    ``Inpainter`` without a model) minus 0.1 dB / 0.005, not just Telea's. What it asserts
+    today: the file recommends its flow net and generator off, so with the ground-truth amodal
+    masks the default *is* that pipeline (equal scores; the golden test checks it is the same
+    output). It fails when a default starts to run a learned stage that loses to it on this
+    clip (the generator does now: about -1.8 dB here, -4.6 dB on the card's split), which is
+    what the card's table would have to show first."""
+    from instseg.inference.inpainter import Inpainter
+
+    c = held_out_clip
+    default = Inpainter.from_weights(None, progress=False)
+    assert default.learned
+    out = default.inpaint(c["frames"], c["visible"], amodal=c["amodal"], label=0).frames
+    base = Inpainter(model=None, progress=False)
+    ref = base.inpaint(c["frames"], c["visible"], amodal=c["amodal"]).frames
+    (psnr, ssim), (ref_psnr, ref_ssim) = _hole_scores(out, c), _hole_scores(ref, c)
+    assert psnr >= ref_psnr - 0.1, (psnr, ref_psnr)
+    assert ssim >= ref_ssim - 0.005, (ssim, ref_ssim)
+
+
+def test_generator_switched_on_fills_the_leftovers(held_out_clip):
+    """The generator stage, off by default, is not dead when switched on (``use_generator``):
+    it receives the pixels propagation could not fill (a sizeable share of this clip's hole),
+    every one of them comes from its output (none from Telea), its fill differs from Telea's,
+    and on those pixels it beats a constant mid-grey fill (what a generator that outputs zeros
+    gives) by >= 1 dB hole PSNR (measured: 18.8 vs 15.1 dB). It does NOT assert that the
+    generator beats Telea on them: it does not (20.3 dB), see the model card."""
+    from instseg.inference.inpainter import Inpainter, InpaintOptions
+
+    c = held_out_clip
+    on = Inpainter.from_weights(None, options=InpaintOptions(use_generator=True), progress=False)
+    calls: list[int] = []
+    on.model.generator.register_forward_hook(lambda *_: calls.append(1))
+    res = on.inpaint(c["frames"], c["visible"], amodal=c["amodal"], label=0)
+    left = res.generated
+    assert calls and left.sum() > 0.2 * c["holes"].sum()
+    np.testing.assert_array_equal(left, c["holes"] & ~res.propagated)
+    assert not res.fallback.any()
+    telea = Inpainter.from_weights(None, progress=False).inpaint(
+        c["frames"], c["visible"], amodal=c["amodal"], label=0
+    )
+    np.testing.assert_array_equal(telea.fallback, left)  # the same leftovers, Telea-filled
+    assert (res.frames[left] != telea.frames[left]).any(-1).mean() > 0.5
+
+    def leftover_psnr(pred: np.ndarray) -> float:
+        err = (pred[left].astype(np.float64) - c["gt"][left]) ** 2
+        return float(10 * np.log10(255**2 / err.mean()))
+
+    grey = telea.frames.copy()
+    grey[left] = 128
+    assert leftover_psnr(res.frames) >= leftover_psnr(grey) + 1.0
