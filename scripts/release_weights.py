@@ -38,8 +38,18 @@ def main() -> None:
         "config.yaml) - data provenance such as the held-out sequences, for files written "
         "before the recipe stored it",
     )
+    p.add_argument(
+        "--state-from",
+        default=None,
+        metavar="CKPT[:model|ema]",
+        help="take the tensors from a training checkpoint (model_*.pth) instead: its raw "
+        "weights ('model', default) or its EMA ('ema'), e.g. to compare the two; the meta "
+        "still comes from --weights",
+    )
     args = p.parse_args()
     state, meta = read_weights_file(args.weights)
+    if args.state_from is not None:
+        state = _checkpoint_state(args.state_from, like=state)
     if args.config is not None:
         if meta.task != "image":
             raise SystemExit(f"{args.weights}: --config is for image weights")
@@ -58,6 +68,24 @@ def main() -> None:
         Path(args.out), lambda f: torch.save({"model": half, "meta": meta.to_dict()}, f)
     )
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {len(half)} tensors)")
+
+
+def _checkpoint_state(spec: str, *, like: dict) -> dict:
+    from instseg.engine.checkpoint import load_checkpoint_file
+
+    path, _, key = spec.partition(":")
+    key = key or "model"
+    if key not in ("model", "ema"):
+        raise SystemExit(f"--state-from {spec}: the part after ':' must be 'model' or 'ema'")
+    data = load_checkpoint_file(path)
+    if key not in data:
+        raise SystemExit(f"{path}: no '{key}' entry (keys: {', '.join(sorted(data))})")
+    state = data[key]
+    if key == "ema":  # AveragedModel layout: module.<name> + n_averaged
+        state = {k[len("module.") :]: v for k, v in state.items() if k.startswith("module.")}
+    if set(state) != set(like):
+        raise SystemExit(f"{path}: its '{key}' tensors do not match the --weights file's")
+    return state
 
 
 if __name__ == "__main__":

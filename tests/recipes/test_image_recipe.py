@@ -279,3 +279,14 @@ def test_eval_split_unseen_without_held_out_is_a_user_error(tmp_path: Path, caps
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no unseen split" in err[0]
+
+
+def test_objects_config_holds_out_the_image_sequences() -> None:
+    from instseg.data.davis_splits import IMAGE_HELD_OUT, SEMISUP_HELD_OUT, VOIN_EVAL
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(ImageTrainConfig, root / "configs" / "objects_davis.yaml")
+    held = cfg.data.synthetic.held_out
+    assert tuple(held) == IMAGE_HELD_OUT and len(held) >= 5
+    assert set(VOIN_EVAL) | set(SEMISUP_HELD_OUT) <= set(held)  # downstream evals stay clean
+    assert cfg.data.synthetic.class_agnostic and cfg.solver.ema_decay > 0

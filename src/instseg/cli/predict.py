@@ -29,7 +29,11 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", default=None, help="model.pt (default: the shipped demo model)")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="model.pt (default: the shipped class-agnostic 'object' model, objects_default.pt)",
+    )
     p.add_argument("--source", required=True, help="image, folder, glob or video file")
     p.add_argument("--out", default="outputs/predict", help="output folder")
     p.add_argument(
@@ -166,7 +170,8 @@ def _warn(message: str) -> None:
 
 
 def default_weights() -> Path:
-    """The shipped default image model (trained by `instseg demo`, see its model card)."""
+    """The shipped default image model (class-agnostic objects, trained by
+    ``instseg train configs/objects_davis.yaml``; see its model card)."""
     from instseg.engine.weights import shipped_weights
 
     p = shipped_weights("image")

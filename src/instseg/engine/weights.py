@@ -47,7 +47,7 @@ VOIN_FORMAT = "instseg-voin-1"
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 # the shipped default of each task (each with a model card <name>.md beside it)
 SHIPPED: dict[str, Path] = {
-    "image": WEIGHTS_DIR / "demo_image.pt",  # instseg predict
+    "image": WEIGHTS_DIR / "objects_default.pt",  # instseg predict (class-agnostic objects)
     "video": WEIGHTS_DIR / "pcan_default.pt",  # instseg track
     "propagation": WEIGHTS_DIR / "propagation_default.pt",  # instseg propagate
     "voin": WEIGHTS_DIR / "voin_default.pt",  # instseg inpaint
