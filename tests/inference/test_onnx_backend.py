@@ -18,7 +18,10 @@ pytest.importorskip("onnxruntime")
 
 from instseg.inference.onnx_backend import OnnxRuntimeSegmenter  # noqa: E402
 
-WEIGHTS = Path(__file__).resolve().parents[2] / "src" / "instseg" / "weights" / "demo_image.pt"
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "src" / "instseg" / "weights"
+WEIGHTS = WEIGHTS_DIR / "demo_image.pt"
+# both shipped image models: the legacy-pooling demo model and the default (aligned RoIAlign)
+SHIPPED_IMAGE = [p for p in (WEIGHTS, WEIGHTS_DIR / "objects_default.pt") if p.is_file()]
 
 
 def _eager(model: torch.nn.Module, image: torch.Tensor) -> Instances:
@@ -94,15 +97,15 @@ def test_score_threshold_drops_before_the_mask_graph_and_sizes_are_cached() -> N
     assert len(ort._sessions) == 2
 
 
-@pytest.mark.skipif(not WEIGHTS.is_file(), reason="no shipped image model")
-def test_predictor_default_on_cpu_is_onnxruntime_and_matches_torch(monkeypatch) -> None:
+@pytest.mark.parametrize("weights", SHIPPED_IMAGE, ids=lambda p: p.stem)
+def test_predictor_default_on_cpu_is_onnxruntime_and_matches_torch(weights, monkeypatch) -> None:
     from instseg.data.synthetic import SceneConfig, make_scene
     from instseg.inference.predictor import ImagePredictor
 
     rng = np.random.default_rng([4242, 1])
     image, _ = make_scene(rng, SceneConfig(min_objects=2, max_objects=3, occlusion=0.2))
-    auto = ImagePredictor(WEIGHTS, device="cpu", score_thresh=0.05)
-    ref = ImagePredictor(WEIGHTS, device="cpu", amp="none", backend="torch", score_thresh=0.05)
+    auto = ImagePredictor(weights, device="cpu", score_thresh=0.05)
+    ref = ImagePredictor(weights, device="cpu", amp="none", backend="torch", score_thresh=0.05)
     assert auto.backend == "onnxruntime" and auto.amp == "none" and ref.backend == "torch"
     _assert_same(auto(image), ref(image))
     # explanations need the head's maps: that call runs in torch
