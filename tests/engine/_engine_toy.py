@@ -78,6 +78,17 @@ def toy_eval_summarize(per_sample: dict[int, float]) -> dict[str, float]:
     return {"sum": sum(per_sample[i] for i in sorted(per_sample)), "count": len(per_sample)}
 
 
+class RaiseAt(Callback):
+    """Raises ``RuntimeError("simulated crash")`` after iteration ``it`` (to resume from)."""
+
+    def __init__(self, it: int) -> None:
+        self.it = it
+
+    def after_step(self, trainer: Trainer) -> None:
+        if trainer.iter == self.it:
+            raise RuntimeError("simulated crash")
+
+
 def run_toy_training(
     out_dir: Path,
     *,

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from _engine_toy import ToyLoader, ToyModel
+from _engine_toy import RaiseAt, ToyLoader, ToyModel
 from torch import nn
 
 from instseg.engine.checkpoint import Checkpointer
 from instseg.engine.ema import ModelEMA
 from instseg.engine.optim import build_optimizer, build_scheduler
-from instseg.engine.trainer import Callback, Trainer, seed_everything
+from instseg.engine.trainer import Trainer, seed_everything
 
 
 def test_first_update_copies_then_ramped_lerp() -> None:
@@ -50,15 +50,6 @@ def test_rejects_bad_decay() -> None:
         ModelEMA(nn.Linear(1, 1), decay=1.0)
 
 
-class _RaiseAt(Callback):
-    def __init__(self, it: int) -> None:
-        self.it = it
-
-    def after_step(self, trainer: Trainer) -> None:
-        if trainer.iter == self.it:
-            raise RuntimeError("simulated crash")
-
-
 def _train(out: Path, *, max_iters: int, period: int = 0, resume: bool = False, cbs=()) -> ModelEMA:
     seed_everything(0)
     model = ToyModel()
@@ -81,7 +72,7 @@ def test_ema_follows_training_and_resumes_exactly(tmp_path: Path) -> None:
     full = _train(tmp_path / "full", max_iters=8)
     assert full.updates == 8
     with pytest.raises(RuntimeError, match="simulated crash"):
-        _train(tmp_path / "b", max_iters=8, period=3, cbs=[_RaiseAt(4)])
+        _train(tmp_path / "b", max_iters=8, period=3, cbs=[RaiseAt(4)])
     assert "ema" in torch.load(tmp_path / "b" / "model_0000003.pth", weights_only=True)
     resumed = _train(tmp_path / "b", max_iters=8, resume=True)
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values(), strict=True):

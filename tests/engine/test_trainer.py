@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from _engine_toy import ToyLoader, ToyModel, run_toy_training
+from _engine_toy import RaiseAt, ToyLoader, ToyModel, run_toy_training
 
 from instseg.engine.optim import build_optimizer
 from instseg.engine.trainer import (
-    Callback,
     ProgressBar,
     TensorBoardWriter,
     Trainer,
@@ -97,15 +96,6 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path: Path, one_thread) -
         assert a["lr"] == b["lr"]
 
 
-class _RaiseAt(Callback):
-    def __init__(self, it: int) -> None:
-        self.it = it
-
-    def after_step(self, trainer: Trainer) -> None:
-        if trainer.iter == self.it:
-            raise RuntimeError("simulated crash")
-
-
 def test_resume_after_exception_bf16(tmp_path: Path) -> None:
     n, k = 8, 3
     full = run_toy_training(tmp_path / "full", max_iters=n, amp="bf16")
@@ -115,7 +105,7 @@ def test_resume_after_exception_bf16(tmp_path: Path) -> None:
             max_iters=n,
             checkpoint_period=k,
             amp="bf16",
-            callbacks=[_RaiseAt(k + 1)],
+            callbacks=[RaiseAt(k + 1)],
         )
     assert not (tmp_path / "b" / "model_final.pth").exists()  # after_train ran, saved nothing
     resumed = run_toy_training(tmp_path / "b", max_iters=n, resume=True, amp="bf16")
