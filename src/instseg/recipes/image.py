@@ -156,7 +156,7 @@ def _cutout_bank(s: SyntheticConfig, roots: tuple[Path, ...], *, unseen: bool) -
             class_name="object",
         )  # fmt: skip
     return CutoutBank.load(
-        roots[0] if len(roots) == 1 else roots,
+        roots,
         frames_per_sequence=s.frames_per_sequence,
         exclude=s.held_out,
         class_name="object" if s.class_agnostic else None,
