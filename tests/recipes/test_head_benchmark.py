@@ -1,0 +1,167 @@
+"""The cached-RoI mask-head benchmark (issue 14): RoI cache, paired training, metrics, report."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+from torchvision.ops import box_iou
+
+from instseg.evaluation.head_metrics import box_rle
+from instseg.models.heads.base import MaskHead
+from instseg.models.zoo import build_model
+from instseg.recipes.head_benchmark import (
+    HEADS,
+    FeatureNorm,
+    HeadBenchConfig,
+    benchmark_scenes,
+    build_head,
+    build_roi_set,
+    evaluate_head,
+    format_report,
+    run_benchmark,
+    train_head,
+)
+
+CFG = HeadBenchConfig(
+    weights="unused",
+    heads=("maskrcnn", "bcnet"),
+    seeds=(0, 1),
+    train_images=6,
+    test_images=4,
+    image_size=96,
+    min_objects=2,
+    max_objects=4,
+    iters=3,
+    roi_batch=16,
+    warmup_iters=1,
+    bootstrap=50,
+    davis=False,
+)
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model("effl0_fcos_maskrcnn", num_classes=1, pretrained=False).eval()
+
+
+@pytest.fixture(scope="module")
+def train_set(model):
+    return build_roi_set(model, benchmark_scenes("train", CFG), jitter_per_gt=2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def test_set(model):
+    return build_roi_set(model, benchmark_scenes("test", CFG), keep_rles=True)
+
+
+def test_roi_cache_shapes_and_jittered_boxes(train_set):
+    r = train_set
+    n = len(r)
+    assert r.features.shape == (n, 64, 14, 14) and r.features.dtype == torch.float16
+    for t in (r.masks, r.occluder, r.amodal):
+        assert t.shape == (n, 28, 28) and t.dtype == torch.uint8
+    assert 0 < int(r.is_gt.sum()) < n  # GT boxes plus jittered ones
+    # every jittered box overlaps its image's GT box of the same instance at IoU >= 0.5
+    for img in torch.unique(r.image_index).tolist():
+        sel = r.image_index == img
+        gt, jit = r.boxes[sel & r.is_gt], r.boxes[sel & ~r.is_gt]
+        if len(jit):
+            assert (box_iou(jit, gt).max(dim=1).values >= 0.5).all()
+    # the visible target lies inside the amodal one; occluded instances have occluder targets
+    assert (r.masks <= r.amodal).all()
+    occluded = (r.occlusion_ratio > 0.3) & r.is_gt
+    assert occluded.any()
+    assert (r.occluder[occluded].flatten(1).sum(1) > 0).float().mean() > 0.9
+
+
+def test_evaluation_set_keeps_gt_boxes_and_masks(test_set):
+    r = test_set
+    assert r.is_gt.all()
+    assert len(r.visible_rle) == len(r.occluder_rle) == len(r)
+    # the GT box is the visible mask's box
+    for k in range(len(r)):
+        x, y, w, h = mask_utils.toBbox(r.visible_rle[k])
+        assert r.boxes[k].tolist() == pytest.approx([x, y, x + w, y + h], abs=1e-4)
+
+
+class _Full(MaskHead):
+    """Predicts every pixel of the box: IoU = visible / box area, share on the occluder =
+    occluder pixels in the box / box area."""
+
+    def forward(self, x):
+        return {"mask": torch.full((x.shape[0], 1, 28, 28), 20.0)}
+
+
+def test_evaluate_head_matches_direct_mask_arithmetic(test_set):
+    r = test_set
+    norm = FeatureNorm(mean=torch.zeros(64), std=torch.ones(64))
+    out = evaluate_head(_Full(), r, norm)
+    for k in range(len(r)):
+        h, w = r.image_sizes[int(r.image_index[k])]
+        box = box_rle(r.boxes[k].tolist(), h, w)
+        want = mask_utils.area(r.visible_rle[k]) / mask_utils.area(box)
+        assert out["iou"][k] == pytest.approx(want, abs=0.06)
+        occ_in_box = mask_utils.area(mask_utils.merge([r.occluder_rle[k], box], intersect=True))
+        if mask_utils.area(r.occluder_rle[k]) > 0:
+            assert out["on_occluder"][k] == pytest.approx(
+                occ_in_box / mask_utils.area(box), abs=0.06
+            )
+    assert np.isnan(out["occluder_iou"]).all()  # the head has no occluder output
+    assert set(out["mask_ap"]) == {"AP", "AP50", "AP75"}
+
+
+def test_same_seed_same_batches_same_result(train_set):
+    norm = FeatureNorm.fit(train_set.features)
+    cfg = HeadBenchConfig(weights="unused", iters=4, roi_batch=16, warmup_iters=1)
+    a, b = (build_head("maskrcnn", in_channels=64, seed=3) for _ in range(2))
+    ra = train_head(a, train_set, norm, cfg, seed=5)
+    rb = train_head(b, train_set, norm, cfg, seed=5)
+    assert ra["loss_first"] == rb["loss_first"] and ra["loss_last"] == rb["loss_last"]
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_loss_falls_on_a_tiny_overfit(train_set):
+    norm = FeatureNorm.fit(train_set.features)
+    cfg = HeadBenchConfig(weights="unused", iters=60, roi_batch=32, lr=3e-3, warmup_iters=5)
+    rec = train_head(build_head("bcnet", in_channels=64, seed=0), train_set, norm, cfg, seed=0)
+    assert rec["loss_last"] < 0.8 * rec["loss_first"]
+    # every loss term trains something on the first batch
+    assert set(rec["term_grad_norm"]) == {
+        "loss_mask", "loss_contour", "loss_occluder_mask", "loss_occluder_contour"
+    }  # fmt: skip
+    assert all(v > 0 for v in rec["term_grad_norm"].values())
+
+
+def test_capacity_control_is_near_bcnet_size():
+    def size(name: str) -> int:
+        return sum(p.numel() for p in build_head(name, in_channels=64, seed=0).parameters())
+
+    assert 0.85 < size("maskrcnn_8conv") / size("bcnet") < 1.0
+    assert "single_fcn" not in HEADS  # the same head as "maskrcnn"
+
+
+def test_run_benchmark_report(model):
+    report = run_benchmark(CFG, model=model)
+    s = report["sets"]["test"]
+    assert set(s["heads"]) == {"maskrcnn", "bcnet"}
+    assert "bcnet - maskrcnn" in s["paired"]
+    assert set(s["paired"]["bcnet - maskrcnn"]) == {"occluded", "unoccluded", "all"}
+    assert s["heads"]["bcnet"]["seeds"] == [0, 1]
+    blocks = report["liveness"]["bcnet"]
+    assert [b["block"] for b in blocks] == ["occluder.gcn", "occludee.gcn"]
+    for b in blocks:
+        assert 0 < b["entropy"] <= b["uniform_entropy"] + 1e-5
+        assert b["uniform_entropy"] == pytest.approx(math.log(14 * 14))
+        assert b["branch_ratio"] > 0.05  # the graph adds something to X
+    assert report["liveness"]["maskrcnn"] == []
+    assert (
+        report["arrays"]["test/bcnet/1/iou"].shape == report["arrays"]["test/occlusion_ratio"].shape
+    )
+    text = format_report(report)
+    assert "| bcnet |" in text and "bcnet - maskrcnn" in text
