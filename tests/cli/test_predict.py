@@ -98,3 +98,29 @@ def test_predict_video_writes_mp4(tiny_weights, tmp_path):
     )
     assert (out / "vis.mp4").stat().st_size > 0
     assert (out / "results.json").is_file()
+
+
+def test_predict_model_takes_a_shipped_name_or_a_path(tiny_weights, tmp_path, monkeypatch, capsys):
+    from instseg.engine import weights as weights_mod
+
+    src = tmp_path / "imgs"
+    src.mkdir()
+    Image.fromarray(np.zeros((70, 90, 3), np.uint8)).save(src / "1.png")
+    # a path: the same as --weights
+    out = tmp_path / "by_path"
+    argv = ["predict", "--source", str(src), "--conf", "0", "--backend", "torch"]
+    assert main([*argv, "--model", str(tiny_weights), "--out", str(out)]) == 0
+    assert (out / "results.json").is_file()
+    # a shipped name resolves through SHIPPED_IMAGE_MODELS
+    monkeypatch.setitem(weights_mod.SHIPPED_IMAGE_MODELS, "bcnet", tiny_weights)
+    out = tmp_path / "by_name"
+    assert main([*argv, "--model", "bcnet", "--out", str(out)]) == 0
+    assert (out / "results.json").is_file()
+    # a missing shipped file, an unknown name, and both options: one-line errors naming them
+    monkeypatch.setitem(weights_mod.SHIPPED_IMAGE_MODELS, "bcnet", tmp_path / "gone.pt")
+    assert main([*argv, "--model", "bcnet"]) == 2
+    assert "shipped model 'bcnet' not found" in capsys.readouterr().err
+    assert main([*argv, "--model", "nosuch"]) == 2
+    assert "not a shipped model name" in capsys.readouterr().err
+    assert main([*argv, "--model", "objects", "--weights", str(tiny_weights)]) == 2
+    assert "not both" in capsys.readouterr().err

@@ -34,6 +34,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="model.pt (default: the shipped class-agnostic 'object' model, objects_default.pt)",
     )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="a shipped image model by name: 'objects' (the default, Mask R-CNN head) or "
+        "'bcnet' (the same recipe with BCNet's occlusion-aware bilayer head); or a weights path "
+        "(the same as --weights)",
+    )
     p.add_argument("--source", required=True, help="image, folder, glob or video file")
     p.add_argument("--out", default="outputs/predict", help="output folder")
     p.add_argument(
@@ -105,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
     reader = SourceReader(args.source, strict=args.strict, warn=_warn)
     total = reader.size_hint()  # a missing source or no images: an error before the model loads
-    weights = args.weights or default_weights()
+    weights = chosen_weights(args)
     predictor = ImagePredictor(
         weights, device=args.device, amp=args.amp, conf=args.conf, max_det=args.max_det,
         classes=class_choice(args), backend=args.backend,
@@ -167,6 +174,18 @@ def _warn(message: str) -> None:
     import sys
 
     print(f"instseg predict: warning: {message}", file=sys.stderr)
+
+
+def chosen_weights(args: argparse.Namespace) -> Path:
+    """``--model`` (a shipped name or a path) or ``--weights``, else the shipped default."""
+    from instseg.engine.weights import shipped_image_model
+    from instseg.utils.errors import UserError
+
+    if args.model and args.weights:
+        raise UserError("give --model or --weights, not both")
+    if args.model:
+        return shipped_image_model(args.model)
+    return Path(args.weights) if args.weights else default_weights()
 
 
 def default_weights() -> Path:

@@ -40,6 +40,8 @@ __all__ = [
     "read_weights_file",
     "save_weights_file",
     "shipped_weights",
+    "shipped_image_model",
+    "SHIPPED_IMAGE_MODELS",
 ]
 
 TASKS = ("image", "video", "propagation", "voin")
@@ -51,6 +53,11 @@ SHIPPED: dict[str, Path] = {
     "video": WEIGHTS_DIR / "pcan_default.pt",  # instseg track
     "propagation": WEIGHTS_DIR / "propagation_default.pt",  # instseg propagate
     "voin": WEIGHTS_DIR / "voin_default.pt",  # instseg inpaint
+}
+# shipped image models by name (``instseg predict --model NAME``); "objects" is SHIPPED["image"]
+SHIPPED_IMAGE_MODELS: dict[str, Path] = {
+    "objects": SHIPPED["image"],  # Mask R-CNN head (the default)
+    "bcnet": WEIGHTS_DIR / "bcnet_default.pt",  # the same recipe with BCNet's bilayer GCN head
 }
 
 
@@ -142,6 +149,26 @@ def read_weights_file(
     if task is not None and meta.task != task:
         raise InvalidInputError(f"{path}: weights are for task '{meta.task}', not '{task}'")
     return obj["model"], meta
+
+
+def shipped_image_model(name_or_path: str) -> Path:
+    """A shipped image model by name (:data:`SHIPPED_IMAGE_MODELS`), or ``name_or_path`` as a
+    weights file path. Raises :class:`MissingFileError` naming what was asked for when the
+    file does not exist."""
+    from instseg.utils.errors import MissingFileError
+
+    if name_or_path in SHIPPED_IMAGE_MODELS:
+        p = SHIPPED_IMAGE_MODELS[name_or_path]
+        if not p.is_file():
+            raise MissingFileError(f"shipped model '{name_or_path}' not found: {p} is missing")
+        return p
+    p = Path(name_or_path)
+    if not p.is_file():
+        names = ", ".join(sorted(SHIPPED_IMAGE_MODELS))
+        raise MissingFileError(
+            f"{name_or_path}: no such weights file (and not a shipped model name: {names})"
+        )
+    return p
 
 
 def shipped_weights(task: str) -> Path:
