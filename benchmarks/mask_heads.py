@@ -55,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--occlusion", type=float, default=d.occlusion)
     p.add_argument("--same-class-overlap", type=float, default=d.same_class_overlap)
+    p.add_argument(
+        "--mask-target",
+        default=d.mask_target,
+        choices=["visible", "amodal"],
+        help="amodal: heads learn and are scored on amodal masks in amodal boxes (Tables 3.5-3.6)",
+    )
     p.add_argument("--no-davis", action="store_true", help="procedural shapes only")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     args = p.parse_args(argv)
@@ -77,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         occlusion=args.occlusion,
         same_class_overlap=args.same_class_overlap,
         davis=not args.no_davis,
+        mask_target=args.mask_target,
     )
     model, _ = load_trained_model(cfg.weights)
     model = model.float().to(memory_format=torch.channels_last)

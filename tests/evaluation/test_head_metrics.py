@@ -106,3 +106,20 @@ def test_paired_bootstrap_resamples_groups_not_instances():
 def test_paired_bootstrap_drops_nan_pairs():
     iv = paired_bootstrap(np.array([1.0, np.nan, 3.0]), np.array([0.0, 1.0, np.nan]), np.arange(3))
     assert iv.n == 1 and iv.mean == 1.0
+
+
+def test_hidden_recall_is_the_covered_share_of_the_amodal_part_on_the_occluders():
+    h = w = 20
+    amodal = _rect(h, w, 0, 10, 0, 10)
+    occluder = _rect(h, w, 0, 20, 5, 20)  # hides the right half (50 px) of the amodal mask
+    pred = _rect(h, w, 0, 10, 0, 8)  # recovers 3 of its 5 hidden columns
+    s = instance_scores(
+        [_rle(pred)], [_rle(amodal)], [_rle(occluder)], np.array([[0, 0, 10, 10.0]]),
+        hidden=[_rle(amodal)],
+    )  # fmt: skip
+    assert s.hidden_recall[0] == pytest.approx(30 / 50)
+    assert s.iou[0] == pytest.approx(80 / 100)
+    s = instance_scores(
+        [_rle(pred)], [_rle(amodal)], [_rle(occluder)], np.array([[0, 0, 10, 10.0]])
+    )
+    assert np.isnan(s.hidden_recall[0])

@@ -165,3 +165,22 @@ def test_run_benchmark_report(model):
     )
     text = format_report(report)
     assert "| bcnet |" in text and "bcnet - maskrcnn" in text
+
+
+def test_amodal_mode_uses_amodal_boxes_targets_and_scores(model):
+    cfg = HeadBenchConfig(**{**CFG.__dict__, "heads": ("maskrcnn",), "seeds": (0,)})
+    cfg.mask_target = "amodal"
+    rois = build_roi_set(model, benchmark_scenes("test", cfg), keep_rles=True, box_from="amodal")
+    for k in range(len(rois)):  # the boxes are the amodal masks' boxes
+        x, y, w, h = mask_utils.toBbox(rois.amodal_rle[k])
+        assert rois.boxes[k].tolist() == pytest.approx([x, y, x + w, y + h], abs=1e-4)
+    norm = FeatureNorm(mean=torch.zeros(64), std=torch.ones(64))
+    out = evaluate_head(_Full(), rois, norm, mask_target="amodal")
+    # the whole box covers every hidden pixel of the amodal mask (up to the paste's rounding)
+    hidden = out["hidden_recall"][~np.isnan(out["hidden_recall"])]
+    assert hidden.size and (hidden > 0.9).all()
+    assert np.isnan(evaluate_head(_Full(), rois, norm)["hidden_recall"]).all()
+    report = run_benchmark(cfg, model=model)
+    assert "amodal" in format_report(report)
+    with pytest.raises(ValueError, match="mask_target"):
+        HeadBenchConfig(weights="x", mask_target="modal")

@@ -43,11 +43,15 @@ class InstanceScores:
       instance has no occluder or the prediction is empty)
     - ``occluder_iou``: (N,) layer-1 occluder IoU with the occluders inside the box (NaN when the
       head has no occluder output or the box holds no occluder pixel)
+    - ``hidden_recall``: (N,) amodal completion: the share of the instance's hidden part
+      (amodal mask on its occluders) that the prediction covers (NaN unless ``hidden`` was
+      given and the instance has a hidden part)
     """
 
     iou: np.ndarray
     on_occluder: np.ndarray
     occluder_iou: np.ndarray
+    hidden_recall: np.ndarray
 
 
 def box_rle(box: Sequence[float], height: int, width: int) -> dict:
@@ -77,6 +81,7 @@ def instance_scores(
     boxes: np.ndarray,
     *,
     pred_occluder: Sequence[dict] | None = None,
+    hidden: Sequence[dict] | None = None,
 ) -> InstanceScores:
     """Per-instance metrics of one image or many (all sequences aligned, one item per instance).
 
@@ -86,6 +91,8 @@ def instance_scores(
         occluder: ground-truth occluder masks (RLE; empty when nothing occludes the instance).
         boxes: (N, 4) xyxy ground-truth boxes (the boxes the head was run on).
         pred_occluder: the head's layer-1 occluder masks (RLE), or None.
+        hidden: the amodal masks (RLE), or None; their part on the occluders is the hidden
+            part whose coverage ``hidden_recall`` measures (amodal evaluation).
     """
     n = len(pred)
     if not (len(visible) == len(occluder) == len(boxes) == n):
@@ -98,6 +105,9 @@ def instance_scores(
     iou = np.full(n, np.nan)
     on_occ = np.full(n, np.nan)
     occ_iou = np.full(n, np.nan)
+    hid = np.full(n, np.nan)
+    if hidden is not None and len(hidden) != n:
+        raise ValueError(f"instance_scores: {len(hidden)} amodal masks for {n}")
     for i in range(n):
         iou[i] = _iou(pred[i], visible[i])
         p_area = _area(pred[i])
@@ -108,7 +118,11 @@ def instance_scores(
             occ_in_box = _intersect(occluder[i], box_rle(boxes[i], h, w))
             if _area(occ_in_box) > 0:
                 occ_iou[i] = _iou(pred_occluder[i], occ_in_box)
-    return InstanceScores(iou=iou, on_occluder=on_occ, occluder_iou=occ_iou)
+        if hidden is not None:
+            part = _intersect(hidden[i], occluder[i])
+            if _area(part) > 0:
+                hid[i] = _area(_intersect(pred[i], part)) / _area(part)
+    return InstanceScores(iou=iou, on_occluder=on_occ, occluder_iou=occ_iou, hidden_recall=hid)
 
 
 def occlusion_bins(ratio: np.ndarray) -> dict[str, np.ndarray]:

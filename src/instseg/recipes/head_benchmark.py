@@ -100,6 +100,14 @@ class HeadBenchConfig:
     grad_clip: float = 10.0
     bootstrap: int = 2000
     davis: bool = True  # real cutouts when the shared DAVIS data is found (else shapes only)
+    # "visible" (modal) or "amodal": the mask the heads learn and are scored on; with "amodal"
+    # the boxes are the amodal boxes and BCNet's occludee layer learns the amodal mask (its
+    # occluder layer still the occluders' visible masks), as model.mask_target=amodal trains
+    mask_target: str = "visible"
+
+    def __post_init__(self) -> None:
+        if self.mask_target not in ("visible", "amodal"):
+            raise ValueError(f"mask_target must be visible or amodal, got {self.mask_target!r}")
 
 
 # ----------------------------------------------------------------------------- scenes
@@ -182,6 +190,8 @@ class RoiSet:
     image_sizes: list[tuple[int, int]] = field(default_factory=list)
     visible_rle: list[dict] = field(default_factory=list)
     occluder_rle: list[dict] = field(default_factory=list)
+    amodal_rle: list[dict] = field(default_factory=list)
+    box_from: str = "visible"  # which mask the GT boxes are the boxes of
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -218,11 +228,13 @@ def build_roi_set(
     jitter_per_gt: int = 0,
     seed: int = 0,
     keep_rles: bool = False,
+    box_from: str = "visible",
     progress: Callable[[int], None] | None = None,
 ) -> RoiSet:
     """Pool RoI features of ``scenes`` with ``model`` (an :class:`InstanceSegmenter`, in eval
-    mode, fp32): GT boxes (from the visible masks) plus ``jitter_per_gt`` jittered boxes each.
-    ``keep_rles`` keeps what :func:`evaluate_head` needs (evaluation sets)."""
+    mode, fp32): GT boxes (the boxes of the ``box_from`` masks: visible or amodal) plus
+    ``jitter_per_gt`` jittered boxes each. ``keep_rles`` keeps what :func:`evaluate_head`
+    needs (evaluation sets)."""
     from instseg.structures.masks import masks_to_boxes
 
     rng = np.random.default_rng(seed)
@@ -231,6 +243,9 @@ def build_roi_set(
     sizes: list[tuple[int, int]] = []
     vis_rles: list[dict] = []
     occ_rles: list[dict] = []
+    amo_rles: list[dict] = []
+    if box_from not in ("visible", "amodal"):
+        raise ValueError(f"box_from must be visible or amodal, got {box_from!r}")
     for img_idx, (image, objects) in enumerate(scenes):
         h, w = image.shape[:2]
         sizes.append((h, w))
@@ -241,7 +256,7 @@ def build_roi_set(
         vis = torch.from_numpy(np.stack([o["visible"] for o in objects]))
         occ = torch.from_numpy(np.stack([o["occluder"] for o in objects]))
         amo = torch.from_numpy(np.stack([o["amodal"] for o in objects]))
-        gt = masks_to_boxes(vis).float()  # (N, 4) xyxy
+        gt = masks_to_boxes(vis if box_from == "visible" else amo).float()  # (N, 4) xyxy
         boxes, idx, is_gt = (
             [gt],
             [torch.arange(len(objects))],
@@ -272,10 +287,14 @@ def build_roi_set(
             for k in i.tolist():
                 vis_rles.append(_rle(objects[k]["visible"]))
                 occ_rles.append(_rle(objects[k]["occluder"]))
+                amo_rles.append(_rle(objects[k]["amodal"]))
     if not parts["features"]:
         raise ValueError("build_roi_set: the scenes hold no annotated object")
     cat = {k: torch.cat(v) for k, v in parts.items() if v}
-    return RoiSet(**cat, image_sizes=sizes, visible_rle=vis_rles, occluder_rle=occ_rles)
+    return RoiSet(
+        **cat, image_sizes=sizes, visible_rle=vis_rles, occluder_rle=occ_rles,
+        amodal_rle=amo_rles, box_from=box_from,
+    )  # fmt: skip
 
 
 def _rle(mask: np.ndarray) -> dict:
@@ -305,9 +324,9 @@ class FeatureNorm(nn.Module):
         return (x.float() - self.mean) / self.std
 
 
-def _targets(rois: RoiSet, idx: Tensor) -> MaskTargets:
+def _targets(rois: RoiSet, idx: Tensor, mask_target: str = "visible") -> MaskTargets:
     return MaskTargets(
-        masks=rois.masks[idx].float(),
+        masks=(rois.amodal if mask_target == "amodal" else rois.masks)[idx].float(),
         labels=torch.zeros(len(idx), dtype=torch.int64),
         occluder=rois.occluder[idx].float(),
         amodal=rois.amodal[idx].float(),
@@ -358,7 +377,7 @@ def train_head(
         idx = order[pos : pos + cfg.roi_batch]
         pos += cfg.roi_batch
         out = head(norm(rois.features[idx]))
-        terms = head.loss(out, _targets(rois, idx))
+        terms = head.loss(out, _targets(rois, idx, cfg.mask_target))
         if it == 0:
             term_grads = _term_gradients(terms, params)
         loss = sum(terms.values())
@@ -402,13 +421,19 @@ def _term_gradients(terms: dict[str, Tensor], params: list[nn.Parameter]) -> dic
 
 @torch.no_grad()
 def evaluate_head(
-    head: MaskHead, rois: RoiSet, norm: FeatureNorm, *, batch: int = 256
+    head: MaskHead,
+    rois: RoiSet,
+    norm: FeatureNorm,
+    *,
+    batch: int = 256,
+    mask_target: str = "visible",
 ) -> dict[str, Any]:
-    """Per-instance scores of ``head`` on an evaluation set (GT boxes) and its GT-box mask AP.
+    """Per-instance scores of ``head`` on an evaluation set (GT boxes) and its GT-box mask AP,
+    against the visible masks or (``mask_target="amodal"``) the amodal ones.
 
-    Returns ``{"iou", "on_occluder", "occluder_iou"}`` (N,) arrays, ``"mask_ap"`` (pycocotools
-    segm metrics, each detection = a GT box with the head's mask, scored by the mean
-    foreground probability inside its mask).
+    Returns ``{"iou", "on_occluder", "occluder_iou", "hidden_recall"}`` (N,) arrays (the last
+    NaN unless amodal), ``"mask_ap"`` (pycocotools segm metrics, each detection = a GT box with
+    the head's mask, scored by the mean foreground probability inside its mask).
     """
     head.eval()
     probs, occ_probs = [], []
@@ -438,21 +463,28 @@ def evaluate_head(
             for i in torch.unique(rois.image_index).tolist()
         ]
     ).tolist()
-    vis = [rois.visible_rle[i] for i in order]
+    gt_rles = rois.amodal_rle if mask_target == "amodal" else rois.visible_rle
+    gt = [gt_rles[i] for i in order]
     occ = [rois.occluder_rle[i] for i in order]
     boxes = rois.boxes[order].numpy()
-    sc = instance_scores(pred, vis, occ, boxes, pred_occluder=pred_occ if po is not None else None)
+    sc = instance_scores(
+        pred, gt, occ, boxes, pred_occluder=pred_occ if po is not None else None,
+        hidden=[rois.amodal_rle[i] for i in order] if mask_target == "amodal" else None,
+    )  # fmt: skip
     inv = np.empty(len(order), dtype=np.int64)
     inv[np.asarray(order)] = np.arange(len(order))  # back to the RoI order of ``rois``
     return {
         "iou": sc.iou[inv],
         "on_occluder": sc.on_occluder[inv],
         "occluder_iou": sc.occluder_iou[inv],
-        "mask_ap": _gt_box_ap(rois, [pred[i] for i in inv], [scores[i] for i in inv]),
+        "hidden_recall": sc.hidden_recall[inv],
+        "mask_ap": _gt_box_ap(rois, gt_rles, [pred[i] for i in inv], [scores[i] for i in inv]),
     }
 
 
-def _gt_box_ap(rois: RoiSet, pred: list[dict], scores: list[float]) -> dict[str, float]:
+def _gt_box_ap(
+    rois: RoiSet, gt_rles: list[dict], pred: list[dict], scores: list[float]
+) -> dict[str, float]:
     images = [
         {"id": i + 1, "height": h, "width": w, "file_name": f"{i + 1}.png"}
         for i, (h, w) in enumerate(rois.image_sizes)
@@ -461,7 +493,7 @@ def _gt_box_ap(rois: RoiSet, pred: list[dict], scores: list[float]) -> dict[str,
     for r in range(len(rois)):
         img = int(rois.image_index[r]) + 1
         x0, y0, x1, y1 = (float(v) for v in rois.boxes[r])
-        gt = dict(rois.visible_rle[r])
+        gt = dict(gt_rles[r])
         anns.append(
             {
                 "id": r + 1, "image_id": img, "category_id": 1, "iscrowd": 0,
@@ -536,6 +568,7 @@ def _bin_means(scores: dict[str, np.ndarray], bins: dict[str, np.ndarray]) -> di
     occ = bins["occluded"]
     out["on_occluder_occluded"] = _nanmean(scores["on_occluder"][occ])
     out["occluder_iou"] = _nanmean(scores["occluder_iou"])
+    out["hidden_recall_occluded"] = _nanmean(scores["hidden_recall"][occ])
     return out
 
 
@@ -625,6 +658,7 @@ def run_benchmark(
             jitter_per_gt=cfg.jitter_per_gt if split == "train" else 0,
             seed=cfg.data_seed,
             keep_rles=split != "train",
+            box_from=cfg.mask_target,
         )
     cache_s = time.perf_counter() - t0
     train = sets.pop("train")
@@ -644,7 +678,9 @@ def run_benchmark(
             )  # fmt: skip
             records[head_name][seed] = rec
             for split, rois in sets.items():
-                results[split].setdefault(head_name, {})[seed] = evaluate_head(head, rois, norm)
+                results[split].setdefault(head_name, {})[seed] = evaluate_head(
+                    head, rois, norm, mask_target=cfg.mask_target
+                )
             if seed == cfg.seeds[0]:
                 first = next(iter(sets.values()))
                 liveness[head_name] = module_liveness(head, norm(first.features[:128]))
@@ -668,7 +704,7 @@ def run_benchmark(
         arrays[f"{split}/lookalike"] = rois.lookalike.numpy()
         for head, per_seed in results[split].items():
             for seed, r in per_seed.items():
-                for k in ("iou", "on_occluder", "occluder_iou"):
+                for k in ("iou", "on_occluder", "occluder_iou", "hidden_recall"):
                     arrays[f"{split}/{head}/{seed}/{k}"] = r[k]
     report["arrays"] = arrays
     return report
@@ -684,10 +720,23 @@ def format_report(report: dict[str, Any]) -> str:
     """Markdown tables of a :func:`run_benchmark` report."""
     lines = []
     cfg = report["config"]
+    amodal = cfg.get("mask_target", "visible") == "amodal"
     lines.append(
         f"Heads trained {cfg['iters']} iterations x {cfg['roi_batch']} RoIs on "
         f"{report['rois']['train']} cached training RoIs, seeds {cfg['seeds']}, "
-        f"data seed {cfg['data_seed']}."
+        f"data seed {cfg['data_seed']}; masks learned and scored: "
+        + (
+            "**amodal** (amodal GT boxes)."
+            if amodal
+            else "visible (GT boxes of the visible masks)."
+        )
+    )
+    # amodal: the share of the hidden part recovered; visible: the share of the mask wrongly
+    # put on the occluder
+    extra_key, extra_name = (
+        ("hidden_recall_occluded", "hidden part recovered")
+        if amodal
+        else ("on_occluder_occluded", "pred. on occluder")
     )
     for split, s in report["sets"].items():
         n = s["instances"]
@@ -698,7 +747,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"unoccluded; {n['lookalike']} of the > 30% occluded in look-alike overlaps)",
             "",
             "| head | params | IoU >30% occl. (primary) | IoU 1-30% | IoU unoccl. | "
-            "IoU look-alike >30% | pred. on occluder | layer-1 occl. IoU | mask AP | AP50 |",
+            f"IoU look-alike >30% | {extra_name} | layer-1 occl. IoU | mask AP | AP50 |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for head, t in s["heads"].items():
@@ -713,7 +762,7 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(
                 f"| {head} | {params / 1e3:.0f}k | {f('iou_occluded')} | {f('iou_partial')} | "
                 f"{f('iou_unoccluded')} | {f('iou_lookalike')} | "
-                f"{f('on_occluder_occluded')} | {f('occluder_iou')} | "
+                f"{f(extra_key)} | {f('occluder_iou')} | "
                 f"{f('AP', 1.0)} | {f('AP50', 1.0)} |"
             )
         lines += [
