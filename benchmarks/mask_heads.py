@@ -61,6 +61,18 @@ def main(argv: list[str] | None = None) -> int:
         choices=["visible", "amodal"],
         help="amodal: heads learn and are scored on amodal masks in amodal boxes (Tables 3.5-3.6)",
     )
+    p.add_argument(
+        "--oracle-images",
+        type=int,
+        default=0,
+        help="add this many training scenes of the held-out sequences (the oracle rows of the "
+        "partially-supervised protocol: heads see the unseen objects' masks)",
+    )
+    p.add_argument(
+        "--cache",
+        default="runs/bench_heads_cache",
+        help="folder of cached RoI sets, reused by runs with the same data settings ('' = none)",
+    )
     p.add_argument("--no-davis", action="store_true", help="procedural shapes only")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     args = p.parse_args(argv)
@@ -84,10 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         same_class_overlap=args.same_class_overlap,
         davis=not args.no_davis,
         mask_target=args.mask_target,
+        oracle_images=args.oracle_images,
     )
     model, _ = load_trained_model(cfg.weights)
     model = model.float().to(memory_format=torch.channels_last)
-    report = run_benchmark(cfg, model=model)
+    report = run_benchmark(cfg, model=model, cache_dir=args.cache or None)
     report["cpu"] = cpu_name()
     report["threads"] = torch.get_num_threads()
     report["command"] = " ".join(["benchmarks/mask_heads.py", *(argv or sys.argv[1:])])

@@ -184,3 +184,30 @@ def test_amodal_mode_uses_amodal_boxes_targets_and_scores(model):
     assert "amodal" in format_report(report)
     with pytest.raises(ValueError, match="mask_target"):
         HeadBenchConfig(weights="x", mask_target="modal")
+
+
+def test_roi_set_cache_round_trip_and_reuse(model, test_set, tmp_path, monkeypatch):
+    from instseg.recipes import head_benchmark as hb
+
+    hb.save_roi_set(test_set, tmp_path / "s.pt")
+    back = hb.load_roi_set(tmp_path / "s.pt")
+    assert torch.equal(back.features, test_set.features)
+    assert back.visible_rle == test_set.visible_rle and back.image_sizes == test_set.image_sizes
+    cfg = HeadBenchConfig(**{**CFG.__dict__, "heads": ("maskrcnn",), "seeds": (0,)})
+    first = run_benchmark(cfg, model=model, cache_dir=tmp_path / "cache")
+    calls = []
+    monkeypatch.setattr(hb, "build_roi_set", lambda *a, **k: calls.append(1))
+    again = run_benchmark(cfg, model=model, cache_dir=tmp_path / "cache")
+    assert not calls  # every set came from the cache
+    assert np.array_equal(
+        first["arrays"]["test/maskrcnn/0/iou"], again["arrays"]["test/maskrcnn/0/iou"]
+    )
+
+
+def test_oracle_training_sets_are_concatenated(train_set):
+    from instseg.recipes.head_benchmark import _cat_sets
+
+    both = _cat_sets(train_set, train_set)
+    assert len(both) == 2 * len(train_set)
+    assert both.image_index[len(train_set) :].min() == len(train_set.image_sizes)
+    assert len(both.image_sizes) == 2 * len(train_set.image_sizes)

@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -104,6 +105,19 @@ class HeadBenchConfig:
     # the boxes are the amodal boxes and BCNet's occludee layer learns the amodal mask (its
     # occluder layer still the occluders' visible masks), as model.mask_target=amodal trains
     mask_target: str = "visible"
+    # oracle rows (CPMask's partially-supervised protocol): this many extra training scenes made
+    # of the held-out sequences (other seeds than the unseen evaluation set), so the heads see
+    # masks of the "novel" objects; 0 = heads learn from the training sequences only
+    oracle_images: int = 0
+
+    def data_key(self) -> dict[str, Any]:
+        """The settings that decide the cached RoI sets (see :func:`run_benchmark`)."""
+        names = (
+            "data_seed", "train_images", "test_images", "image_size", "occlusion", "min_objects",
+            "max_objects", "same_class_overlap", "jitter_per_gt", "davis", "mask_target",
+            "oracle_images",
+        )  # fmt: skip
+        return {n: getattr(self, n) for n in names}
 
     def __post_init__(self) -> None:
         if self.mask_target not in ("visible", "amodal"):
@@ -122,10 +136,10 @@ def benchmark_scenes(
     from instseg.data.synthetic import SceneConfig, make_scene
     from instseg.data.synthetic_cutouts import SpriteJitter
 
-    if split not in ("train", "test", "unseen"):
-        raise ValueError(f"split must be train, test or unseen, got {split!r}")
+    if split not in ("train", "test", "unseen", "oracle"):
+        raise ValueError(f"split must be train, test, unseen or oracle, got {split!r}")
     banks = {} if banks is None else banks
-    kind = "unseen" if split == "unseen" else "train"
+    kind = "unseen" if split in ("unseen", "oracle") else "train"
     if kind not in banks:
         banks[kind] = _bank(kind) if cfg.davis else None
     bank = banks[kind]
@@ -143,8 +157,8 @@ def benchmark_scenes(
         shape_size_scale=0.6,
         same_class_overlap=cfg.same_class_overlap,
     )
-    n = cfg.train_images if split == "train" else cfg.test_images
-    base = cfg.data_seed * 7919 + {"train": 0, "test": 1000, "unseen": 2000}[split]
+    n = {"train": cfg.train_images, "oracle": cfg.oracle_images}.get(split, cfg.test_images)
+    base = cfg.data_seed * 7919 + {"train": 0, "test": 1000, "unseen": 2000, "oracle": 3000}[split]
     for i in range(n):
         image, objects = make_scene(np.random.default_rng([base, i]), scene, bank=bank)
         yield image, [o for o in objects if o["annotated"]]
@@ -639,29 +653,43 @@ def summarize(
 
 
 def run_benchmark(
-    cfg: HeadBenchConfig, *, model: nn.Module, progress: bool = False
+    cfg: HeadBenchConfig, *, model: nn.Module, cache_dir: str | Path | None = None
 ) -> dict[str, Any]:
     """The whole benchmark with ``model`` (a loaded image model: its backbone + FPN give the
     features). Returns the report (config, timings, liveness, tables per evaluation set) and,
-    under ``"arrays"``, the per-instance values (``<set>/<head>/<seed>/iou`` ...) as arrays."""
+    under ``"arrays"``, the per-instance values (``<set>/<head>/<seed>/iou`` ...) as arrays.
+
+    ``cache_dir``: RoI sets are saved under ``cache_dir/<digest>/`` (digest of the weights file
+    and :meth:`HeadBenchConfig.data_key`) and reused by later runs with the same data settings
+    (e.g. other heads or seeds)."""
     t0 = time.perf_counter()
     banks: dict[str, Any] = {}
     sets: dict[str, RoiSet] = {}
-    for split in ("train", "test", "unseen"):
-        if split == "unseen" and not (cfg.davis and _bank_available()):
-            log.info("no shared DAVIS data: no unseen set")
+    folder = Path(cache_dir) / _cache_digest(cfg) if cache_dir else None
+    splits = ["train", "test", "unseen"] + (["oracle"] if cfg.oracle_images else [])
+    for split in splits:
+        if split in ("unseen", "oracle") and not (cfg.davis and _bank_available()):
+            log.info("no shared DAVIS data: no %s set", split)
+            continue
+        if folder is not None and (folder / f"{split}.pt").is_file():
+            log.info("loading cached %s RoI features from %s", split, folder)
+            sets[split] = load_roi_set(folder / f"{split}.pt")
             continue
         log.info("caching %s RoI features", split)
         sets[split] = build_roi_set(
             model,
             benchmark_scenes(split, cfg, banks=banks),
-            jitter_per_gt=cfg.jitter_per_gt if split == "train" else 0,
+            jitter_per_gt=cfg.jitter_per_gt if split in ("train", "oracle") else 0,
             seed=cfg.data_seed,
-            keep_rles=split != "train",
+            keep_rles=split in ("test", "unseen"),
             box_from=cfg.mask_target,
         )
+        if folder is not None:
+            save_roi_set(sets[split], folder / f"{split}.pt")
     cache_s = time.perf_counter() - t0
     train = sets.pop("train")
+    if "oracle" in sets:
+        train = _cat_sets(train, sets.pop("oracle"))
     norm = FeatureNorm.fit(train.features)
     c = int(train.features.shape[1])
     results: dict[str, dict[str, dict[int, Any]]] = {s: {} for s in sets}
@@ -708,6 +736,53 @@ def run_benchmark(
                     arrays[f"{split}/{head}/{seed}/{k}"] = r[k]
     report["arrays"] = arrays
     return report
+
+
+def _cache_digest(cfg: HeadBenchConfig) -> str:
+    import hashlib
+    import json
+
+    w = Path(cfg.weights)
+    ident = {"weights": w.name, "bytes": w.stat().st_size if w.is_file() else None}
+    text = json.dumps({**ident, **cfg.data_key()}, sort_keys=True).encode()
+    return hashlib.sha1(text).hexdigest()[:12]
+
+
+def save_roi_set(rois: RoiSet, path: Path) -> None:
+    """Write ``rois`` atomically as plain tensors, lists and strings (loadable with
+    ``torch.load(weights_only=True)``)."""
+    from instseg.utils.io import atomic_write
+
+    obj = {}
+    for f in dataclasses.fields(rois):
+        v = getattr(rois, f.name)
+        if f.name.endswith("_rle"):
+            v = [_json_rle(r) for r in v]
+        obj[f.name] = v
+    atomic_write(path, lambda p: torch.save(obj, p))
+
+
+def load_roi_set(path: Path) -> RoiSet:
+    """A :func:`save_roi_set` file back (RLE counts as bytes again, as pycocotools makes them)."""
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    for k in [k for k in obj if k.endswith("_rle")]:
+        obj[k] = [{"size": r["size"], "counts": r["counts"].encode()} for r in obj[k]]
+    obj["image_sizes"] = [tuple(s) for s in obj["image_sizes"]]
+    return RoiSet(**obj)
+
+
+def _cat_sets(a: RoiSet, b: RoiSet) -> RoiSet:
+    """Training RoIs of two sets together (image indices of ``b`` shifted after ``a``'s)."""
+    shifted = b.image_index + len(a.image_sizes)
+    out = {}
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if f.name == "image_index":
+            y = shifted
+        out[f.name] = (
+            torch.cat([x, y]) if isinstance(x, Tensor) else (x if isinstance(x, str) else x + y)
+        )
+    return RoiSet(**out)
 
 
 def _bank_available() -> bool:
