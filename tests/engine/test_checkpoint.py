@@ -242,3 +242,21 @@ def test_warm_start_of_another_head_logs_that_the_head_did_not_load(tmp_path: Pa
     )
     assert f"not loaded: mask_head ({n['mask_head']} tensors)" in line
     assert "unused from the file: mask_head (12)" in line  # the 12 Mask R-CNN head tensors
+
+
+def test_load_only_named_modules_leaves_the_rest_at_init(tmp_path: Path) -> None:
+    """``modules=[...]`` loads only those top-level modules: the issue-14 warm start where the
+    baseline head loaded its trained tensors and the other heads none cannot happen."""
+    trained = ToyModel(hidden=16)
+    for p in trained.parameters():
+        torch.nn.init.constant_(p, 0.5)
+    torch.save({"model": trained.state_dict()}, tmp_path / "w.pth")
+    torch.manual_seed(0)
+    fresh = ToyModel(hidden=16)
+    init_fc2 = {k: v.clone() for k, v in fresh.fc2.state_dict().items()}
+    with pytest.warns(UserWarning, match="non-strictly"):
+        load_model_weights(fresh, tmp_path / "w.pth", modules=["fc1", "norm"])
+    assert torch.equal(fresh.fc1.weight, trained.fc1.weight)
+    assert all(torch.equal(fresh.fc2.state_dict()[k], v) for k, v in init_fc2.items())
+    with pytest.raises(CheckpointError, match="no module"):
+        load_model_weights(ToyModel(hidden=16), tmp_path / "w.pth", modules=["head"])

@@ -22,7 +22,7 @@ import logging
 import pickle
 import random
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +165,11 @@ def load_checkpoint_file(path: str | Path) -> Any:
 
 
 def load_model_weights(
-    model: nn.Module, path: str | Path, *, strict: bool = True
+    model: nn.Module,
+    path: str | Path,
+    *,
+    strict: bool = True,
+    modules: Sequence[str] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Load a plain weight file (a state_dict or ``{"model": state_dict}``) into ``model``.
 
@@ -176,12 +180,26 @@ def load_model_weights(
     tensors), detector (40 tensors); not loaded: mask_head (12 tensors)`` (a non-strict load
     matches by name: a head whose names differ from the file's starts from scratch). Returns
     ``(missing_keys, unexpected_keys)``.
+
+    ``modules`` (top-level module names, e.g. ``["backbone", "detector"]``) loads only those
+    modules' tensors from the file (the others keep their initialisation; implies a non-strict
+    load): ablations whose variants must all start their heads from scratch use it.
     """
     data = load_checkpoint_file(path)
     if isinstance(data, Mapping) and isinstance(data.get("model"), Mapping):
         data = data["model"]
     if not isinstance(data, Mapping) or not all(isinstance(v, Tensor) for v in data.values()):
         raise CheckpointError(f"{path}: expected a state_dict or {{'model': state_dict}}")
+    if modules is not None:
+        children = dict(model.named_children())
+        unknown = [m for m in modules if m not in children]
+        if unknown:
+            raise CheckpointError(
+                f"{path}: no module {unknown} to load into {type(model).__name__} "
+                f"(top-level modules: {', '.join(children)})"
+            )
+        data = {k: v for k, v in data.items() if k.removeprefix("module.").split(".")[0] in modules}
+        strict = False
     return _load_state(model, data, strict=strict, source=str(path))
 
 

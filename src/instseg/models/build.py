@@ -34,6 +34,9 @@ class ModelConfig:
     frozen_bn: bool | None = None  # backbone BatchNorm frozen/folded (None: when pretrained)
     class_aware_masks: bool = False  # one mask per class (True) or class-agnostic (False)
     weights: str | None = None  # full-model weights to start from (fine-tuning, few-shot)
+    # load only these top-level modules from `weights` (e.g. [backbone, detector]: every mask
+    # head of an ablation starts from scratch, also one whose names match the file's head)
+    weights_modules: list[str] | None = None
     # which mask the mask head learns and the evaluation scores: "visible" (modal) or "amodal"
     # (the full extent incl. occluded parts; needs a synthetic / KINS / COCOA layout). With
     # "amodal" the training boxes become the amodal boxes and BCNet's occludee branch is
@@ -80,7 +83,7 @@ def build_model_from_config(cfg: ModelConfig, *, num_classes: int, **extra: Any)
     if cfg.weights:
         from instseg.engine.checkpoint import load_model_weights
 
-        load_model_weights(model, cfg.weights, strict=False)
+        load_model_weights(model, cfg.weights, strict=False, modules=cfg.weights_modules)
     freeze_modules(model, cfg.freeze)
     return model
 
