@@ -177,6 +177,22 @@ def test_synth_video_writes_frames_and_tracks(tmp_path: Path) -> None:
     assert all(len(a["segmentations"]) == 3 for a in data["annotations"])
 
 
+def test_synth_video_effect_flags_record_corrupted_frames(tmp_path: Path) -> None:
+    argv = ["data", "synth-video", "--out", str(tmp_path), "--num", "2", "--frames", "6",
+            "--size", "48", "--cutouts", "none", "--corrupt-prob", "0.5", "--corruptions",
+            "dark", "--patch-prob", "0.5", "--camera-speed", "0.02",
+            "--scale-drift", "0.2"]  # fmt: skip
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "annotations.json").read_text())
+    fx = data["info"]["config"]["effects"]
+    assert fx["corrupt_prob"] == 0.5 and fx["corruptions"] == ["dark"]
+    assert fx["camera_speed"] == 0.02 and fx["scale_drift"] == 0.2
+    for v in data["videos"]:
+        assert set(v["corruptions"]) <= {None, "dark"} and len(v["corruptions"]) == 6
+        assert set(v["corrupted_frames"]) >= {t for t, c in enumerate(v["corruptions"]) if c}
+    assert any(v["corrupted_frames"] for v in data["videos"])
+
+
 def _davis_all() -> bool:
     from instseg.data.synthetic_cutouts import find_davis_roots
 

@@ -168,6 +168,35 @@ def _add_synth_video(p: argparse.ArgumentParser) -> None:
         default=0.03,
         help="pixels per frame, as a fraction of the image's shorter side",
     )
+    g = p.add_argument_group(
+        "effects that make the past matter (all off by default; instseg.data.video_effects)"
+    )
+    g.add_argument("--corrupt-prob", type=float, default=0.0, help="share of corrupted frames")
+    g.add_argument(
+        "--corruptions", nargs="+", default=["noise", "dark", "blur"], help="kinds drawn from"
+    )
+    g.add_argument("--patch-prob", type=float, default=0.0, help="occlusion patch per object")
+    g.add_argument("--patch-max-frames", type=int, default=3, help="a patch lasts 1..N frames")
+    g.add_argument(
+        "--patch-in-gt", action="store_true", help="cut patches out of the visible masks"
+    )
+    g.add_argument("--colour-drift", type=float, default=0.0, help="max gain change per channel")
+    g.add_argument("--brightness-drift", type=float, default=0.0, help="max offset / 255")
+    g.add_argument("--scale-drift", type=float, default=0.0, help="max relative size change")
+    g.add_argument("--camera-speed", type=float, default=0.0, help="max pan per frame / side")
+    g.add_argument("--camera-zoom", type=float, default=0.0, help="max zoom change over a clip")
+
+
+def _video_effects(args: argparse.Namespace) -> Any:
+    from instseg.data.video_effects import VideoEffects
+
+    return VideoEffects(
+        corrupt_prob=args.corrupt_prob, corruptions=tuple(args.corruptions),
+        patch_prob=args.patch_prob, patch_max_frames=args.patch_max_frames,
+        patch_in_gt=args.patch_in_gt, colour_drift=args.colour_drift,
+        brightness_drift=args.brightness_drift, scale_drift=args.scale_drift,
+        camera_speed=args.camera_speed, camera_zoom=args.camera_zoom,
+    )  # fmt: skip
 
 
 def _run_synth_video(args: argparse.Namespace) -> int:
@@ -178,7 +207,10 @@ def _run_synth_video(args: argparse.Namespace) -> int:
         return 2
     try:
         scene = _scene_config(args)
-        cfg = VideoConfig(scene=scene, num_frames=args.frames, max_speed=args.max_speed)
+        cfg = VideoConfig(
+            scene=scene, num_frames=args.frames, max_speed=args.max_speed,
+            effects=_video_effects(args),
+        )  # fmt: skip
         path = generate_videos(
             args.out, num_videos=args.num, seed=args.seed, cutout_root=cutouts, config=cfg
         )
@@ -186,9 +218,11 @@ def _run_synth_video(args: argparse.Namespace) -> int:
         print(f"instseg data synth-video: {e}", file=sys.stderr)
         return 2
     data = json.loads(path.read_text())
+    corrupted = sum(len(v.get("corrupted_frames", ())) for v in data["videos"])
     print(
         f"wrote {len(data['videos'])} videos of {args.frames} frames, "
-        f"{len(data['annotations'])} tracks (cutouts: {cutouts or 'none'}) -> {path}"
+        f"{len(data['annotations'])} tracks, {corrupted} corrupted frames "
+        f"(cutouts: {cutouts or 'none'}) -> {path}"
     )
     return 0
 

@@ -25,14 +25,34 @@ def _vis_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gt", required=True, type=Path, help="YouTube-VIS ground-truth JSON")
     p.add_argument("--results", required=True, type=Path, help="YouTube-VIS results JSON (list)")
     p.add_argument("--out", type=Path, help="write the metrics here as JSON (NaN -> null)")
+    p.add_argument(
+        "--frames",
+        metavar="KEY",
+        help="also report per-frame mask AP on the frames the GT lists in videos[].KEY (e.g. "
+        "corrupted_frames or patched_frames of `instseg data synth-video` with effects) and "
+        "on all frames",
+    )
 
 
 def _vis_run(args: argparse.Namespace) -> int:
     """YouTube-VIS video AP / AR (spatio-temporal mask IoU, official protocol)."""
-    from instseg.evaluation.vis import evaluate_ytvis
+    from instseg.data.ytvis import load_ytvis_dataset
+    from instseg.evaluation.vis import evaluate_vis_frames, evaluate_ytvis, read_frame_subset
+    from instseg.utils.io import read_json
 
     metrics = evaluate_ytvis(args.gt, args.results)
-    _report({k: v for k, v in metrics.items() if k != "per_category"}, args.out, metrics)
+    table = {k: v for k, v in metrics.items() if k != "per_category"}
+    if args.frames:
+        subset = read_frame_subset(args.gt, args.frames)
+        gt, results = load_ytvis_dataset(args.gt, Path(".")), read_json(args.results)
+        ids = sorted(v.id for v in gt.videos)
+        metrics["frames"] = {
+            "all": evaluate_vis_frames(gt, results, None, video_ids=ids),
+            args.frames: evaluate_vis_frames(gt, results, subset, video_ids=ids),
+        }
+        for name, m in metrics["frames"].items():
+            table.update({f"frames/{name}/{k}": m.get(k) for k in ("AP", "AP50", "num_frames")})
+    _report(table, args.out, metrics)
     return 0
 
 

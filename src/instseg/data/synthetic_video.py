@@ -9,6 +9,12 @@ objects start where :func:`~instseg.data.synthetic.place_sprites` puts them (so
 end as they pass each other. Default seeds: 0 for training, 1000 for held-out clips; clip ``v``
 is drawn from ``numpy.random.default_rng([seed, v])``.
 
+``VideoConfig.effects`` (:class:`~instseg.data.video_effects.VideoEffects`, all off by default)
+adds what makes the past matter: per-frame corruption, short occlusion patches, appearance and
+scale drift, camera motion. With any effect on, the JSON also records what was done (below), so
+metrics can be reported on the corrupted frames alone
+(:func:`instseg.evaluation.vis.evaluate_vis_frames`).
+
 JSON layout (``file_names`` are relative to the output folder)::
 
     videos[]:      id, name, width, height, length, file_names ["videos/000001/00000.png", ...]
@@ -21,6 +27,12 @@ JSON layout (``file_names`` are relative to the output folder)::
                    depth_orders   rank among the clip's listed objects that are in the
                                   frame, 0 = nearest (null when out of the frame)
     categories[]:  as in the scene generator (kind, split)
+
+  with effects, also:
+    videos[]:      corruptions       per frame "noise" / "dark" / "blur" or null
+                   patched_frames    frames where an occlusion patch covers part of an object
+                   corrupted_frames  sorted union of the two: the frames to report on
+    annotations[]: patched           per frame: an occlusion patch covers part of this object
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from instseg.data.synthetic import (
@@ -46,10 +59,30 @@ from instseg.data.synthetic import (
 )
 from instseg.data.synthetic_cutouts import CutoutBank
 from instseg.data.synthetic_shapes import Sprite, make_background
+from instseg.data.video_effects import (
+    VideoEffects,
+    camera_path,
+    corrupt_frame,
+    draw_corruptions,
+    draw_patches,
+    drift_sprite,
+    effect_rngs,
+    paint_patch,
+    patch_mask,
+)
 from instseg.structures.masks import mask_to_rle
 from instseg.utils.io import atomic_write_json
 
-__all__ = ["VideoConfig", "make_video", "video_annotations", "generate_videos"]
+__all__ = [
+    "VideoConfig",
+    "VideoEffects",
+    "SyntheticClip",
+    "make_video",
+    "render_video",
+    "video_annotations",
+    "video_effect_record",
+    "generate_videos",
+]
 
 
 @dataclass
@@ -58,6 +91,7 @@ class VideoConfig:
     num_frames: int = 16  # frames per clip
     max_speed: float = 0.03  # pixels per frame, as a fraction of the image's shorter side
     enter_prob: float = 0.25  # share of objects that start outside the frame and move in
+    effects: VideoEffects = field(default_factory=VideoEffects)  # all off: plain clips
 
     def __post_init__(self) -> None:
         if self.num_frames < 1:
@@ -80,6 +114,16 @@ class _Track:
         return int(x), int(y)
 
 
+@dataclass
+class SyntheticClip:
+    """One drawn clip: ``frames`` T x (H, W, 3) uint8 RGB, ``objects`` (see
+    :func:`make_video`), ``corruptions`` per frame the corruption kind or None."""
+
+    frames: list[np.ndarray]
+    objects: list[dict[str, Any]]
+    corruptions: list[str | None]
+
+
 def make_video(
     rng: np.random.Generator, cfg: VideoConfig, *, bank: CutoutBank | None = None
 ) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
@@ -88,8 +132,19 @@ def make_video(
     Returns ``frames``: T x (H, W, 3) uint8 RGB, and one dict per object, nearest first (the
     depth is fixed for the clip): ``name``, ``category_id``, ``sprite``, ``positions`` (T x (x, y)
     top-left corners), ``amodal`` and ``visible`` (T x (H, W) bool each, all False while out of
-    the frame), ``annotated`` (T bools: visible area >= ``min_visible_area``).
+    the frame), ``annotated`` (T bools: visible area >= ``min_visible_area``),
+    ``frame_sprites`` (T sprites as drawn: ``sprite`` unless drift or camera zoom changed it)
+    and ``patched`` (T bools: an occlusion patch covers part of it). :func:`render_video` also
+    returns the per-frame corruptions.
     """
+    clip = render_video(rng, cfg, bank=bank)
+    return clip.frames, clip.objects
+
+
+def render_video(
+    rng: np.random.Generator, cfg: VideoConfig, *, bank: CutoutBank | None = None
+) -> SyntheticClip:
+    """:func:`make_video` with the per-frame corruption kinds."""
     sc = cfg.scene
     h, w = sc.image_size
     cat_ids = {c["name"]: c["id"] for c in scene_categories(sc, bank)}
@@ -110,35 +165,140 @@ def make_video(
         background = bank.background(rng, h, w)
     if background is None:
         background = make_background(rng, h, w)
-    frames, amodal, visible = [], [], []
-    for t in range(cfg.num_frames):
-        pos = [tr.position(t) for tr in tracks]
-        layers = [(tr.sprite, p) for tr, p in zip(tracks, pos, strict=True)]
-        frames.append(composite(background, layers[::-1]))
-        amodal.append([paste_mask(s.mask, p, (h, w)) for s, p in layers])
-        visible.append(visible_masks(amodal[-1]))
+    num = cfg.num_frames
+    if cfg.effects.active:
+        r = _render_effects(effect_rngs(rng), cfg, tracks, background)
+    else:
+        r = _Rendered(num)
+        for t in range(num):
+            pos = [tr.position(t) for tr in tracks]
+            layers = [(tr.sprite, p) for tr, p in zip(tracks, pos, strict=True)]
+            r.frames.append(composite(background, layers[::-1]))
+            r.amodal.append([paste_mask(s.mask, p, (h, w)) for s, p in layers])
+            r.visible.append(visible_masks(r.amodal[-1]))
+            r.layers.append(layers)
+            r.patched.append([False] * n)
     objects = []
     for i, tr in enumerate(tracks):
-        vis = [visible[t][i] for t in range(cfg.num_frames)]
+        vis = [r.visible[t][i] for t in range(num)]
         objects.append(
             {
                 "name": tr.sprite.name,
                 "category_id": cat_ids[tr.sprite.name],
                 "sprite": tr.sprite,
-                "positions": [tr.position(t) for t in range(cfg.num_frames)],
-                "amodal": [amodal[t][i] for t in range(cfg.num_frames)],
+                "positions": [r.layers[t][i][1] for t in range(num)],
+                "amodal": [r.amodal[t][i] for t in range(num)],
                 "visible": vis,
                 "annotated": [int(v.sum()) >= sc.min_visible_area for v in vis],
+                "frame_sprites": [r.layers[t][i][0] for t in range(num)],
+                "patched": [r.patched[t][i] for t in range(num)],
             }
         )
-    return frames, objects
+    return SyntheticClip(frames=r.frames, objects=objects, corruptions=r.corruptions)
+
+
+@dataclass
+class _Rendered:
+    num_frames: int
+    frames: list[np.ndarray] = field(default_factory=list)
+    amodal: list[list[np.ndarray]] = field(default_factory=list)
+    visible: list[list[np.ndarray]] = field(default_factory=list)
+    layers: list[list[tuple[Sprite, tuple[int, int]]]] = field(default_factory=list)
+    patched: list[list[bool]] = field(default_factory=list)
+    corruptions: list[str | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.corruptions = self.corruptions or [None] * self.num_frames
+
+
+def _render_effects(
+    rngs: dict[str, np.random.Generator],
+    cfg: VideoConfig,
+    tracks: list[_Track],
+    background: np.ndarray,
+) -> _Rendered:
+    """The frames with :class:`VideoEffects` (see :mod:`instseg.data.video_effects`)."""
+    fx, num, n = cfg.effects, cfg.num_frames, len(tracks)
+    h, w = cfg.scene.image_size
+    r = _Rendered(num)
+    if fx.corrupt_prob:
+        r.corruptions = draw_corruptions(rngs["corrupt"], fx, num)
+    patches = draw_patches(rngs["patch"], fx, n, num) if fx.patch_prob else []
+    cams = (
+        camera_path(rngs["camera"], fx, num, (h, w)) if fx.camera_speed or fx.camera_zoom else None
+    )
+    d = rngs["drift"]
+    drift = [
+        (d.uniform(-fx.scale_drift, fx.scale_drift),
+         d.uniform(-fx.colour_drift, fx.colour_drift, size=3),
+         d.uniform(-fx.brightness_drift, fx.brightness_drift) * 255.0)
+        for _ in range(n)
+    ]  # fmt: skip
+    for t in range(num):
+        frac = t / max(num - 1, 1)
+        zoom = float(cams[t][0, 0]) if cams is not None else 1.0
+        layers = []
+        for tr, (ds, dg, db) in zip(tracks, drift, strict=True):
+            scale = (1.0 + ds * frac) * zoom if fx.moves_geometry else 1.0
+            spr = drift_sprite(tr.sprite, scale=scale, gain=1.0 + dg * frac, offset=db * frac)
+            pos = tr.position(t)
+            if fx.moves_geometry:
+                sh, sw = tr.sprite.size
+                centre = tr.start + t * tr.velocity + np.array([sw / 2.0, sh / 2.0])
+                if cams is not None:
+                    centre = cams[t] @ np.array([centre[0], centre[1], 1.0])
+                nh, nw = spr.size
+                pos = (int(round(centre[0] - nw / 2.0)), int(round(centre[1] - nh / 2.0)))
+            layers.append((spr, pos))
+        bg = background
+        if cams is not None:
+            bg = cv2.warpAffine(
+                background, cams[t], (w, h), flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REFLECT_101,
+            )  # fmt: skip
+        frame = composite(bg, layers[::-1])
+        amodal = [paste_mask(s.mask, p, (h, w)) for s, p in layers]
+        visible = visible_masks(amodal)
+        patched = [False] * n
+        for p in patches:
+            if not p.covers(t) or not amodal[p.obj].any():
+                continue
+            (sh, sw), (x, y) = layers[p.obj][0].size, layers[p.obj][1]
+            pm = patch_mask(p, (x, y, x + sw, y + sh), (h, w))
+            if not (pm & visible[p.obj]).any():
+                continue  # the object is hidden where the patch would go: no patch
+            paint_patch(frame, p, pm)
+            patched[p.obj] = True
+            if fx.patch_in_gt:
+                visible = [v & ~pm for v in visible]
+        kind = r.corruptions[t]
+        if kind is not None:
+            frame = corrupt_frame(frame, kind, rngs["corrupt"], fx)
+        r.frames.append(frame)
+        r.amodal.append(amodal)
+        r.visible.append(visible)
+        r.layers.append(layers)
+        r.patched.append(patched)
+    return r
+
+
+def video_effect_record(clip: SyntheticClip) -> dict[str, Any]:
+    """The ``videos[]`` entries of a clip drawn with effects (see the module docstring)."""
+    patched = [t for t in range(len(clip.frames)) if any(o["patched"][t] for o in clip.objects)]
+    corrupted = [t for t, c in enumerate(clip.corruptions) if c is not None]
+    return {
+        "corruptions": list(clip.corruptions),
+        "patched_frames": patched,
+        "corrupted_frames": sorted(set(patched) | set(corrupted)),
+    }
 
 
 def video_annotations(
-    objects: list[dict[str, Any]], *, video_id: int, first_id: int
+    objects: list[dict[str, Any]], *, video_id: int, first_id: int, patched: bool = False
 ) -> list[dict[str, Any]]:
     """YouTube-VIS annotation dicts (layout in the module docstring) for the objects of
-    :func:`make_video` that are annotated in at least one frame."""
+    :func:`make_video` that are annotated in at least one frame; ``patched``: add the per-frame
+    ``patched`` flags (clips drawn with effects)."""
     kept = [o for o in objects if any(o["annotated"])]
     if not kept:
         return []
@@ -167,6 +327,8 @@ def video_annotations(
             sum(in_frame[j][t] for j in range(k)) if in_frame[k][t] else None
             for t in range(num_frames)
         ]
+        if patched:
+            ann["patched"] = [bool(x) for x in o["patched"]]
         anns.append(ann)
     return anns
 
@@ -198,7 +360,8 @@ def generate_videos(
     h, w = cfg.scene.image_size
     videos, annotations = [], []
     for v in range(num_videos):
-        frames, objects = make_video(np.random.default_rng([seed, v]), cfg, bank=bank)
+        clip = render_video(np.random.default_rng([seed, v]), cfg, bank=bank)
+        frames, objects = clip.frames, clip.objects
         name = f"{v + 1:06d}"
         (out_dir / "videos" / name).mkdir(parents=True, exist_ok=True)
         file_names = [f"videos/{name}/{t:05d}.{cfg.scene.image_format}" for t in range(len(frames))]
@@ -212,16 +375,19 @@ def generate_videos(
                 "height": h,
                 "length": len(frames),
                 "file_names": file_names,
+                **(video_effect_record(clip) if cfg.effects.active else {}),
             }
         )
-        annotations += video_annotations(objects, video_id=v + 1, first_id=len(annotations) + 1)
+        annotations += video_annotations(
+            objects, video_id=v + 1, first_id=len(annotations) + 1, patched=cfg.effects.active
+        )
     info = {
         "description": "instseg synthetic occlusion videos",
         "seed": seed,
         "num_videos": num_videos,
         "cutout_root": str(cutout_root) if cutout_root else None,
         "cutout_exclude": sorted(cutout_exclude),
-        "config": dataclasses.asdict(cfg),
+        "config": _config_record(cfg),
     }
     data = {
         "info": info,
@@ -255,3 +421,14 @@ def _entering(
 def _record(mask: np.ndarray) -> tuple[dict[str, Any], list[float], int]:
     rle = mask_to_rle(mask)
     return rle, _rle_bbox(rle), int(mask.sum())
+
+
+def _config_record(cfg: VideoConfig) -> dict[str, Any]:
+    """``dataclasses.asdict(cfg)``, without ``effects`` when none is on (as files written
+    before effects existed)."""
+    out = dataclasses.asdict(cfg)
+    if not cfg.effects.active:
+        out.pop("effects")
+    else:
+        out["effects"]["corruptions"] = list(cfg.effects.corruptions)
+    return out

@@ -17,6 +17,12 @@ Metric keys (percent): ``AP AP50 AP75 APs APm APl AR1 AR10 AR100 ARs ARm ARl`` (
 ``summarize()`` order); NaN where the official tool reports -1 (no GT in that setting).
 With a single-frame video the IoU is the mask IoU, so the numbers equal pycocotools' segm AP
 (given the same area ranges and no crowd GT) — the tests check this to 1e-6.
+
+Per-frame mask AP on a subset of frames (:func:`evaluate_vis_frames`, e.g. the corrupted
+frames a synthetic video JSON lists in ``videos[].corrupted_frames``, see
+:func:`read_frame_subset`): every listed (video, frame) becomes a one-frame video whose GT are
+the tracks present in that frame and whose detections are the predicted tracks' masks in that
+frame, with the track's score; so the numbers are COCO mask AP over those frames.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import math
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +58,9 @@ __all__ = [
     "COCO_AREA_RANGES",
     "YTVISEvaluator",
     "evaluate_vis",
+    "evaluate_vis_frames",
     "evaluate_ytvis",
+    "read_frame_subset",
     "video_iou",
 ]
 
@@ -214,6 +222,72 @@ def evaluate_vis(
     return out
 
 
+def evaluate_vis_frames(
+    gt: YTVISDataset,
+    results: Sequence[Mapping[str, Any] | VideoResult],
+    frames: Mapping[int, Sequence[int]] | None = None,
+    *,
+    video_ids: Sequence[int] | None = None,
+    area_ranges: Sequence[tuple[float, float]] = YTVIS_AREA_RANGES,
+    source: str = "results",
+) -> dict[str, Any]:
+    """Per-frame mask AP (percent, the :func:`evaluate_vis` keys) over the frames
+    ``frames[video_id]`` (default: every frame) of ``video_ids`` (default: the videos in
+    ``frames``, else all); adds ``num_frames``, the frames scored."""
+    videos = {v.id: v for v in gt.videos}
+    if video_ids is None:
+        video_ids = sorted(frames) if frames is not None else sorted(videos)
+    pairs = []
+    for v in sorted(set(int(i) for i in video_ids)):
+        if v not in videos:
+            raise ValueError(f"video id {v} is not in the ground truth")
+        ts = range(videos[v].length) if frames is None else frames.get(v, ())
+        for t in sorted(set(int(t) for t in ts)):
+            if not 0 <= t < videos[v].length:
+                raise ValueError(f"frame {t} is outside video {v} ({videos[v].length} frames)")
+            pairs.append((v, t))
+    new_id = {pair: i + 1 for i, pair in enumerate(pairs)}
+    one_frame = []
+    for (v, t), i in new_id.items():
+        src = videos[v]
+        anns = [
+            replace(a, video_id=i, segmentations=[a.segmentations[t]],
+                    bboxes=[a.bboxes[t] if a.bboxes else None],
+                    areas=[a.areas[t] if a.areas else None])
+            for a in src.annotations
+            if a.segmentations[t] is not None
+        ]  # fmt: skip
+        one_frame.append(
+            replace(src, id=i, file_names=[src.file_names[t]],
+                    frame_paths=[src.frame_paths[t]], annotations=anns)
+        )  # fmt: skip
+    dts = []
+    for r in results:
+        r = r.to_json() if isinstance(r, VideoResult) else r
+        v = int(r["video_id"])
+        for t in frames.get(v, ()) if frames is not None else range(len(r["segmentations"])):
+            if (v, int(t)) in new_id and r["segmentations"][int(t)] is not None:
+                dts.append({**r, "video_id": new_id[v, int(t)],
+                            "segmentations": [r["segmentations"][int(t)]]})  # fmt: skip
+    sub = YTVISDataset(videos=one_frame, categories=gt.categories)
+    out = evaluate_vis(sub, dts, area_ranges=area_ranges, source=source) if pairs else {}
+    out["num_frames"] = len(pairs)
+    return out
+
+
+def read_frame_subset(gt_json: str | Path, key: str = "corrupted_frames") -> dict[int, list[int]]:
+    """``{video id: frame indices}`` from the ``videos[].<key>`` lists of a YouTube-VIS JSON
+    (the synthetic generator's ``corrupted_frames`` / ``patched_frames``); videos without the
+    key list no frame. Raises ``ValueError`` when no video has it."""
+    data = read_json(gt_json)
+    videos = data.get("videos") if isinstance(data, dict) else None
+    if not isinstance(videos, list):
+        raise ValueError(f"{gt_json}: no 'videos' list")
+    if not any(isinstance(v, dict) and key in v for v in videos):
+        raise ValueError(f"{gt_json}: no video lists '{key}' (made without effects?)")
+    return {int(v["id"]): [int(t) for t in v.get(key) or []] for v in videos}
+
+
 def evaluate_ytvis(
     gt_json: str | Path,
     results_json: str | Path,
@@ -312,6 +386,10 @@ class YTVISEvaluator(DatasetEvaluator):
     (ties: larger summed score). ``add_video_results`` takes ready-made tracks instead. Only
     the videos seen are scored. ``evaluate()`` returns the metrics dict of
     :func:`evaluate_vis` (and writes ``out_dir/results.json`` when ``out_dir`` is given).
+
+    ``frame_subsets``: name -> ``{video id: frame indices}`` (e.g. ``{"corrupted":
+    read_frame_subset(gt_json)}``); ``evaluate()`` then adds ``frames``: per-frame mask AP
+    (:func:`evaluate_vis_frames`) on each subset and on ``all`` frames of the seen videos.
     """
 
     def __init__(
@@ -321,7 +399,9 @@ class YTVISEvaluator(DatasetEvaluator):
         category_ids: Sequence[int],
         out_dir: str | Path | None = None,
         area_ranges: Sequence[tuple[float, float]] = YTVIS_AREA_RANGES,
+        frame_subsets: Mapping[str, Mapping[int, Sequence[int]]] | None = None,
     ) -> None:
+        self.frame_subsets = dict(frame_subsets or {})
         self.gt = gt if isinstance(gt, YTVISDataset) else load_ytvis_dataset(gt, Path("."))
         unknown = sorted(set(category_ids) - set(self.gt.categories))
         if unknown:
@@ -411,7 +491,20 @@ class YTVISEvaluator(DatasetEvaluator):
             return {}
         if self.out_dir is not None:
             save_ytvis_results(tracks, self.out_dir / "results.json")
-        return evaluate_vis(self.gt, tracks, video_ids=seen, area_ranges=self.area_ranges)
+        out = evaluate_vis(self.gt, tracks, video_ids=seen, area_ranges=self.area_ranges)
+        if self.frame_subsets:
+            subsets = {"all": None, **self.frame_subsets}
+            out["frames"] = {
+                name: evaluate_vis_frames(
+                    self.gt,
+                    tracks,
+                    None if fs is None else {v: fs.get(v, ()) for v in seen},
+                    video_ids=seen,
+                    area_ranges=self.area_ranges,
+                )  # fmt: skip
+                for name, fs in subsets.items()
+            }
+        return out
 
     def _locate(self, file_name: str) -> tuple[int, int]:
         parts = Path(file_name).parts

@@ -48,6 +48,7 @@ __all__ = [
     "train_video",
     "evaluate_video",
     "load_video_data",
+    "corrupted_subsets",
 ]
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,9 @@ def prepare_video_data(cfg: VideoDataConfig, out_dir: Path) -> VideoSplits:
         max_objects=s.max_objects,
         occlusion=s.occlusion,
     )
-    vcfg = VideoConfig(scene=scene, num_frames=s.num_frames, max_speed=s.max_speed)
+    vcfg = VideoConfig(
+        scene=scene, num_frames=s.num_frames, max_speed=s.max_speed, effects=s.effects
+    )
     found = {}
     for split, num, seed in (
         ("train", s.num_train, s.seed_train),
@@ -183,6 +186,8 @@ def prepare_video_data(cfg: VideoDataConfig, out_dir: Path) -> VideoSplits:
         )
         if cutouts and s.cutout_exclude:
             tag += "_without-" + "-".join(sorted(s.cutout_exclude))
+        if s.effects.active:
+            tag += "_fx" + _digest(to_dict(s.effects))
         folder = cache / tag
         if not (folder / "annotations.json").is_file():
             log.info("generating %d synthetic %s videos into %s", num, split, folder)
@@ -301,7 +306,7 @@ def train_video(
         return evaluate_video(
             model, test, category_ids=list(train_data.categories), min_size=cfg.data.test_min_size,
             max_size=cfg.data.max_size, amp=s.amp, max_videos=cfg.eval_videos or None,
-            out_dir=out_dir, tracker=cfg.tracker,
+            out_dir=out_dir, tracker=cfg.tracker, frame_subsets=corrupted_subsets(splits),
         )  # fmt: skip
 
     def make_loader(start_iter: int) -> DataLoader:
@@ -323,6 +328,29 @@ def train_video(
     return metrics
 
 
+def corrupted_subsets(splits: VideoSplits) -> dict[str, dict[int, list[int]]] | None:
+    """``{"corrupted": {video id: frames}, "patched": ...}`` of a test split made with video
+    effects (its JSON lists ``corrupted_frames``), else None."""
+    from instseg.evaluation.vis import read_frame_subset
+
+    if splits.test_json is None:
+        return None
+    try:
+        return {
+            "corrupted": read_frame_subset(splits.test_json, "corrupted_frames"),
+            "patched": read_frame_subset(splits.test_json, "patched_frames"),
+        }
+    except ValueError:  # no effects
+        return None
+
+
+def _digest(d: dict[str, Any]) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
+
+
 def load_video_data(json_path: Path, root: Path | str, cfg: VideoDataConfig) -> YTVISDataset:
     """A YouTube-VIS split as the recipe trains/evaluates on it (class-agnostic if configured)."""
     data = load_ytvis_dataset(json_path, root)
@@ -341,14 +369,18 @@ def evaluate_video(
     max_videos: int | None = None,
     out_dir: Path | None = None,
     tracker: Tracker | None = None,
+    frame_subsets: dict[str, dict[int, list[int]]] | None = None,
 ) -> dict[str, Any]:
     """YouTube-VIS AP / AR (percent) of online PCAN tracking on the first ``max_videos``
     videos of ``gt`` (frames at the video's size; see :class:`YTVISEvaluator`); ``tracker``:
-    association settings (default: the model's)."""
+    association settings (default: the model's); ``frame_subsets``: per-frame mask AP on these
+    frames too (``metrics["frames"]``, e.g. from :func:`corrupted_subsets`)."""
     from instseg.evaluation.vis import YTVISEvaluator
     from instseg.inference.video_predictor import VideoPredictor
 
-    evaluator = YTVISEvaluator(gt, category_ids=category_ids, out_dir=out_dir)
+    evaluator = YTVISEvaluator(
+        gt, category_ids=category_ids, out_dir=out_dir, frame_subsets=frame_subsets
+    )
     predictor = VideoPredictor(
         model, min_size=min_size, max_size=max_size, amp=amp, tracker=tracker
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from instseg.data.video_effects import VideoEffects
 from instseg.models.build import VideoModelConfig
 from instseg.models.video.tracker import Tracker
 from instseg.recipes.image_config import SolverConfig
@@ -28,6 +29,10 @@ class SyntheticVideoConfig:
     max_speed: float = 0.03  # pixels per frame, as a fraction of the shorter side
     cutouts: bool = True  # paste real object cutouts from ../shared/data when present
     cutout_exclude: list[str] = field(default_factory=list)  # DAVIS sequences kept out
+    # corruption / occlusion patches / drift / camera motion (instseg.data.video_effects), on
+    # both splits; all off by default. With effects the evaluation also reports per-frame mask
+    # AP on the corrupted frames (metrics["frames"]["corrupted"]) and on all frames.
+    effects: VideoEffects = field(default_factory=VideoEffects)
 
 
 @dataclass
