@@ -27,6 +27,10 @@ disk; both go through ``Inpainter._process``):
    over the window, plus ``generator_margin``), scaled to at most the frame height the
    generator was trained at (``model.stage_sizes`` of the weights file); without a generator
    they are filled per frame with OpenCV Telea and flagged in ``InpaintResult.fallback``.
+   A *leftover* generator (``model.generator_mode == "leftover"``, issue 16) is residual: the
+   leftovers are first filled with Telea on the propagated frames, and the generator, fed those
+   frames + the leftover and occlusion masks at exactly its trained crop scale (longer side
+   ``stage_sizes['generator']``), adds a correction inside the leftovers (zero when untrained).
 
 Which learned stages run by default is the weights file's to say: ``use_flow_net`` /
 ``use_generator`` left at None take the file's recommended switches (``model.defaults``,
@@ -54,8 +58,10 @@ Weights file (one file for the three networks, :mod:`instseg.engine.weights` for
     {"model": VOINModel state_dict (shape_net.*, flow_net.*, generator.*)  (fp16),
      "meta":  {"task": "voin", "model": {"format": "instseg-voin-1", "variant": "small" |
                "paper", "canvas_size": int, "stage_sizes": {"shape" | "flow" | "generator":
-               frame height trained at} (optional), "defaults": {"use_flow_net" |
-               "use_generator": bool} (optional, the recommended stage switches)},
+               frame height trained at; a leftover generator: its crops' longer side}
+               (optional), "defaults": {"use_flow_net" | "use_generator": bool} (optional,
+               the recommended stage switches), "generator_mode": "hole" | "leftover"
+               (optional, "hole" when absent)},
                "num_classes": int, "trained": bool, ...}}
 
 Without a weights file, :meth:`Inpainter.from_weights` uses :data:`DEFAULT_WEIGHTS` when it
@@ -86,6 +92,7 @@ from instseg.inference.inpaint_io import WindowReader, check_frames, mask_paths,
 from instseg.models.inpainting.baselines import hull_amodal, inpaint_opencv
 from instseg.models.inpainting.flow import Preset, clip_flows, fill_clip_flows
 from instseg.models.inpainting.flow_guided_propagation import propagate_pixels
+from instseg.models.inpainting.generator import GENERATOR_MODES
 from instseg.models.inpainting.shape_completion import object_canvas, paste_canvas
 from instseg.models.inpainting.voin import VOIN_VARIANTS, VOINModel, VOINNets
 from instseg.utils.errors import InvalidInputError
@@ -105,6 +112,7 @@ __all__ = [
     "STAGE_SWITCHES",
     "recommended_stages",
     "temporal_windows",
+    "generator_mode",
     "trained_generator_size",
     "save_voin_weights",
     "load_voin_weights",
@@ -140,7 +148,8 @@ def save_voin_weights(
     where inference reads the generator's input scale (:class:`InpaintOptions`); ``defaults``
     (``{"use_flow_net" | "use_generator": bool}``, the stage switches measured best with these
     weights) goes to ``model.defaults``, what inference runs when the options leave a switch at
-    None (:func:`recommended_stages`)."""
+    None (:func:`recommended_stages`). A ``"leftover"`` generator (``nets.generator.mode``) is
+    recorded as ``model.generator_mode`` (inference then runs it residually on Telea)."""
     if variant not in VOIN_VARIANTS:
         raise ValueError(f"unknown VOIN variant {variant!r}; choose from {sorted(VOIN_VARIANTS)}")
     model: dict[str, Any] = {
@@ -155,6 +164,8 @@ def save_voin_weights(
         model["stage_sizes"] = {k: int(v) for k, v in stage_sizes.items()}
     if defaults:
         model["defaults"] = _check_defaults(defaults, "defaults")
+    if nets.generator.mode != "hole":
+        model["generator_mode"] = nets.generator.mode
     full = WeightsMeta(
         task="voin",
         model=model,
@@ -170,10 +181,20 @@ def trained_generator_size(meta: WeightsMeta) -> int:
     (``model.stage_sizes['generator']``; in a file of the flat meta layout, such as the shipped
     ``voin_default.pt``, a top-level ``stage_sizes``, read into ``training``), or
     :data:`DEFAULT_GENERATOR_MAX_SIDE` for a file that does not record it: the longest side
-    :meth:`Inpainter.generate` feeds the generator."""
+    :meth:`Inpainter.generate` feeds the generator (a leftover generator: exactly that side,
+    the longer side of the crops it was trained on)."""
     sizes = meta.model.get("stage_sizes") or meta.training.get("stage_sizes") or {}
     size = sizes.get("generator")
     return int(size) if size else DEFAULT_GENERATOR_MAX_SIDE
+
+
+def generator_mode(meta: WeightsMeta) -> str:
+    """The file's generator mode: ``model.generator_mode`` (flat layout: ``training``),
+    ``"hole"`` when absent (every file before issue 16); ValueError for an unknown one."""
+    mode = meta.model.get("generator_mode") or meta.training.get("generator_mode") or "hole"
+    if mode not in GENERATOR_MODES:
+        raise ValueError(f"unknown generator_mode {mode!r} in meta; expected {GENERATOR_MODES}")
+    return str(mode)
 
 
 def recommended_stages(meta: WeightsMeta) -> dict[str, bool]:
@@ -212,9 +233,10 @@ def load_voin_weights(path: str | Path) -> tuple[VOINNets, WeightsMeta]:
         raise ValueError(f"{path}: unknown VOIN variant {variant!r} in meta")
     try:
         recommended_stages(meta)
+        mode = generator_mode(meta)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
-    nets = VOIN_VARIANTS[variant](num_classes=meta.num_classes)
+    nets = VOIN_VARIANTS[variant](num_classes=meta.num_classes, generator_mode=mode)
     module = VOINModel.from_nets(nets)
     ref = module.state_dict()
     bad = sorted(k for k in set(ref) & set(state) if ref[k].shape != state[k].shape)
@@ -407,13 +429,18 @@ class Inpainter:
             + (f" (flow net {'on' if self.refines_flow else 'off'}, propagation {reach})"
                if o.use_flow else ""),
             f"generator {'on' if self.generates else 'off (Telea)'}"
-            + (f" (crops <= {self.generator_max_side} px)" if self.generates else ""),
+            + (f" ({self._generator_note()})" if self.generates else ""),
         ]  # fmt: skip
         if self.file_defaults:  # switches the options left to the file's recommendation
             names = {"use_flow_net": "flow net", "use_generator": "generator"}
             chosen = " and ".join(names[k] for k in self.file_defaults)
             parts.append(f"{chosen} as the weights file recommends")
         return ", ".join(parts)
+
+    def _generator_note(self) -> str:
+        if self.model.generator is not None and self.model.generator.residual:
+            return f"leftover generator: residual on Telea, crops at {self.generator_max_side} px"
+        return f"crops <= {self.generator_max_side} px"
 
     @property
     def refines_flow(self) -> bool:
@@ -580,6 +607,8 @@ class Inpainter:
             generated, fallback = np.zeros_like(holes), np.zeros_like(holes)
             if left.any():
                 if self.generates:
+                    if self.model.generator.residual:  # it corrects Telea's fill
+                        out = inpaint_opencv(out, left, method="telea")
                     out = self.generate(out, left, holes, am)
                     generated = left
                 else:
@@ -655,8 +684,10 @@ class Inpainter:
         self, frames: np.ndarray, left: np.ndarray, holes: np.ndarray, amodal: np.ndarray
     ) -> np.ndarray:
         """(c) The generator on the object box (amodal and ``left`` over the window plus
-        ``generator_margin``), scaled down to at most :attr:`generator_max_side` pixels (the
-        scale it was trained at); returns ``frames`` with the ``left`` pixels replaced."""
+        ``generator_margin``), scaled to the scale it was trained at (:attr:`generator_max_side`:
+        at most that many pixels; a leftover generator: exactly, ``frames`` then being the
+        propagated frames with ``left`` Telea-filled); returns ``frames`` with the ``left``
+        pixels replaced."""
         h, w = left.shape[1:]
         ys, xs = np.nonzero((amodal | left).any(0))
         m = self.options.generator_margin

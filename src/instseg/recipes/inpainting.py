@@ -20,17 +20,24 @@ combines them at inference), each into ``<out_dir>/<stage>/`` (engine checkpoint
   flow of the *clean* frames (pseudo ground truth); L1 + gradient + Laplacian + 0.1 x warping
   inside the amodal mask (:class:`FlowStage`, engine Trainer, fp32).
 - ``generator``: :class:`OcclusionAwareGenerator` with T-PatchGAN and the multi-class STAM
-  discriminator (:func:`~instseg.recipes.inpainting_gan.train_generator_gan`).
+  discriminator (:func:`~instseg.recipes.inpainting_gan.train_generator_gan`). With
+  ``generator_mode: leftover`` it is the residual leftover generator (issue 16), trained on
+  cached propagation leftovers of ``data.sequences``
+  (:mod:`~instseg.recipes.inpainting_leftovers`, settings ``leftover.*``) at crops whose longer
+  side is ``generator.size`` (recorded, with the mode, in ``stage.json`` and the packed meta),
+  L1 hole + valid on the raw output, the adversarial terms from iteration ``adv_start``.
 
 ``stage: all`` trains the three in turn and packs ``<out_dir>/<weights_name>`` (fp16, the
 format of :func:`instseg.inference.inpainter.save_voin_weights`); ``stage: pack`` packs the
-stage folders of ``pack_from``. Every stage resumes (``--resume``) from its folder's
+stage folders of ``pack_from`` (stages without a ``model_final.pth`` there come from the weights
+file ``pack_base`` when given). Every stage resumes (``--resume``) from its folder's
 ``last_checkpoint``, the clip stream skipped to the resumed iteration.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -43,11 +50,17 @@ from instseg.config import ConfigError
 from instseg.data.davis import resolve_davis_root
 from instseg.data.davis_splits import VOIN_EVAL
 from instseg.data.occluded_clips import load_resized_videos, occluded_clip_stream, video_batches
+from instseg.models.inpainting.generator import GENERATOR_MODES
 from instseg.models.inpainting.training_stages import FlowStage, ShapeStage
 from instseg.models.inpainting.voin import VOIN_VARIANTS, VOINNets
 from instseg.recipes.inpainting_batches import flow_batches, shape_batches
 from instseg.recipes.inpainting_config import STAGES, InpaintingTrainConfig
 from instseg.recipes.inpainting_gan import train_generator_gan
+from instseg.recipes.inpainting_leftovers import (
+    build_leftover_cache,
+    leftover_batches,
+    load_leftover_cache,
+)
 from instseg.recipes.runner import TrainingRun
 from instseg.utils.io import atomic_write_json
 
@@ -64,6 +77,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 CHOICES = (*STAGES, "all", "pack")
+STAGE_NETS = {"shape": "shape_net", "flow": "flow_net", "generator": "generator"}
 
 
 def train_inpainting(
@@ -100,6 +114,10 @@ def effective_config(cfg: InpaintingTrainConfig) -> InpaintingTrainConfig:
         raise ConfigError(f"stage must be one of {', '.join(CHOICES)}, got {cfg.stage!r}")
     if cfg.variant not in VOIN_VARIANTS:
         raise ConfigError(f"variant must be one of {sorted(VOIN_VARIANTS)}, got {cfg.variant!r}")
+    if cfg.generator_mode not in GENERATOR_MODES:
+        raise ConfigError(
+            f"generator_mode must be one of {GENERATOR_MODES}, got {cfg.generator_mode!r}"
+        )
     cfg = copy.deepcopy(cfg)
     if cfg.tiny:
         cfg.variant = "small"
@@ -111,8 +129,9 @@ def effective_config(cfg: InpaintingTrainConfig) -> InpaintingTrainConfig:
 
 
 def voin_nets(cfg: InpaintingTrainConfig) -> VOINNets:
-    """The variant's three untrained networks (one class)."""
-    return VOIN_VARIANTS[cfg.variant](num_classes=1)
+    """The variant's three untrained networks (one class; the generator in
+    ``cfg.generator_mode``)."""
+    return VOIN_VARIANTS[cfg.variant](num_classes=1, generator_mode=cfg.generator_mode)
 
 
 def canvas_size(cfg: InpaintingTrainConfig) -> int:
@@ -142,10 +161,15 @@ def train_voin_stage(
     )
     d = cfg.data
     size = sc.size or d.size
-    write_stage_record(out_dir, stage, size)
-    videos = load_resized_videos(resolve_davis_root(d.root), d.sequences, d.frames_per_seq, size)
     nets = voin_nets(cfg)
     batch = d.batch
+    if stage == "generator" and cfg.generator_mode == "leftover":
+        write_stage_record(out_dir, stage, size, mode="leftover")
+        _train_leftover_generator(cfg, nets, out_dir=out_dir, seed=seed, run=run, resume=resume,
+                                  progress=progress)  # fmt: skip
+        return out_dir / "model_final.pth"
+    write_stage_record(out_dir, stage, size)
+    videos = load_resized_videos(resolve_davis_root(d.root), d.sequences, d.frames_per_seq, size)
 
     def clips(start_iter: int) -> Any:  # each step takes `batch` clips of the stream
         rng = np.random.default_rng(seed)
@@ -197,17 +221,84 @@ def train_voin_stage(
     return out_dir / "model_final.pth"
 
 
-STAGE_RECORD = "stage.json"  # {"stage": name, "size": frame height}, beside model_final.pth
+def _train_leftover_generator(
+    cfg: InpaintingTrainConfig,
+    nets: VOINNets,
+    *,
+    out_dir: Path,
+    seed: int,
+    run: TrainingRun,
+    resume: bool,
+    progress: bool,
+) -> None:
+    """The leftover generator stage: build / reuse the leftover cache, then
+    :func:`train_generator_gan` on its batches (crops of longer side ``generator.size``)."""
+    from instseg.inference.inpainter import InpaintOptions
+
+    d, lc = cfg.data, cfg.leftover
+    crop = cfg.generator.size or d.size
+    if crop % 4:
+        raise ConfigError(f"generator.size must be a multiple of 4 for leftover crops, got {crop}")
+    # the inference margin (pixels of a 480p frame) at the cache's frame height
+    margin = max(1, round(InpaintOptions().generator_margin * lc.prop_height / 480))
+    files = build_leftover_cache(
+        resolve_davis_root(d.root),
+        d.sequences,
+        out_dir=Path(lc.cache_dir) if lc.cache_dir else Path(cfg.out_dir) / "leftover_cache",
+        clips_per_sequence=lc.clips_per_sequence,
+        clip_frames=lc.clip_frames,
+        prop_height=lc.prop_height,
+        crop_size=crop,
+        margin=margin,
+        seed=cfg.seed,
+        synthetic_prob=lc.synthetic_prob,
+    )
+    clips = load_leftover_cache(files)
+    log.info("leftover generator: %d cached clips, crops of %d px", len(clips), crop)
+    train_generator_gan(
+        nets.generator,
+        make_batches=lambda start: leftover_batches(
+            clips, batch=d.batch, clip_len=d.clip_len, crop_size=crop, seed=seed, skip=start
+        ),
+        iters=cfg.generator.iters,
+        lr=cfg.lr,
+        out_dir=out_dir,
+        device=run.device,
+        small=cfg.variant == "small",
+        amp=cfg.amp,
+        resume=resume,
+        progress=progress,
+        checkpoint_period=cfg.checkpoint_period,
+        log_period=cfg.log_period,
+        adv_start=cfg.adv_start,
+    )
 
 
-def write_stage_record(out_dir: str | Path, stage: str, size: int) -> Path:
-    """Record in ``out_dir`` the frame height (pixels) stage ``stage`` trains at; packing
-    copies it into the weights file (``model.stage_sizes``), where inference reads the scale
-    to feed the generator at."""
+# {"stage": name, "size": frame height (leftover generator: crop side), "mode": generator mode
+# (leftover only)}, beside model_final.pth
+STAGE_RECORD = "stage.json"
+
+
+def write_stage_record(
+    out_dir: str | Path, stage: str, size: int, *, mode: str | None = None
+) -> Path:
+    """Record in ``out_dir`` the frame height (pixels) stage ``stage`` trains at (the leftover
+    generator: its crops' longer side) and, for a generator, its ``mode``; packing copies them
+    into the weights file (``model.stage_sizes``, ``model.generator_mode``), where inference
+    reads the scale to feed the generator at."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / STAGE_RECORD, {"stage": stage, "size": int(size)})
+    rec: dict[str, Any] = {"stage": stage, "size": int(size)}
+    if mode is not None:
+        rec["mode"] = mode
+    atomic_write_json(out / STAGE_RECORD, rec)
     return out / STAGE_RECORD
+
+
+def stage_mode(folder: Path) -> str:
+    """The generator mode recorded in ``folder/generator/stage.json`` (``"hole"`` without)."""
+    path = folder / "generator" / STAGE_RECORD
+    return json.loads(path.read_text()).get("mode", "hole") if path.is_file() else "hole"
 
 
 def stage_size(cfg: InpaintingTrainConfig, folder: Path, stage: str) -> int:
@@ -227,16 +318,31 @@ def pack_voin(cfg: InpaintingTrainConfig, folder: Path) -> Path:
     write ``folder/<weights_name>`` (one file, fp16 unless ``full_precision``), with the frame
     height each stage was trained at (:func:`stage_size`) as ``model.stage_sizes``."""
     from instseg.engine.checkpoint import load_checkpoint_file, load_model_weights
-    from instseg.inference.inpainter import save_voin_weights
+    from instseg.inference.inpainter import load_voin_weights, save_voin_weights
 
     cfg = effective_config(cfg)
+    if (folder / "generator" / "model_final.pth").is_file():
+        cfg.generator_mode = stage_mode(folder)  # what the stage folder was trained as
     nets = voin_nets(cfg)
-    iters = {}
+    base = base_meta = None
+    if cfg.pack_base:
+        base, base_meta = load_voin_weights(cfg.pack_base)
+    iters, sizes, sources = {}, {}, {}
     for stage, net in zip(STAGES, (nets.shape_net, nets.flow_net, nets.generator), strict=True):
         path = folder / stage / "model_final.pth"
+        if not path.is_file() and base is not None and base_meta is not None:
+            net.load_state_dict(getattr(base, STAGE_NETS[stage]).state_dict())
+            iters[stage] = int(base_meta.training.get("iterations", {}).get(stage, 1))
+            base_sizes = base_meta.model.get("stage_sizes") or base_meta.training.get(
+                "stage_sizes", {}
+            )
+            sizes[stage] = int(base_sizes.get(stage) or stage_size(cfg, folder, stage))
+            sources[stage] = str(cfg.pack_base)
+            continue
         load_model_weights(net, path)  # strict: raises naming the file on any mismatch
         iters[stage] = int(load_checkpoint_file(path).get("iteration", 0))
-    sizes = {stage: stage_size(cfg, folder, stage) for stage in STAGES}
+        sizes[stage] = stage_size(cfg, folder, stage)
+        sources[stage] = str(folder / stage)
     meta = {
         "iterations": iters,
         "seed": cfg.seed,
@@ -245,7 +351,12 @@ def pack_voin(cfg: InpaintingTrainConfig, folder: Path) -> Path:
         "train_sequences": list(cfg.data.sequences),
         "held_out_sequences": list(VOIN_EVAL),
         "data": "davis2016-train-subset + synthetic occluders (scripts/train_voin.py)",
+        "stage_sources": sources,
     }
+    if cfg.generator_mode == "leftover":
+        meta["generator_data"] = "cached propagation leftovers (recipes/inpainting_leftovers.py)"
+        meta["leftover"] = dataclasses.asdict(cfg.leftover)
+        meta["adv_start"] = cfg.adv_start
     return save_voin_weights(
         nets,
         folder / cfg.weights_name,

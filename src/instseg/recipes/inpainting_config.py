@@ -11,6 +11,7 @@ __all__ = [
     "STAGES",
     "InpaintingDataConfig",
     "InpaintingTrainConfig",
+    "LeftoverDataConfig",
     "StageConfig",
     "TINY_OVERRIDES",
 ]
@@ -28,6 +29,20 @@ class InpaintingDataConfig:
     clip_len: int = 5  # frames per training clip
     size: int = 128  # frame height after resizing (a stage's `size` overrides it)
     batch: int = 2  # clips per step
+
+
+@dataclass
+class LeftoverDataConfig:
+    """The leftover generator's cached training clips (``generator_mode: leftover``,
+    :mod:`instseg.recipes.inpainting_leftovers`): ``data.sequences`` occluded like the card's
+    evaluation split, propagated + Telea at ``prop_height``, cropped to the object box with its
+    longer side ``generator.size``."""
+
+    cache_dir: str = ""  # "" = <out_dir>/leftover_cache
+    clips_per_sequence: int = 40
+    clip_frames: int = 20  # frames per propagated clip (the card's split: 20)
+    prop_height: int = 240  # frame height the clips are propagated at
+    synthetic_prob: float = 0.5  # synthetic occluder, else another sequence's object cutout
 
 
 @dataclass
@@ -50,6 +65,12 @@ class InpaintingTrainConfig:
     shape: StageConfig = field(default_factory=StageConfig)
     flow: StageConfig = field(default_factory=StageConfig)
     generator: StageConfig = field(default_factory=StageConfig)
+    # hole: the paper's generator on whole occluded regions (data.* clips, generator.size = frame
+    # height); leftover: the residual generator on cached propagation leftovers (leftover.*,
+    # generator.size = the crops' longer side), see instseg.models.inpainting.generator
+    generator_mode: str = "hole"
+    leftover: LeftoverDataConfig = field(default_factory=LeftoverDataConfig)
+    adv_start: int = 0  # generator iteration the adversarial terms start at (before: L1 only)
     lr: float = 1e-4  # Adam, every stage
     seed: int = 0  # stage i of (shape, flow, generator) is seeded seed + i
     # autocast of the generator stage's discriminators (auto: bf16 only where the hardware runs
@@ -58,6 +79,9 @@ class InpaintingTrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     out_dir: str = "runs/voin"  # <stage>/ folders and the packed weights file
     pack_from: str = ""  # folder holding shape/, flow/, generator/ for packing ("" = out_dir)
+    # weights file supplying the stages without a model_final.pth in the pack folder (e.g. the
+    # shipped voin_default.pt's shape and flow networks under a newly trained generator)
+    pack_base: str = ""
     weights_name: str = "voin.pt"  # packed file name inside that folder
     full_precision: bool = False  # pack fp32 instead of fp16
     checkpoint_period: int = 0  # resumable checkpoint every N iterations (0: only the end)

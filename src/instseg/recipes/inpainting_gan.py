@@ -7,7 +7,10 @@ Per step: D loss = hinge(T-PatchGAN) + multi-class(STAM), both on (frames, mask)
 each) + 0.01 x (hinge G + multi-class G) on the composed output, STTN's weights
 (:func:`generator_losses`; before issue 16 the valid L1 was taken on the composed output, which
 equals the ground truth there: it was identically 0). The hole is the whole occluded region
-(at inference the generator sees the propagation leftovers, a subset). The discriminators run
+(at inference the generator sees the propagation leftovers, a subset), or, for the leftover
+generator, the leftovers themselves (batches with ``occluded``, the occlusion mask the
+generator's input and gates also get). Before ``adv_start`` only the L1 terms train the
+generator and the discriminators are not stepped. The discriminators run
 under ``amp`` autocast (bf16 is 7-17x faster for these 3D convs on bf16-native CPUs);
 everything else in fp32.
 
@@ -111,11 +114,14 @@ def train_generator_gan(
     progress: bool = True,
     checkpoint_period: int = 0,
     log_period: int = 10,
+    adv_start: int = 0,
 ) -> int:
     """Train ``generator`` (moved to ``device``) for ``iters`` iterations on
     ``make_batches(start_iter)`` (dicts of ``frames`` / ``gt`` (B, T, 3, H, W) in [-1, 1],
-    ``holes`` / ``amodal`` (B, T, 1, H, W)); ``small``: 8-channel discriminators (T-PatchGAN
-    with 3 downsamplings) instead of 64 (6). Returns the iteration it started at."""
+    ``holes`` / ``amodal`` (B, T, 1, H, W), optionally ``occluded`` (B, T, 1, H, W), else
+    ``holes``); ``small``: 8-channel discriminators (T-PatchGAN with 3 downsamplings) instead of
+    64 (6); ``adv_start``: iterations before it train on the L1 terms only. Returns the
+    iteration it started at."""
     from tqdm import tqdm
 
     dev = torch.device(device)
@@ -154,14 +160,21 @@ def train_generator_gan(
     for it in range(start, iters):
         b = {k: v.to(dev) for k, v in next(batches).items()}
         labels = torch.zeros(len(b["frames"]), dtype=torch.long, device=dev)
-        raw = gen(b["frames"], b["holes"], b["holes"], b["amodal"])
+        raw = gen(b["frames"], b["holes"], b.get("occluded", b["holes"]), b["amodal"])
         out = compose(raw, b["frames"], b["holes"])
-        d_terms = discriminator_losses(d_patch, d_cls, b, out.detach(), labels, amp_ctx)
-        d_loss = sum(d_terms.values())
-        opt_d.zero_grad()
-        d_loss.backward()
-        opt_d.step()
-        g_terms = generator_losses(d_patch, d_cls, b, raw, out, labels, amp_ctx)
+        if it >= adv_start:
+            d_terms = discriminator_losses(d_patch, d_cls, b, out.detach(), labels, amp_ctx)
+            d_loss = sum(d_terms.values())
+            opt_d.zero_grad()
+            d_loss.backward()
+            opt_d.step()
+            g_terms = generator_losses(d_patch, d_cls, b, raw, out, labels, amp_ctx)
+        else:
+            d_loss = torch.zeros(())
+            g_terms = {
+                k: G_WEIGHTS[k] * v
+                for k, v in reconstruction_losses(raw, b["gt"], b["holes"]).items()
+            }
         g_loss = sum(g_terms.values())
         opt_g.zero_grad()
         g_loss.backward()

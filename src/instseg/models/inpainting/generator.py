@@ -17,9 +17,21 @@ layer a plain conv + tanh (no gating, no shift). ``hole`` is the set of pixels t
 propagation leftovers); ``M_occ`` is the whole occluded part of the object (holes before
 propagation). H and W must be multiples of 4
 (:meth:`~instseg.models.inpainting.voin.VOINModel.generate` resizes the crop).
+
+Two modes (``mode``; a weights file records it as ``model.generator_mode``):
+
+- ``"hole"`` (the paper's): input ``[X * (1 - hole), hole]``, raw output the tanh image above;
+  the hole pixels are generated from scratch.
+- ``"leftover"`` (issue 16): input ``[X, hole, M_occ]`` (B, T, 5, H, W) where ``X`` are the
+  *propagated* frames with the leftovers ``hole`` already filled by OpenCV Telea (what the
+  non-learned pipeline outputs); raw output ``X + R``, ``R`` the last conv's output (no tanh).
+  The last conv is zero-initialised, so the untrained generator returns ``X`` exactly (composed:
+  propagation + Telea); it learns a correction of Telea from the propagated context.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +39,10 @@ from torch import Tensor, nn
 
 from instseg.models.layers.gated_tsm import GatedTSMConv
 
-__all__ = ["OcclusionAwareGenerator", "compose"]
+__all__ = ["GENERATOR_MODES", "GeneratorMode", "OcclusionAwareGenerator", "compose"]
+
+GeneratorMode = Literal["hole", "leftover"]
+GENERATOR_MODES: tuple[str, ...] = ("hole", "leftover")
 
 
 class OcclusionAwareGenerator(nn.Module):
@@ -40,6 +55,8 @@ class OcclusionAwareGenerator(nn.Module):
         occlusion_aware: guide every gate with ``[M_occ, M_hat]`` (False = plain gated TSM,
             for the ablation).
         guide_hidden: width of each gate-guiding ``f_bar``.
+        mode: ``"hole"`` (generate the hole from scratch) or ``"leftover"`` (residual on
+            Telea-filled propagated frames, zero-initialised last layer; module docstring).
     """
 
     def __init__(
@@ -51,11 +68,15 @@ class OcclusionAwareGenerator(nn.Module):
         shift_steps: int = 2,
         occlusion_aware: bool = True,
         guide_hidden: int = 16,
+        mode: GeneratorMode = "hole",
     ) -> None:
         super().__init__()
         c = base_channels
         if c < 4 or c % 2:
             raise ValueError(f"base_channels must be an even number >= 4, got {c}")
+        if mode not in GENERATOR_MODES:
+            raise ValueError(f"mode must be one of {GENERATOR_MODES}, got {mode!r}")
+        self.mode = mode
         self.occlusion_aware = occlusion_aware
         g = 2 if occlusion_aware else 0
 
@@ -74,7 +95,7 @@ class OcclusionAwareGenerator(nn.Module):
 
         self.encoder = nn.ModuleList(
             [
-                block(4, c, 5),
+                block(5 if mode == "leftover" else 4, c, 5),
                 block(c, 2 * c, s=2),
                 block(2 * c, 2 * c),
                 block(2 * c, 4 * c, s=2),
@@ -92,21 +113,35 @@ class OcclusionAwareGenerator(nn.Module):
         )
         self.upsample_before = (0, 2)  # decoder blocks preceded by x2 upsampling
         self.out = nn.Conv2d(c // 2, 3, 3, 1, 1)
+        if mode == "leftover":  # untrained: raw output == input (propagation + Telea)
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+
+    @property
+    def residual(self) -> bool:
+        """True in ``"leftover"`` mode (raw output = input frames + learned residual)."""
+        return self.mode == "leftover"
 
     def forward(self, frames: Tensor, hole: Tensor, occluded: Tensor, amodal: Tensor) -> Tensor:
         """Raw generator output (use :func:`compose` or :meth:`inpaint` for the final frames).
 
         Args:
-            frames: (B, T, 3, H, W) float in [-1, 1]; values inside ``hole`` are ignored.
-            hole: (B, T, 1, H, W) {0, 1} float/bool, pixels to generate.
+            frames: (B, T, 3, H, W) float in [-1, 1]; ``"hole"`` mode: values inside ``hole``
+                are ignored; ``"leftover"`` mode: the propagated frames with ``hole`` filled by
+                Telea (used everywhere).
+            hole: (B, T, 1, H, W) {0, 1} float/bool, pixels to generate (the leftovers).
             occluded: (B, T, 1, H, W) ``M_occ``, the occluded object region.
             amodal: (B, T, 1, H, W) ``M_hat``, the complete object mask.
         Returns:
-            (B, T, 3, H, W) float in [-1, 1].
+            (B, T, 3, H, W) float: in [-1, 1] (``"hole"``), ``frames`` + residual
+            (``"leftover"``, unbounded; equal to ``frames`` while the last layer is zero).
         """
         _check(frames, hole, occluded, amodal)
         hole = hole.to(frames.dtype)
-        x = torch.cat([frames * (1 - hole), hole], dim=2)
+        if self.residual:
+            x = torch.cat([frames, hole, occluded.to(frames.dtype)], dim=2)
+        else:
+            x = torch.cat([frames * (1 - hole), hole], dim=2)
         guide = (
             torch.cat([occluded, amodal], dim=2).to(frames.dtype) if self.occlusion_aware else None
         )
@@ -119,8 +154,8 @@ class OcclusionAwareGenerator(nn.Module):
                 x = F.interpolate(x.flatten(0, 1), scale_factor=2.0, mode="nearest")
                 x = x.unflatten(0, frames.shape[:2])
             x = layer(x, guide)
-        y = torch.tanh(self.out(x.flatten(0, 1)))
-        return y.unflatten(0, frames.shape[:2])
+        y = self.out(x.flatten(0, 1)).unflatten(0, frames.shape[:2])
+        return frames + y if self.residual else torch.tanh(y)
 
     def inpaint(self, frames: Tensor, hole: Tensor, occluded: Tensor, amodal: Tensor) -> Tensor:
         """:meth:`forward` then :func:`compose`: (B, T, 3, H, W) in [-1, 1], known pixels kept."""

@@ -21,10 +21,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from instseg.models.inpainting.flow_completion import FlowCompletionNet
-from instseg.models.inpainting.generator import OcclusionAwareGenerator
+from instseg.models.inpainting.generator import GeneratorMode, OcclusionAwareGenerator
 from instseg.models.inpainting.shape_completion import AmodalShapeCompletion
 
 __all__ = [
+    "generator_input_size",
     "VOINModel",
     "VOINNets",
     "voin_nets_paper",
@@ -42,9 +43,10 @@ class VOINNets:
     generator: OcclusionAwareGenerator
 
 
-def voin_nets_paper(*, num_classes: int) -> VOINNets:
+def voin_nets_paper(*, num_classes: int, generator_mode: GeneratorMode = "hole") -> VOINNets:
     """Paper-sized: 8-layer shape transformer (D 128, 4 heads, patches 8/16 on a 64 canvas),
-    4-level flow U-Net (c 32), generator c 32 with dilations 2-16 and TSM radius 2."""
+    4-level flow U-Net (c 32), generator c 32 with dilations 2-16 and TSM radius 2
+    (``generator_mode``: see :class:`OcclusionAwareGenerator`)."""
     return VOINNets(
         AmodalShapeCompletion(
             num_classes=num_classes,
@@ -55,13 +57,16 @@ def voin_nets_paper(*, num_classes: int) -> VOINNets:
             decoder_dim=64,
         ),
         FlowCompletionNet(base_channels=32, depth=4),
-        OcclusionAwareGenerator(base_channels=32, dilations=(2, 4, 8, 16), shift_steps=2),
+        OcclusionAwareGenerator(
+            base_channels=32, dilations=(2, 4, 8, 16), shift_steps=2, mode=generator_mode
+        ),
     )
 
 
-def voin_nets_small(*, num_classes: int) -> VOINNets:
+def voin_nets_small(*, num_classes: int, generator_mode: GeneratorMode = "hole") -> VOINNets:
     """CPU-sized (smoke runs, tests): 2-layer shape transformer (D 32, canvas 32 works),
-    3-level flow U-Net (c 8), generator c 8 with dilations 2 and 4."""
+    3-level flow U-Net (c 8), generator c 8 with dilations 2 and 4 (``generator_mode``: see
+    :class:`OcclusionAwareGenerator`)."""
     return VOINNets(
         AmodalShapeCompletion(
             num_classes=num_classes,
@@ -72,7 +77,9 @@ def voin_nets_small(*, num_classes: int) -> VOINNets:
             decoder_dim=16,
         ),
         FlowCompletionNet(base_channels=8, depth=3),
-        OcclusionAwareGenerator(base_channels=8, dilations=(2, 4), shift_steps=2),
+        OcclusionAwareGenerator(
+            base_channels=8, dilations=(2, 4), shift_steps=2, mode=generator_mode
+        ),
     )
 
 
@@ -178,12 +185,16 @@ class VOINModel(nn.Module):
     ) -> Tensor:
         """(c) The occlusion-aware generator on a crop (the object's box).
 
-        The crop is resized to a multiple of 4 per side, downscaled when its longer side
-        exceeds ``max_side`` (``left`` is max-pooled, so no pixel to fill vanishes), run
-        through the generator and resized back bilinearly.
+        The crop is resized to :func:`generator_input_size` (``"hole"`` generator: downscaled
+        when its longer side exceeds ``max_side``; ``"leftover"`` generator: longer side
+        ``max_side``, its training scale), ``left`` max-pooled so no pixel to fill vanishes,
+        run through the generator and brought back bilinearly: the output itself (``"hole"``)
+        or, for the residual ``"leftover"`` generator, ``frames`` + the upsampled residual
+        (``raw - input`` at the small scale), so a zero residual returns ``frames`` exactly.
 
         Args:
-            frames: (T, 3, h, w) float RGB in [-1, 1] (values in ``left`` are ignored).
+            frames: (T, 3, h, w) float RGB in [-1, 1]; ``"hole"``: values in ``left`` are
+                ignored; ``"leftover"``: the propagated frames with ``left`` Telea-filled.
             left / holes / amodal: (T, 1, h, w) float {0, 1}: pixels to fill, the occluded
                 part of the object and the amodal object mask.
         Returns:
@@ -192,12 +203,24 @@ class VOINModel(nn.Module):
         if self.generator is None:
             raise ValueError("VOIN: no generator")
         ch, cw = frames.shape[-2:]
-        scale = min(1.0, max_side / max(ch, cw))
-        th = max(4, int(round(ch * scale / 4)) * 4)
-        tw = max(4, int(round(cw * scale / 4)) * 4)
+        residual = self.generator.residual
+        th, tw = generator_input_size(ch, cw, max_side=max_side, exact=residual)
         img_s = F.interpolate(frames, size=(th, tw), mode="bilinear", align_corners=False)
         masks_s = [F.interpolate(mk, size=(th, tw), mode="nearest") for mk in (left, holes, amodal)]
         masks_s[0] = torch.maximum(masks_s[0], F.adaptive_max_pool2d(left, (th, tw)))
         dev = self._device()
         gen = self.generator(*(t[None].to(dev) for t in (img_s, *masks_s)))[0].to(frames.device)
+        if residual:
+            delta = F.interpolate(gen - img_s, size=(ch, cw), mode="bilinear", align_corners=False)
+            return (frames + delta).clamp(-1, 1)
         return F.interpolate(gen, size=(ch, cw), mode="bilinear", align_corners=False)
+
+
+def generator_input_size(h: int, w: int, *, max_side: int, exact: bool) -> tuple[int, int]:
+    """The (height, width) a (h, w) crop is resized to for the generator: multiples of 4 (at
+    least 4), the longer side ``max_side`` (``exact``: scaled up or down to it, the residual
+    generator's training scale) or at most ``max_side`` (not ``exact``: only scaled down)."""
+    scale = max_side / max(h, w)
+    if not exact:
+        scale = min(1.0, scale)
+    return max(4, int(round(h * scale / 4)) * 4), max(4, int(round(w * scale / 4)) * 4)
