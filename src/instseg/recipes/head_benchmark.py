@@ -638,7 +638,7 @@ def summarize(
         if ref not in results:
             continue
         for head in results:
-            if head == ref:
+            if head == ref or (head == baseline and ref != baseline):  # no mirrored rows
                 continue
             key = f"{head} - {ref}"
             paired[key] = {}
