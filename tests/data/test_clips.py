@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from instseg.data.clips import ClipSampler, annotated_frames, sample_frame_pairs, sample_tubes
+from instseg.data.clips import (
+    ClipSampler,
+    FramePair,
+    annotated_frames,
+    past_memory_frames,
+    sample_frame_pairs,
+    sample_tubes,
+)
 from instseg.data.ytvis import Video, VideoAnnotation
 
 
@@ -70,3 +78,34 @@ def test_annotated_frames_from_ytvis_videos() -> None:
     assert valid == [[True, False, True]]
     pairs = sample_frame_pairs([v], max_gap=2, seed=0, valid=valid)
     assert sorted((p.key, p.reference) for p in pairs) == [(0, 2), (2, 0)]
+
+
+def test_past_only_pairs_never_look_ahead_and_reach_the_gap() -> None:
+    lengths = [12, 1, 6]
+    pairs = sample_frame_pairs(lengths, max_gap=8, seed=0, past_only=True)
+    # every frame with an earlier frame is a key once; frame 0 (no past) never is
+    assert sorted((p.video, p.key) for p in pairs) == [
+        (v, t) for v, n in enumerate(lengths) for t in range(1, n)
+    ]
+    assert all(1 <= p.key - p.reference <= 8 for p in pairs)
+    many = sample_frame_pairs([12], max_gap=8, seed=1, num_pairs=2000, past_only=True)
+    gaps = {p.key - p.reference for p in many}
+    assert gaps == set(range(1, 9))  # the test-time memory length is reached
+    valid = [[False, True, False, True, True]]
+    vp = sample_frame_pairs([5], max_gap=2, seed=3, num_pairs=100, valid=valid, past_only=True)
+    assert {(p.key, p.reference) for p in vp} == {(3, 1), (4, 3)}
+
+
+def test_past_memory_frames_lie_between_the_window_and_the_reference() -> None:
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(200):
+        ts = past_memory_frames(FramePair(0, 10, 6), 2, max_gap=8, rng=rng)
+        assert len(ts) == 2 and list(ts) == sorted(ts) and all(2 <= t < 6 for t in ts)
+        assert len(set(ts)) == 2
+        seen |= set(ts)
+    assert seen == {2, 3, 4, 5}
+    assert past_memory_frames(FramePair(0, 3, 2), 3, max_gap=1, rng=rng) == (2, 2, 2)
+    assert past_memory_frames(FramePair(0, 3, 1), 3, max_gap=3, rng=rng) == (0, 0, 0)
+    with pytest.raises(ValueError, match="precede"):
+        past_memory_frames(FramePair(0, 3, 4), 1, max_gap=3, rng=rng)

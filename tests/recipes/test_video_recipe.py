@@ -19,6 +19,7 @@ from instseg.recipes.video import (
     VideoPairDataset,
     build_clip_loader,
     build_pair_dataset,
+    train_max_gap,
     train_video,
 )
 from instseg.recipes.video_config import VideoDataConfig, VideoTrainConfig
@@ -41,7 +42,8 @@ def _data_cfg() -> VideoDataConfig:
 def test_clip_batch_collate_shapes_and_track_ids(synth: Path) -> None:
     data = load_ytvis_dataset(synth, synth.parent)
     ds = build_pair_dataset(data, _data_cfg(), seed=0)
-    assert len(ds) == 4 * sum(len(v) for v in data.videos)  # every frame annotated, 4 repeats
+    # every frame annotated; all but the first (no past) are keys, 4 repeats
+    assert len(ds) == 4 * sum(len(v) - 1 for v in data.videos)
     clip = next(iter(build_clip_loader(ds, batch_size=3, seed=1)))
     key, ref = clip.key, clip.reference
     assert key.images.shape[0] == ref.images.shape[0] == 3
@@ -85,6 +87,30 @@ def test_memory_frames_continue_past_the_reference(synth: Path) -> None:
     for m in clip.memory:
         assert m.images.shape[0] == 2 and m.image_sizes == clip.key.image_sizes
     assert len(clip.to("cpu").memory) == 2
+
+
+def test_references_and_memory_are_past_frames_up_to_the_test_memory(synth: Path) -> None:
+    """Issue 15 deliverable 2: no future frame in training, and the gaps cover the frames the
+    online model keeps (max_gap 0 = the model's memory_length)."""
+    data = load_ytvis_dataset(synth, synth.parent)
+    cfg = VideoDataConfig(min_size=[64], max_size=96)
+    assert cfg.max_gap == 0 and train_max_gap(cfg, 8) == 8
+    ds = build_pair_dataset(data, cfg, seed=0, memory_length=3)
+    gaps = [p.key - p.reference for p in ds.pairs]
+    assert min(gaps) >= 1 and max(gaps) == 3  # 5-frame videos: gap 1..3 = memory_length
+    ds = build_pair_dataset(data, cfg, seed=0, memory_length=8)
+    assert max(p.key - p.reference for p in ds.pairs) == 4  # the longest gap a video allows
+    cfg.memory_frames = 2
+    ds = build_pair_dataset(data, cfg, seed=0, memory_length=4)
+    names = {n: t for v in data.videos for t, n in enumerate(v.file_names)}
+    for i in range(len(ds)):
+        s = ds[(i, i)]
+        key, ref = names[s["key"]["file_name"]], names[s["reference"]["file_name"]]
+        mem = [names[m["file_name"]] for m in s["memory"]]
+        assert ref < key and mem == sorted(mem)
+        assert all(key - 4 <= t <= ref for t in mem)
+        if ref in mem:  # the reference repeats only when no older frame is in reach
+            assert ref == max(0, key - 4)
 
 
 def test_davis_ytvis_json_gives_pairs() -> None:
@@ -133,6 +159,9 @@ def test_three_iterations_train_resume_and_write_model(tmp_path: Path) -> None:
     assert meta.precision["resolved"] == "fp32"
     # the PCAM settings it was trained with are recorded and restored
     assert meta.training["pcam"] == model.pcam.settings() == default_pcam_settings()
+    # instance RoIs from the mask head's pooling; files without the key load as "track"
+    assert meta.training["instance_rois"] == model.instance_rois == "mask"
+    assert meta.training["past_only"] and meta.training["max_gap"] == cfg.model.memory_length
     final = torch.load(out / "model_final.pth", weights_only=True)
     assert final["iteration"] == 3
     # resume: continue from the last checkpoint to iteration 4 (one more step only)

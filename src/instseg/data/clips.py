@@ -21,6 +21,7 @@ __all__ = [
     "sample_frame_pairs",
     "sample_tubes",
     "memory_frames",
+    "past_memory_frames",
 ]
 
 
@@ -48,6 +49,7 @@ def sample_frame_pairs(
     seed: int,
     num_pairs: int | None = None,
     valid: Sequence[Sequence[bool]] | None = None,
+    past_only: bool = False,
 ) -> list[FramePair]:
     """Sample (key, reference) pairs with ``1 <= |key - reference| <= max_gap``.
 
@@ -56,12 +58,21 @@ def sample_frame_pairs(
     reference is uniform among the valid frames within ``max_gap`` of the key, other than the
     key; when there is none it equals the key. ``valid[v][t]`` marks usable frames (e.g. with
     at least one annotated object); default: all.
+
+    ``past_only``: the reference is strictly earlier (``1 <= key - reference <= max_gap``), as
+    an online model's memory; keys without a valid earlier frame in reach (e.g. frame 0) are
+    not used, so there is no pair with ``reference == key``.
     """
     if max_gap < 1:
         raise ValueError(f"max_gap must be >= 1, got {max_gap}")
     lengths = _lengths(videos)
     rng = np.random.default_rng(seed)
     keys = [(v, t) for v, n in enumerate(lengths) for t in range(n) if _ok(valid, v, t)]
+    if past_only:
+        keys = [
+            (v, t) for v, t in keys
+            if any(_ok(valid, v, r) for r in range(max(0, t - max_gap), t))
+        ]  # fmt: skip
     if not keys:
         raise ValueError("no valid frame to sample from")
     if num_pairs is None:
@@ -72,6 +83,7 @@ def sample_frame_pairs(
     for i in order:
         v, t = keys[int(i)]
         lo, hi = max(0, t - max_gap), min(lengths[v] - 1, t + max_gap)
+        hi = t - 1 if past_only else hi
         cands = [r for r in range(lo, hi + 1) if r != t and _ok(valid, v, r)]
         ref = cands[int(rng.integers(len(cands)))] if cands else t
         out.append(FramePair(video=v, key=t, reference=ref))
@@ -85,6 +97,25 @@ def memory_frames(pair: FramePair, num: int, length: int) -> tuple[int, ...]:
     step = -1 if pair.reference <= pair.key else 1
     out = [min(max(pair.reference + step * j, 0), length - 1) for j in range(1, num + 1)]
     return tuple(reversed(out))
+
+
+def past_memory_frames(
+    pair: FramePair, num: int, *, max_gap: int, rng: np.random.Generator
+) -> tuple[int, ...]:
+    """``num`` extra memory frames for a past reference (``pair.reference < pair.key``): drawn
+    without replacement from the frames older than the reference but within ``max_gap`` of
+    the key (``key - max_gap <= t < reference``), oldest first, so that memory, reference and
+    key are in time order and every gap is one an online model with a memory of ``max_gap``
+    frames reads. Too few such frames: the draw repeats them (none: the reference repeats)."""
+    if pair.reference >= pair.key:
+        raise ValueError(f"the reference must precede the key, got {pair}")
+    pool = list(range(max(0, pair.key - max_gap), pair.reference))
+    if num <= 0:
+        return ()
+    if not pool:
+        return (pair.reference,) * num
+    picks = rng.choice(len(pool), size=num, replace=num > len(pool))
+    return tuple(sorted(pool[int(i)] for i in picks))
 
 
 def sample_tubes(

@@ -40,7 +40,9 @@ def load_video_model(
 ) -> tuple[PCAN, WeightsMeta]:
     """Rebuild the PCAN named in a ``model.pt``'s meta (``task: video``), load its weights,
     set the PCAM settings it was trained with (``meta.training["pcam"]``; files without them
-    were trained with ``LEGACY_PCAM_SETTINGS``), eval mode on ``device``. -> (model, meta)."""
+    were trained with ``LEGACY_PCAM_SETTINGS``) and instance RoI pooling
+    (``meta.training["instance_rois"]``; files without it pooled on the track levels,
+    ``"track"``), eval mode on ``device``. -> (model, meta)."""
     from instseg.config import from_dict
     from instseg.engine.weights import read_weights_file
     from instseg.inference.loading import load_exact_state
@@ -51,6 +53,7 @@ def load_video_model(
     model = build_video_model_from_config(mcfg, num_classes=meta.num_classes)
     load_exact_state(model, state, source=f"{path} (PCAN '{mcfg.name}')")
     model.pcam.configure(**meta.training.get("pcam", LEGACY_PCAM_SETTINGS))
+    model.instance_rois = meta.training.get("instance_rois", "track")  # older files: "track"
     return model.to(device).eval(), meta
 
 

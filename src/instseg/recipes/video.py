@@ -1,10 +1,14 @@
 """PCAN video recipe: config -> YouTube-VIS videos -> (key, reference) pairs -> PCAN ->
 Trainer -> YouTube-VIS AP on held-out videos; writes an ``instseg track``-ready ``model.pt``.
 
-Training data: every annotated frame of every video is a key frame (a few times, with fresh
-references), its reference drawn within ``max_gap`` frames
-(:func:`~instseg.data.clips.sample_frame_pairs`). Both frames of a pair get the *same* random
-transform (one seed for both), so an object's track id, position and scale stay consistent
+Training data: every annotated frame of every video with an annotated earlier frame in reach is
+a key frame (a few times, with fresh references), its reference drawn uniformly among the
+``max_gap`` frames *before* it (:func:`~instseg.data.clips.sample_frame_pairs` with
+``past_only``; ``max_gap`` defaults to the model's ``memory_length``, the frames inference
+keeps, so training sees every gap the online model reads and never a future frame); the
+``memory_frames`` extra memory frames are drawn between the reference and ``max_gap`` frames
+before the key (:func:`~instseg.data.clips.past_memory_frames`). All frames of a sample get the
+*same* random transform (one seed), so an object's track id, position and scale stay consistent
 between them. The stream is the engine's seeded :class:`TrainingSampler`, so a resumed run sees
 exactly the pairs and augmentations it would have seen.
 """
@@ -23,7 +27,13 @@ from torch.utils.data import DataLoader
 
 from instseg.config import to_dict
 from instseg.data.build import build_train_loader, collate_samples
-from instseg.data.clips import FramePair, annotated_frames, memory_frames, sample_frame_pairs
+from instseg.data.clips import (
+    FramePair,
+    annotated_frames,
+    memory_frames,
+    past_memory_frames,
+    sample_frame_pairs,
+)
 from instseg.data.transforms import Compose, build_transforms
 from instseg.data.ytvis import Video, YTVISDataset, class_agnostic, load_ytvis_dataset
 from instseg.engine.weights import WeightsMeta
@@ -42,6 +52,7 @@ __all__ = [
     "collate_clips",
     "prepare_video_data",
     "build_pair_dataset",
+    "train_max_gap",
     "build_clip_loader",
     "build_video_model_from_config",
     "video_model_meta",
@@ -71,7 +82,10 @@ class VideoPairDataset:
     :func:`collate_samples` takes (``image`` uint8 (3, h, w), ``instances`` with ``track_ids``
     = annotation ids, ``labels`` contiguous, ``masks`` bool (N, h, w); ``file_name``,
     ``orig_size``). Crowd tracks are dropped. ``__getitem__((i, seed))`` seeds the generator
-    (the form :class:`TrainingSampler` keys take).
+    (the form :class:`TrainingSampler` keys take). With ``memory_frames``, ``"memory"`` holds
+    that many earlier frames, oldest first: with ``max_gap`` and a past reference
+    :func:`past_memory_frames` (between the reference and ``max_gap`` before the key), else
+    :func:`memory_frames` (continuing from the reference away from the key).
     """
 
     def __init__(
@@ -82,6 +96,7 @@ class VideoPairDataset:
         label_of: dict[int, int],
         transforms: Compose | None,
         memory_frames: int = 0,
+        max_gap: int | None = None,
     ) -> None:
         if not pairs:
             raise ValueError("VideoPairDataset: no frame pairs (are any frames annotated?)")
@@ -89,7 +104,7 @@ class VideoPairDataset:
             raise ValueError(f"memory_frames must be >= 0, got {memory_frames}")
         self.videos, self.pairs = list(videos), list(pairs)
         self.label_of, self.transforms = label_of, transforms
-        self.memory_frames = memory_frames
+        self.memory_frames, self.max_gap = memory_frames, max_gap
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -110,7 +125,11 @@ class VideoPairDataset:
             "reference": self._frame(video, p.reference, seed),
         }
         if self.memory_frames:
-            ts = memory_frames(p, self.memory_frames, len(video.frame_paths))
+            if self.max_gap is not None and p.reference < p.key:
+                rng = np.random.default_rng(seed)
+                ts = past_memory_frames(p, self.memory_frames, max_gap=self.max_gap, rng=rng)
+            else:
+                ts = memory_frames(p, self.memory_frames, len(video.frame_paths))
             out["memory"] = [self._frame(video, t, seed) for t in ts]
         return out
 
@@ -204,21 +223,41 @@ def prepare_video_data(cfg: VideoDataConfig, out_dir: Path) -> VideoSplits:
 
 
 def build_pair_dataset(
-    data: YTVISDataset, cfg: VideoDataConfig, *, seed: int, repeats: int = 4
+    data: YTVISDataset,
+    cfg: VideoDataConfig,
+    *,
+    seed: int,
+    repeats: int = 4,
+    memory_length: int = 8,
 ) -> VideoPairDataset:
-    """Training pairs: each annotated frame is a key ``repeats`` times (references drawn with
-    seeds ``seed .. seed + repeats - 1``), with the config's train transforms."""
+    """Training pairs: each annotated frame with an annotated frame among the ``max_gap``
+    before it is a key ``repeats`` times (past references drawn with seeds ``seed .. seed +
+    repeats - 1``), with the config's train transforms. ``memory_length``: the model's PCAM
+    memory T, the gap limit when ``cfg.max_gap`` is 0."""
     valid = annotated_frames(data.videos)
+    gap = train_max_gap(cfg, memory_length)
     pairs: list[FramePair] = []
     for r in range(repeats):
-        pairs += sample_frame_pairs(data.videos, max_gap=cfg.max_gap, seed=seed + r, valid=valid)
+        pairs += sample_frame_pairs(
+            data.videos, max_gap=gap, seed=seed + r, valid=valid, past_only=True
+        )
     tf = build_transforms(
         train=True, min_size=tuple(cfg.min_size), max_size=cfg.max_size, flip_prob=cfg.flip
     )
     label_of = {c: i for i, c in enumerate(data.categories)}
     return VideoPairDataset(
-        data.videos, pairs, label_of=label_of, transforms=tf, memory_frames=cfg.memory_frames
-    )
+        data.videos, pairs, label_of=label_of, transforms=tf, memory_frames=cfg.memory_frames,
+        max_gap=gap,
+    )  # fmt: skip
+
+
+def train_max_gap(cfg: VideoDataConfig, memory_length: int) -> int:
+    """The largest key - reference gap in training: ``cfg.max_gap``, or (0) the model's
+    ``memory_length``, the frames the online model keeps."""
+    if cfg.max_gap < 0 or memory_length < 1:
+        raise ValueError(f"need max_gap >= 0 and memory_length >= 1, got {cfg.max_gap}, "
+                         f"{memory_length}")  # fmt: skip
+    return cfg.max_gap or memory_length
 
 
 def build_clip_loader(
@@ -247,10 +286,12 @@ def video_model_meta(
     *,
     device: torch.device | str = "cpu",
     pcam: dict[str, Any] | None = None,
+    instance_rois: str = "mask",
 ) -> WeightsMeta:
     """Everything :func:`~instseg.inference.video_predictor.load_video_model` needs, plus the
     training precision. ``pcam``: the trained model's ``pcam.settings()`` (default: the
-    module's defaults), recorded as ``training["pcam"]``."""
+    module's defaults), recorded as ``training["pcam"]``; ``instance_rois``: the model's
+    instance RoI pooling (``training["instance_rois"]``)."""
     if pcam is None:
         pcam = default_pcam_settings()
     from instseg.utils.precision import precision_info
@@ -266,7 +307,14 @@ def video_model_meta(
         test_min_size=cfg.data.test_min_size,
         max_size=cfg.data.max_size,
         precision=precision_info(cfg.solver.amp, device),
-        training={"iterations": cfg.solver.max_iters, "seed": cfg.seed, "pcam": pcam},
+        training={
+            "iterations": cfg.solver.max_iters,
+            "seed": cfg.seed,
+            "pcam": pcam,
+            "instance_rois": instance_rois,
+            "max_gap": train_max_gap(cfg.data, cfg.model.memory_length),
+            "past_only": True,
+        },  # fmt: skip
     )
 
 
@@ -285,7 +333,9 @@ def train_video(
     device = run.device
     splits = prepare_video_data(cfg.data, out_dir)
     train_data = load_video_data(splits.train_json, splits.train_root, cfg.data)
-    train_ds = build_pair_dataset(train_data, cfg.data, seed=cfg.seed)
+    train_ds = build_pair_dataset(
+        train_data, cfg.data, seed=cfg.seed, memory_length=cfg.model.memory_length
+    )
     model = build_video_model_from_config(cfg.model, num_classes=len(train_data.categories))
     model = model.to(device)
     if cfg.solver.channels_last:
@@ -323,7 +373,10 @@ def train_video(
         eval_period=cfg.eval_period,
     )  # fmt: skip
     metrics = trainer.eval_results
-    meta = video_model_meta(cfg, train_data, device=device, pcam=model.pcam.settings())
+    meta = video_model_meta(
+        cfg, train_data, device=device, pcam=model.pcam.settings(),
+        instance_rois=model.instance_rois,
+    )  # fmt: skip
     run.save_weights(model, meta, metrics=metrics)
     return metrics
 

@@ -47,9 +47,11 @@ class VideoDataConfig:
     min_size: list[int] = field(default_factory=lambda: [160, 192, 224])  # train short sides
     max_size: int = 400  # longest side cap (train and test)
     test_min_size: int = 192  # test short side
-    flip: float = 0.5  # horizontal flip probability (same draw for both frames of a pair)
-    max_gap: int = 3  # |key - reference| <= max_gap frames
-    memory_frames: int = 0  # extra frames beyond the reference in the training PCAM memory
+    flip: float = 0.5  # horizontal flip probability (same draw for all frames of a sample)
+    # references (and memory frames) are 1..max_gap frames *before* the key, never after;
+    # 0 = the model's memory_length (the frames inference keeps: training sees every gap)
+    max_gap: int = 0
+    memory_frames: int = 0  # extra past frames beyond the reference in the training PCAM memory
     class_agnostic: bool = False  # every track becomes category 1 "object" (train and test)
     batch_size: int = 4  # (key, reference) pairs per step
     num_workers: int = 0  # DataLoader workers per process

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -159,3 +160,70 @@ def test_tracking_loss_rois_include_background() -> None:
     model.track_neg_ratio = 0.0
     _, ids = model._sample_rois(_frame(0), torch.Generator().manual_seed(0))
     assert int((ids[0] == -1).sum()) == 0
+
+
+def test_instance_rois_come_from_the_mask_heads_pooling() -> None:
+    """Issue 15 deliverable 2: the TSM reads the level the mask head reads (P2 for a small
+    box), not P3-P5; "track" keeps the old pooling for files trained with it."""
+    seg = _image_model()
+    model = _pcan(seg, tracker=Tracker())
+    assert model.instance_rois == "mask"
+    feats, pad = seg.features(_frame(0).images)
+    boxes = [torch.tensor([[10.0, 10.0, 30.0, 30.0]])]
+    mask = model._inst_rois(feats, boxes, pad)
+    assert torch.equal(mask, seg.mask_roi_pool(feats, boxes, [pad]))
+    model.instance_rois = "track"
+    track = model._inst_rois(feats, boxes, pad)
+    assert torch.equal(track, model.inst_pool(feats, boxes, [pad]))
+    assert mask.shape == track.shape and not torch.allclose(mask, track)
+    with pytest.raises(ValueError, match="instance_rois"):
+        model.instance_rois = "p2"
+
+
+def test_tsm_is_trained_on_the_mask_heads_predictions_over_the_tube(monkeypatch) -> None:
+    """The TSM's initial mask is the mask head's own detached prediction at the key box (not a
+    shifted GT mask), and the prototypes run through Eq. 5.8 over every past frame."""
+    seg = _image_model()
+    model = _pcan(seg, tracker=Tracker())
+    torch.nn.init.normal_(model.tsm.out.weight, std=0.1)  # zero-init would block the gradient
+    clip = ClipBatch(key=_frame(4), reference=_frame(2), memory=(_frame(0),))
+    seen_initial, fits, updates = [], [], []
+    tsm_forward = model.tsm.forward
+    fit = model.instance_attention.fit
+
+    def spy_tsm(feats, initial_logits, attn):  # noqa: ANN001, ANN202
+        seen_initial.append(initial_logits)
+        return tsm_forward(feats, initial_logits, attn)
+
+    def spy_fit(feats, masks, *, init=None):  # noqa: ANN001, ANN202
+        fits.append(init is not None)
+        return fit(feats, masks, init=init)
+
+    import instseg.models.video.pcan as pcan_module
+
+    real_update = pcan_module.update_instance_prototypes
+
+    def spy_update(prev, cur, **kw):  # noqa: ANN001, ANN202
+        updates.append(prev is not None)
+        return real_update(prev, cur, **kw)
+
+    monkeypatch.setattr(model.tsm, "forward", spy_tsm)
+    monkeypatch.setattr(model.instance_attention, "fit", spy_fit)
+    monkeypatch.setattr(pcan_module, "update_instance_prototypes", spy_update)
+    losses = model.loss(clip)
+    # three frames: fresh fit on the memory frame, EM-initialised fits on reference and key
+    assert fits == [False, True, True] and updates == [False, True, True]
+    key = clip.key
+    feats, pad = seg.features(key.images)
+    fused, _ = model.pcam(feats, model.init_state().memory)  # untrained PCAM: identity fusion
+    t = key.targets[0]  # type: ignore[index]
+    seg.mask_head.eval()
+    with torch.no_grad():
+        head = seg.mask_head(seg.mask_roi_pool(fused, [t.boxes.float()], [pad]))["mask"]
+    expected = head[torch.arange(2), 0][:, None]
+    (initial,) = seen_initial
+    assert not initial.requires_grad
+    assert torch.allclose(initial, expected, atol=1e-5)
+    losses["loss_tsm"].backward()
+    assert model.instance_attention.key.weight.grad.abs().sum() > 0  # Eq. 5.8 in the graph
+    assert model.tsm.out.weight.grad.abs().sum() > 0

@@ -15,12 +15,23 @@ An image :class:`~instseg.models.segmenter.InstanceSegmenter` is extended, not c
 Training (``loss``) uses (key, reference) frame pairs of one video (:class:`ClipBatch`): the
 reference frame fills the memory (one frame of prototypes) for the key frame, after the
 optional ``memory`` frames (``data.memory_frames``; read without gradients), so the key frame
-learns to read a memory of up to 1 + memory_frames frames; the image losses are computed on
+learns to read a memory of up to 1 + memory_frames frames (the recipe draws them all from the
+key's past, in time order: memory frames, reference, key); the image losses are computed on
 the key frame's fused features; the quasi-dense tracking loss on RoIs jittered around the
-ground truth of both frames plus background RoIs (:func:`sample_track_rois`); the TSM loss
-refines the reference mask of each object present in both frames (projected into its key-frame
-box: the propagated "initial mask") towards the key-frame mask, attending to prototypes fitted
-on the reference frame.
+ground truth of both frames plus background RoIs (:func:`sample_track_rois`). The TSM loss runs
+inference's instance-level pipeline over the tube (memory frames, reference, key): in each
+past frame every key object present there fits prototypes on the *mask head's own* (detached)
+prediction at its GT box, EM-initialised from and accumulated into its prototypes by Eq. 5.8
+(in the graph); on the key frame the same is done once more and the TSM refines the mask
+head's prediction towards the key-frame GT mask (objects not seen before start fresh, as a new
+track does). Segmenters without ``mask_head`` / ``mask_roi_pool`` fall back to ground-truth
+masks (the reference's, projected into the key box, as the initial mask).
+
+Instance RoIs (``instance_rois``): ``"mask"`` (default) pools them with the segmenter's own
+mask RoI pooling (the levels, e.g. P2-P5, and pixel model the mask head reads, so the TSM sees
+the features the initial mask came from); ``"track"``: MultiScaleRoIAlign on the track levels
+P3-P5, what files trained before this option used (``meta.training`` without
+``instance_rois``, see :func:`~instseg.inference.video_predictor.load_video_model`).
 
 Inference (``predict_frame``) is online, one frame at a time; everything that persists between
 frames is in :class:`VideoState` (the model holds none).
@@ -38,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
@@ -111,6 +123,8 @@ class PCAN(nn.Module):
     track_neg_ratio: background RoIs (IoU < 0.3 with every GT box) per positive RoI in the
         tracking loss (:func:`sample_track_rois`; 0: GT boxes and jitters only).
     detach_reference: run the reference frame's backbone without gradients.
+    instance_rois: ``"mask"`` (the segmenter's ``mask_roi_pool``, when it has one) or
+        ``"track"`` (``track_levels``, legacy) for the instance prototypes and the TSM.
     """
 
     def __init__(
@@ -130,6 +144,7 @@ class PCAN(nn.Module):
         num_jitter: int = 4,
         track_neg_ratio: float = 1.0,
         detach_reference: bool = True,
+        instance_rois: str = "mask",
     ) -> None:
         super().__init__()
         missing = [
@@ -152,6 +167,46 @@ class PCAN(nn.Module):
         self.instance_update, self.instance_momentum = instance_update, instance_momentum
         self.num_jitter, self.detach_reference = num_jitter, detach_reference
         self.track_neg_ratio = track_neg_ratio
+        self.instance_rois = instance_rois
+
+    @property
+    def instance_rois(self) -> str:
+        """``"mask"`` or ``"track"``: where instance RoIs are pooled (see the class)."""
+        return self._instance_rois
+
+    @instance_rois.setter
+    def instance_rois(self, value: str) -> None:
+        if value not in ("mask", "track"):
+            raise ValueError(f"instance_rois must be 'mask' or 'track', got {value!r}")
+        self._instance_rois = value
+
+    def _inst_rois(self, feats: Features, boxes: list[Tensor], pad: tuple[int, int]) -> Tensor:
+        """Instance RoI features (sum M_b, C, S, S) of per-image boxes (M_b, 4)."""
+        pool = getattr(self.segmenter, "mask_roi_pool", None)
+        if self.instance_rois == "mask" and pool is not None:
+            return pool(feats, boxes, [pad] * len(boxes))
+        return self.inst_pool(feats, boxes, [pad] * len(boxes))
+
+    def _head_logits(
+        self, feats: Features, pad: tuple[int, int], boxes: list[Tensor], labels: list[Tensor]
+    ) -> Tensor | None:
+        """The mask head's own logits of each box's class, detached, in eval mode (as at
+        inference): (sum M_b, 1, M, M); None for a segmenter without ``mask_head`` /
+        ``mask_roi_pool``."""
+        head = getattr(self.segmenter, "mask_head", None)
+        pool = getattr(self.segmenter, "mask_roi_pool", None)
+        if head is None or pool is None:
+            return None
+        was = head.training
+        try:
+            head.eval()
+            with torch.no_grad():
+                logits = head(pool(feats, boxes, [pad] * len(boxes)))["mask"]
+        finally:
+            head.train(was)
+        lab = torch.cat(labels).to(logits.device)
+        ch = lab if logits.shape[1] > 1 else torch.zeros_like(lab)
+        return logits[torch.arange(len(lab), device=logits.device), ch][:, None].float()
 
     def init_state(self) -> VideoState:
         return VideoState(memory=PrototypeMemory(capacity=self.memory_length))
@@ -168,15 +223,19 @@ class PCAN(nn.Module):
             ref_feats, ref_pad = self.segmenter.features(ref.images)
         key_feats, key_pad = self.segmenter.features(key.images)
         memory = PrototypeMemory(capacity=self.memory_length)
+        past: list[tuple[Features, tuple[int, int], Batch]] = []
         with torch.no_grad():
             for frame in clip.memory:  # oldest first
-                _, memory = self.pcam(self.segmenter.features(frame.images)[0], memory)
+                feats, pad = self.segmenter.features(frame.images)
+                fused, memory = self.pcam(feats, memory)
+                past.append((fused, pad, frame))
         ref_fused, memory = self.pcam(ref_feats, memory)
         key_fused, _ = self.pcam(key_feats, memory)
         losses = dict(self.segmenter.loss_from_features(key_fused, key_pad, key))
         losses.update(self._track_loss(key_fused, key_pad, key, ref_fused, ref_pad, ref))
         if self.tsm is not None:
-            losses["loss_tsm"] = self._tsm_loss(key_fused, key_pad, key, ref_fused, ref_pad, ref)
+            past.append((ref_fused, ref_pad, ref))
+            losses["loss_tsm"] = self._tsm_loss(past, (key_fused, key_pad, key))
         return {k: v.float() for k, v in losses.items()}
 
     def _track_loss(
@@ -219,36 +278,85 @@ class PCAN(nn.Module):
 
     def _tsm_loss(
         self,
-        kf: Features,
-        kpad: tuple[int, int],
-        key: Batch,
-        rf: Features,
-        rpad: tuple[int, int],
-        ref: Batch,
+        past: list[tuple[Features, tuple[int, int], Batch]],
+        key: tuple[Features, tuple[int, int], Batch],
     ) -> Tensor:
+        """Instance prototypes over the tube ``past`` (oldest first; fused features, padded
+        size, batch with targets) + ``key``, then the TSM loss on the key frame (see the module
+        docstring)."""
         assert self.instance_attention is not None and self.tsm is not None
-        kb, rb, km, rm = [], [], [], []
-        for kt, rt in zip(key.targets or [], ref.targets or [], strict=True):
-            if kt.masks is None or rt.masks is None or kt.track_ids is None or rt.track_ids is None:
-                raise ValueError("PCAN.loss with a TSM needs masks and track_ids on both frames")
+        kf, kpad, kb = key
+        targets = _checked_targets(kb)
+        boxes = [t.boxes.float() for t in targets]
+        ids = [t.track_ids for t in targets]
+        if sum(len(b) for b in boxes) == 0:  # no object in the key frames
+            return sum(v.sum() for v in kf.values()) * 0.0
+        offsets = [0]
+        for b in boxes:
+            offsets.append(offsets[-1] + len(b))
+        acc: list[InstancePrototypes | None] = [None] * offsets[-1]
+        for feats, pad, batch in past:
+            ft = _checked_targets(batch)
+            fb, fl, fm, idx = [], [], [], []
+            for b, (t, kid) in enumerate(zip(ft, ids, strict=True)):
+                ki, fi = torch.nonzero(kid[:, None] == t.track_ids[None, :], as_tuple=True)
+                fb.append(t.boxes[fi].float())
+                fl.append(t.labels[fi])
+                fm.append(t.masks[fi])
+                idx += [offsets[b] + int(i) for i in ki]
+            if not idx:
+                continue
+            roi = self._inst_rois(feats, fb, pad)
+            init = self._head_logits(feats, pad, fb, fl)
+            if init is None:  # no mask head: the frame's GT masks
+                init = _prob_logits(_crop_masks(list(zip(fm, fb, strict=True)), roi.shape[-1]))
+            small = F.interpolate(
+                init.sigmoid(), size=roi.shape[-2:], mode="bilinear", align_corners=False
+            )[:, 0]
+            for group in _seen_groups(idx, acc):
+                g = torch.as_tensor(group, device=roi.device)
+                prev = _cat_protos([acc[idx[i]] for i in group])
+                cur = self.instance_attention.fit(roi[g], small[g], init=prev)
+                new = update_instance_prototypes(
+                    prev, cur, mode=self.instance_update, momentum=self.instance_momentum
+                )
+                for j, i in enumerate(group):
+                    acc[idx[i]] = new[j]
+        k_roi = self._inst_rois(kf, boxes, kpad)
+        size = 2 * k_roi.shape[-1]
+        initial = self._head_logits(kf, kpad, boxes, [t.labels for t in targets])
+        if initial is None:
+            initial = self._fallback_initial(past[-1][2], kb, size) if past else None
+        if initial is None:
+            initial = torch.zeros(offsets[-1], 1, size, size)
+        initial = initial.to(k_roi.device)
+        if initial.shape[-1] != size:  # a head whose grid is not 2S: resample its logits
+            initial = F.interpolate(
+                initial, size=(size, size), mode="bilinear", align_corners=False
+            )
+        target = _crop_masks([(t.masks, bx) for t, bx in zip(targets, boxes, strict=True)], size)
+        logits = torch.empty_like(initial)
+        order = list(range(len(acc)))
+        for group in _seen_groups(order, acc):
+            g = torch.as_tensor(group, device=k_roi.device)
+            logits = logits.index_put(
+                (g,),
+                self._refine(k_roi[g], initial[g], prev=_cat_protos([acc[i] for i in group]))[0],
+            )
+        return tsm_loss(logits, target.to(logits.device))
+
+    def _fallback_initial(self, ref: Batch, key: Batch, size: int) -> Tensor:
+        """Without a mask head: the reference GT mask of each key object projected into its
+        key box (0.5 where the object is not in the reference), (M, 1, size, size) logits."""
+        out = []
+        for kt, rt in zip(_checked_targets(key), _checked_targets(ref), strict=True):
+            crop = torch.full((len(kt.boxes), size, size), 0.5)
             common = kt.track_ids[:, None] == rt.track_ids[None, :]
             ki, ri = torch.nonzero(common, as_tuple=True)
-            kb.append(kt.boxes[ki].float())
-            rb.append(rt.boxes[ri].float())
-            km.append((kt.masks[ki], kb[-1]))
-            rm.append((rt.masks[ri], rb[-1]))
-        if sum(len(b) for b in kb) == 0:  # no object in both frames
-            return sum(v.sum() for v in kf.values()) * 0.0
-        size = self.inst_pool.output_size[0]
-        k_roi = self.inst_pool(kf, kb, [kpad] * len(kb))
-        r_roi = self.inst_pool(rf, rb, [rpad] * len(rb))
-        ref_small = _crop_masks(rm, size)
-        initial = _crop_masks(rm, 2 * size)  # propagated mask, box-normalised
-        target = _crop_masks(km, 2 * size)
-        logits = self._refine(
-            k_roi, _prob_logits(initial), prev=self.instance_attention.fit(r_roi, ref_small)
-        )[0]
-        return tsm_loss(logits, target)
+            if len(ki):
+                crop[ki] = _roi_crop(rt.masks[ri], kt.boxes[ki].float(), size).cpu()
+            out.append(crop)
+        return _prob_logits(torch.cat(out))
 
     # ------------------------------------------------------------ inference
 
@@ -288,10 +396,9 @@ class PCAN(nn.Module):
     ) -> tuple[Instances, dict[int, InstancePrototypes]]:
         from instseg.models.segmenter import paste_masks
 
-        size = self.inst_pool.output_size[0]
         boxes = det.boxes.float()
-        roi = self.inst_pool(fused, [boxes], [pad])
-        initial = _initial_logits(det, 2 * size)
+        roi = self._inst_rois(fused, [boxes], pad)
+        initial = _initial_logits(det, 2 * roi.shape[-1])
         new = dict(protos)
         refined = torch.empty_like(initial)
         old = [i for i, t in enumerate(ids.tolist()) if t in protos]
@@ -314,7 +421,7 @@ class PCAN(nn.Module):
         """Fit this frame's prototypes from the initial mask (EM initialised from ``prev``),
         update (Eq. 5.8), attend, TSM. -> (refined logits (M, 1, 2S, 2S), accumulated protos)."""
         assert self.instance_attention is not None and self.tsm is not None
-        small = torch.nn.functional.interpolate(
+        small = F.interpolate(
             initial_logits.sigmoid(), size=roi.shape[-2:], mode="bilinear", align_corners=False
         )[:, 0]
         cur = self.instance_attention.fit(roi, small, init=prev)
@@ -326,6 +433,27 @@ class PCAN(nn.Module):
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _checked_targets(batch: Batch) -> list[Instances]:
+    targets = batch.targets or []
+    for t in targets:
+        if t.masks is None or t.track_ids is None:
+            raise ValueError("PCAN.loss with a TSM needs masks and track_ids on every frame")
+    return targets
+
+
+def _seen_groups(idx: list[int], acc: list[InstancePrototypes | None]) -> list[list[int]]:
+    """Positions in ``idx`` split into those whose object has prototypes already and those
+    that start fresh (non-empty groups only)."""
+    seen = [i for i, k in enumerate(idx) if acc[k] is not None]
+    fresh = [i for i, k in enumerate(idx) if acc[k] is None]
+    return [g for g in (seen, fresh) if g]
+
+
+def _cat_protos(items: list[InstancePrototypes | None]) -> InstancePrototypes | None:
+    """All given (one group of :func:`_seen_groups`) or None."""
+    return None if items[0] is None else InstancePrototypes.cat(items)  # type: ignore[arg-type]
 
 
 def _crop_masks(items: Sequence[tuple[Tensor, Tensor]], size: int) -> Tensor:
