@@ -32,7 +32,8 @@ JSON layout (``file_names`` are relative to the output folder)::
     videos[]:      corruptions       per frame "noise" / "dark" / "blur" or null
                    patched_frames    frames where an occlusion patch covers part of an object
                    corrupted_frames  sorted union of the two: the frames to report on
-    annotations[]: patched           per frame: an occlusion patch covers part of this object
+    annotations[]: patched           per frame: this object's occlusion patch is shown (over
+                                     part of it; it may also cover a neighbour)
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def make_video(
     top-left corners), ``amodal`` and ``visible`` (T x (H, W) bool each, all False while out of
     the frame), ``annotated`` (T bools: visible area >= ``min_visible_area``),
     ``frame_sprites`` (T sprites as drawn: ``sprite`` unless drift or camera zoom changed it)
-    and ``patched`` (T bools: an occlusion patch covers part of it). :func:`render_video` also
+    and ``patched`` (T bools: its occlusion patch is shown). :func:`render_video` also
     returns the per-frame corruptions.
     """
     clip = render_video(rng, cfg, bank=bank)
