@@ -9,7 +9,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 import torch
 
 from instseg.data.davis_splits import IMAGE_HELD_OUT
