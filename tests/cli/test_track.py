@@ -175,3 +175,16 @@ def test_tracker_flags_reach_the_predictor(clip, tiny_pcan, tmp_path) -> None:  
     with pytest.raises(SystemExit) as e:
         main([*argv[:-1], "2"])
     assert e.value.code == 2
+
+
+def test_mask_score_changes_the_cost_not_the_outputs(clip, tiny_pcan, tmp_path) -> None:  # noqa: ANN001
+    """--mask-score 0 (mask head on every detection) and the default (only detections the
+    tracker can use, plus those its painting rule reads) write the same results."""
+    got = []
+    for extra in (["--mask-score", "0"], []):
+        out = tmp_path / f"out{len(extra)}"
+        argv = ["track", "--weights", str(tiny_pcan), "--source", str(clip[0]), "--out",
+                str(out), "--amp", "none", "--no-video", "--conf", "0", *extra]  # fmt: skip
+        assert main(argv) == 0
+        got.append(json.loads((out / "results.json").read_text()))
+    assert got[0] == got[1] and got[0]

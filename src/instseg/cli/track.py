@@ -13,7 +13,10 @@ PNG, value = track id + 1, 0 = background; ids above 253 wrap around) and ``DIR/
 itself sees every detection; ``--conf 0`` keeps the low-scoring tail that video AP counts).
 ``--birth-score`` / ``--track-score`` / ``--motion-weight`` change the association settings
 (default: the model's, QDTrack's birth 0.7 and gate 0.5; see
-:class:`~instseg.models.video.tracker.Tracker`). Unreadable frames are skipped with a warning
+:class:`~instseg.models.video.tracker.Tracker`). Only detections scoring at least the lower of
+the two go through the mask head up front, plus the few lower-scored ones whose masks the
+tracker's duplicate rules read (``--mask-score`` sets the up-front threshold; 0 = every
+detection; the outputs are the same). Unreadable frames are skipped with a warning
 each (``--strict``: an error); their index stays empty in ``results.json`` (``null``
 segmentations), so frame numbers stay those of the source.
 
@@ -88,6 +91,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--motion-weight", type=_unit_float, default=None,
                    help="weight of the box IoU with a track's predicted box in the "
                         "association similarity (0: appearance only)")  # fmt: skip
+    t.add_argument(
+        "--mask-score",
+        type=_unit_float,
+        default=None,
+        help="detections scoring at least this go through the mask head up front "
+        "(default: the lowest score the tracker can output, min of birth and "
+        "gate score; 0: every detection); a speed setting, outputs unchanged",
+    )
     g = p.add_argument_group("deprecated: use `instseg propagate` for first-frame masks")
     from instseg.cli.propagate import add_propagation_arguments
 
@@ -134,7 +145,7 @@ def _run_tracking(args: argparse.Namespace, frames: Iterator, out: Path, fps: fl
     predictor = VideoPredictor.from_weights(
         weights, device=args.device, amp=args.amp, conf=args.conf, max_det=args.max_det,
         classes=class_choice(args), min_size=args.min_size, max_size=args.max_size,
-        tracker=tracker_overrides(args) or None,
+        tracker=tracker_overrides(args) or None, mask_score=getattr(args, "mask_score", None),
     )  # fmt: skip
     cat_ids = predictor.category_ids or list(range(1, predictor.model.segmenter.num_classes + 1))
     tracks: dict[int, dict[int, tuple]] = defaultdict(dict)  # track -> frame -> (rle, s, label)

@@ -74,6 +74,11 @@ class VideoPredictor:
         tracker: association settings: a :class:`Tracker`, or a mapping of its fields
             (e.g. ``{"init_score_thresh": 0.8}``) that replace the model's own settings; None
             keeps the model's tracker. The model is not changed.
+        mask_score: detections scoring at least this get masks (mask head + pasting) up
+            front; the tracker asks for the few others it reads. None (default): the
+            tracker's :attr:`~instseg.models.video.tracker.Tracker.mask_score_thresh` (min of
+            its gate and birth score); 0: every detection (the path before gating). Outputs do
+            not change with it, only the cost (see :meth:`PCAN.predict_frame`).
     """
 
     def __init__(
@@ -90,6 +95,7 @@ class VideoPredictor:
         max_det: int | None = None,
         classes: Sequence[int | str] | str | None = None,
         tracker: Tracker | Mapping[str, Any] | None = None,
+        mask_score: float | None = None,
     ) -> None:
         if device == "auto":
             device = str(next(model.parameters()).device)
@@ -110,6 +116,7 @@ class VideoPredictor:
             self.tracker: Tracker = tracker or model.tracker
         else:
             self.tracker = dataclasses.replace(model.tracker, **dict(tracker))
+        self.mask_score = mask_score
         self.state: VideoState = model.init_state()
 
     @classmethod
@@ -139,7 +146,9 @@ class VideoPredictor:
         padded, sizes = collate_images([image.float()])
         batch = Batch(images=padded.to(self.device), image_sizes=sizes, orig_sizes=[(h, w)])
         with autocast(self.amp, self.device):
-            inst, self.state = self.model.predict_frame(batch, self.state, tracker=self.tracker)
+            inst, self.state = self.model.predict_frame(
+                batch, self.state, tracker=self.tracker, mask_score=self.mask_score
+            )
         inst = inst.to("cpu")
         inst = inst.replace(
             boxes=inst.boxes.float(),

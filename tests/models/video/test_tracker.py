@@ -350,3 +350,79 @@ def test_a_part_of_a_shown_object_is_not_a_backdrop() -> None:
     off = Tracker(paint_below_gate=False)
     _, state = off.update(TrackState(), **_dets(boxes, [0.9, 0.2], [a, a], masks=_box_mask(boxes)))
     assert sum(len(b.embeddings) for b in state.backdrops) == 1
+
+
+def test_mask_source_is_asked_only_for_the_masks_the_rules_read() -> None:
+    """Masks on demand (a MaskSource): the tracker asks for the gated masks, then only for the
+    below-gate detections that survive box NMS against the kept gated ones and whose box
+    touches a painted pixel; the result equals that of passing every mask. The threshold
+    for up-front masks is the lower of gate and birth score."""
+    boxes = [
+        [0, 0, 20, 20],  # 0: gated, painted
+        [40, 0, 60, 20],  # 1: gated, painted
+        [2, 2, 20, 20],  # 2: below gate, box IoU 0.81 with 0: box NMS, mask never read
+        [0, 0, 10, 10],  # 3: below gate, a part under 0's paint (box IoU 0.25): read, dropped
+        [14, 14, 34, 34],  # 4: below gate, touches 0's paint: read, kept (mostly free)
+        [0, 40, 20, 60],  # 5: below gate, far from every painted pixel: box suffices
+        [60, 40, 64, 64],  # 6: below gate, far too
+    ]
+    e = APPEARANCE
+    emb = [e[0], e[1], e[0], e[0], e[2], e[3], e[2]]
+    scores = [0.9, 0.8, 0.3, 0.2, 0.15, 0.1, 0.06]
+    masks = _box_mask(boxes)
+    asked: list[list[int]] = []
+
+    def source(idx: list[int]) -> torch.Tensor:
+        asked.append(list(idx))
+        return masks[idx]
+
+    tr = Tracker()
+    assert tr.mask_score_thresh == 0.5
+    assert Tracker(init_score_thresh=0.4).mask_score_thresh == 0.4
+    ref_ids, ref_state = tr.update(TrackState(), **_dets(boxes, scores, emb, masks=masks))
+    ids, state = tr.update(TrackState(), **_dets(boxes, scores, emb, masks=source))
+    assert asked == [[0, 1], [3, 4]]
+    assert ids.tolist() == ref_ids.tolist() == [0, 1, -1, -1, -1, -1, -1]
+    (bd,), (ref_bd,) = state.backdrops, ref_state.backdrops
+    assert torch.equal(bd.boxes, ref_bd.boxes) and len(bd.boxes) == 3  # 4, 5, 6 (not 3)
+    asked.clear()  # without the painting rule for below-gate detections: gated masks only
+    Tracker(paint_below_gate=False).update(TrackState(), **_dets(boxes, scores, emb, masks=source))
+    assert asked == [[0, 1]]
+
+
+def test_masks_on_demand_give_the_same_tracking_on_random_clutter() -> None:
+    """Many random detections (scores 0.05-1, masks inside their boxes, parts of each other):
+    the tracker given a MaskSource makes the same ids, backdrops and tracks as given every
+    mask, over a few frames, while reading only some of the below-gate masks."""
+    g = torch.Generator().manual_seed(3)
+    tr, size = Tracker(), 96
+    states = [TrackState(), TrackState()]
+    asked: list[int] = []
+    for _ in range(4):
+        n = 60
+        xy = torch.rand(n, 2, generator=g) * 80
+        wh = 4 + torch.rand(n, 2, generator=g) * 30
+        boxes = torch.cat([xy, (xy + wh).clamp(max=size)], 1)
+        masks = torch.zeros(n, size, size, dtype=torch.bool)
+        for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):  # a random sub-box of each box
+            fx = sorted(torch.rand(2, generator=g).tolist())
+            fy = sorted(torch.rand(2, generator=g).tolist())
+            w, h = x1 - x0, y1 - y0
+            r0, r1 = int(y0 + fy[0] * h), math.ceil(y0 + fy[1] * h)
+            masks[i, r0:r1, int(x0 + fx[0] * w) : math.ceil(x0 + fx[1] * w)] = True
+        scores = 0.05 + 0.95 * torch.rand(n, generator=g) ** 3
+        emb = torch.randn(n, 16, generator=g)
+        kw = {"boxes": boxes, "scores": scores, "labels": torch.zeros(n, dtype=torch.long),
+              "embeddings": emb}  # fmt: skip
+
+        def source(idx: list[int], _m: torch.Tensor = masks) -> torch.Tensor:
+            asked.extend(idx)
+            return _m[idx]
+
+        ids_a, states[0] = tr.update(states[0], masks=masks, **kw)
+        ids_b, states[1] = tr.update(states[1], masks=source, **kw)
+        assert torch.equal(ids_a, ids_b)
+        (ba,), (bb,) = states[0].backdrops, states[1].backdrops
+        assert torch.equal(ba.boxes, bb.boxes) and torch.equal(ba.embeddings, bb.embeddings)
+        assert sorted(states[0].tracks) == sorted(states[1].tracks)
+    assert 0 < len(asked) < 4 * 60 * 0.6

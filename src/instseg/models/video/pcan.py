@@ -34,7 +34,8 @@ P3-P5, what files trained before this option used (``meta.training`` without
 ``instance_rois``, see :func:`~instseg.inference.video_predictor.load_video_model`).
 
 Inference (``predict_frame``) is online, one frame at a time; everything that persists between
-frames is in :class:`VideoState` (the model holds none).
+frames is in :class:`VideoState` (the model holds none). The mask head and pasting run only for
+the detections whose masks the tracker can use (mask gating, see ``predict_frame``).
 
 What PCAN needs from the image model (:class:`FeatureSegmenter`): ``features(images) ->
 (features, padded_size)``, ``loss_from_features(features, padded_size, batch)`` and
@@ -362,24 +363,53 @@ class PCAN(nn.Module):
 
     @torch.no_grad()
     def predict_frame(
-        self, frame: Batch, state: VideoState, *, tracker: Tracker | None = None
+        self,
+        frame: Batch,
+        state: VideoState,
+        *,
+        tracker: Tracker | None = None,
+        mask_score: float | None = None,
     ) -> tuple[Instances, VideoState]:
         """One frame (batch of 1) -> (Instances with ``track_ids`` (only tracked detections),
         the next state). Masks are bool (N, h, w) at ``frame.image_sizes[0]``. ``tracker``:
         association settings for this call (default: the model's ``tracker``); the mask-head
-        masks go to it for the duplicate rules."""
+        masks go to it for the duplicate rules.
+
+        Mask gating: the detector keeps every box above the segmenter's ``score_thresh``
+        (0.05, up to 100) and the tracker needs all of them (boxes and embeddings, see
+        :attr:`Tracker.mask_score_thresh <instseg.models.video.tracker.Tracker.
+        mask_score_thresh>`), but it outputs and paints only the masks of detections scoring at
+        least ``tracker.mask_score_thresh`` (min of gate and birth score). So the mask head
+        and pasting run first for those; the tracker then asks (a :data:`~instseg.models.video.
+        tracker.MaskSource`) for the few lower-scored masks its ``paint_below_gate`` rule reads,
+        made on demand. The tracked outputs and the tracker's state are those of running the
+        mask head on every detection (identical on the shipped model; the head now runs on
+        fewer RoIs per call, which could in principle change a logit's last bit). ``mask_score``
+        replaces the up-front threshold (a speed setting: masks asked for later are still
+        made); ``0`` runs the segmenter's own ``predict_from_features`` on every detection, as
+        before gating. Segmenters without ``detector`` / ``mask_head`` / ``mask_roi_pool``, or
+        with ``fixed_num_detections``, always take that path."""
         if len(frame) != 1:
             raise ValueError(f"predict_frame takes one frame, got a batch of {len(frame)}")
+        tracker = tracker or self.tracker
+        thresh = tracker.mask_score_thresh if mask_score is None else float(mask_score)
         feats, pad = self.segmenter.features(frame.images)
         fused, memory = self.pcam(feats, state.memory)
-        det = self.segmenter.predict_from_features(fused, pad, frame, return_head_outputs=True)[0]
+        lazy = _FrameMasks.detect(self.segmenter, fused, pad, frame) if thresh > 0 else None
+        if lazy is None:
+            dets = self.segmenter.predict_from_features(fused, pad, frame, return_head_outputs=True)
+            det = dets[0]
+        else:
+            det = lazy.detections
+            lazy(torch.nonzero(det.scores >= thresh).flatten().tolist())
         emb = self.track_head(self.track_pool(fused, [det.boxes.float()], [pad]))
-        ids, tracks = (tracker or self.tracker).update(
+        ids, tracks = tracker.update(
             state.tracks, boxes=det.boxes, scores=det.scores, labels=det.labels, embeddings=emb,
-            masks=det.masks,
+            masks=det.masks if lazy is None else lazy,
         )  # fmt: skip
         keep = ids >= 0
-        det, ids = det[keep], ids[keep]
+        det = det[keep] if lazy is None else lazy.select(torch.nonzero(keep).flatten().tolist())
+        ids = ids[keep]
         protos = {k: v for k, v in state.instance_protos.items() if k in tracks.tracks}
         if self.tsm is not None and len(det) and det.masks is not None:
             det, protos = self._refine_tracked(fused, pad, det, ids, protos)
@@ -433,6 +463,74 @@ class PCAN(nn.Module):
 
 
 # ---------------------------------------------------------------- helpers
+
+
+class _FrameMasks:
+    """One frame's detections whose masks (the segmenter's mask RoI pooling, mask head and
+    pasting, as in ``InstanceSegmenter.predict_from_features``) are made only for the
+    detections asked for, once each; a :data:`~instseg.models.video.tracker.MaskSource`.
+    Masks not made are all False (never read: see :meth:`PCAN.predict_frame`)."""
+
+    def __init__(self, segmenter: Any, feats: Features, pad: tuple[int, int], det: Instances):
+        self.segmenter, self.feats, self.pad = segmenter, feats, pad
+        self.detections = det.replace(scores=det.scores.float())
+        h, w = det.image_size
+        self.masks = torch.zeros((len(det), h, w), dtype=torch.bool, device=det.boxes.device)
+        self.done = torch.zeros(len(det), dtype=torch.bool)
+        self.outputs: dict[str, Tensor] = {}  # per-RoI head outputs, float32, rows = detections
+
+    @classmethod
+    def detect(
+        cls, segmenter: Any, feats: Features, pad: tuple[int, int], frame: Batch
+    ) -> _FrameMasks | None:
+        """The detector's output on ``feats`` (no mask yet); None when the segmenter lacks
+        the parts or runs ``fixed_num_detections``."""
+        parts = ("detector", "mask_head", "mask_roi_pool", "score_thresh", "max_detections")
+        if any(getattr(segmenter, n, None) is None for n in parts) or (
+            getattr(segmenter, "fixed_num_detections", None) is not None
+        ):
+            return None
+        size = (int(frame.image_sizes[0][0]), int(frame.image_sizes[0][1]))
+        det = segmenter.detector.predict(
+            feats, [size], score_thresh=segmenter.score_thresh,
+            max_detections=segmenter.max_detections,
+        )[0]  # fmt: skip
+        return cls(segmenter, feats, pad, det)
+
+    def __call__(self, idx: list[int]) -> Tensor:
+        """Masks of detections ``idx`` (made now where not yet) -> bool (len, h, w)."""
+        index = torch.as_tensor(idx, dtype=torch.long)
+        todo = index[~self.done[index]]
+        if len(todo):
+            self._make(todo)
+        return self.masks[index.to(self.masks.device)]
+
+    def _make(self, todo: Tensor) -> None:
+        from instseg.models.segmenter import paste_masks
+
+        seg, det = self.segmenter, self.detections
+        dev = det.boxes.device
+        boxes, labels = det.boxes[todo.to(dev)], det.labels[todo.to(dev)]
+        outputs = seg.mask_head(seg.mask_roi_pool(self.feats, [boxes], [self.pad]))
+        probs = seg.mask_head.predict(outputs, labels).float()
+        self.masks[todo.to(dev)] = paste_masks(
+            probs, boxes, det.image_size, threshold=seg.mask_thresh
+        )
+        for k, v in outputs.items():
+            if v.ndim >= 1 and v.shape[0] == len(todo):
+                if k not in self.outputs:
+                    self.outputs[k] = v.new_zeros((len(det), *v.shape[1:]), dtype=torch.float32)
+                self.outputs[k][todo.to(v.device)] = v.float()
+        self.done[todo] = True
+
+    def select(self, idx: list[int]) -> Instances:
+        """Detections ``idx`` with their masks, ``mask_logits`` and other head outputs (as the
+        segmenter's ``predict_from_features(return_head_outputs=True)`` gives them)."""
+        masks = self(idx)
+        index = torch.as_tensor(idx, dtype=torch.long, device=self.masks.device)
+        extra = {k: v[index.to(v.device)] for k, v in self.outputs.items()}
+        logits = extra.pop("mask", None)
+        return self.detections[index].replace(masks=masks, mask_logits=logits, extra=extra)
 
 
 def _checked_targets(batch: Batch) -> list[Instances]:

@@ -26,7 +26,9 @@ PCAN builds on QDTrack for association (survey ch. 5.3, Table 5.2 "QDTrack-mots"
      two masks of one object through when their boxes differ); below the gate, a detection
      lying mostly under the painted masks (a part of a shown object) goes too
      (``paint_below_gate``: with an embedding that has not learnt to tell parts from wholes,
-     such parts made backdrops that stole their object's track);
+     such parts made backdrops that stole their object's track); masks may come on demand
+     (:data:`MaskSource`): only the gated ones and those of the below-gate detections this
+     rule reads are made (:attr:`Tracker.mask_score_thresh`);
   2. similarity of every remaining detection to the memory = live tracks + backdrops (the
      last ``backdrop_frames`` frames' untracked detections), by bi-directional softmax
      (``(softmax_rows + softmax_cols) / 2``) or cosine; optionally mixed with the box IoU
@@ -48,7 +50,7 @@ PCAN builds on QDTrack for association (survey ch. 5.3, Table 5.2 "QDTrack-mots"
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -65,6 +67,7 @@ __all__ = [
     "jitter_boxes",
     "sample_track_rois",
     "Backdrops",
+    "MaskSource",
     "Track",
     "TrackState",
     "Tracker",
@@ -257,6 +260,18 @@ def sample_track_rois(
     return torch.cat([rois, neg]), torch.cat([ids, neg_ids])
 
 
+MaskSource = Callable[[list[int]], Tensor]
+"""Masks on demand: detection indices -> their masks, bool (len, H, W) (see
+:meth:`Tracker.update`)."""
+MaskInput = Tensor | MaskSource | None
+
+
+def _mask_getter(masks: MaskInput) -> MaskSource:
+    if masks is None or callable(masks):
+        return masks  # type: ignore[return-value]
+    return lambda idx: masks[torch.as_tensor(idx, dtype=torch.long, device=masks.device)]
+
+
 @dataclass
 class Track:
     """One live track: ``embedding`` (D,), ``box`` (4,) xyxy, last seen at ``last_frame``;
@@ -350,6 +365,28 @@ class Tracker:
                 f"{self.motion_weight}, {self.backdrop_frames}"
             )
 
+    @property
+    def mask_score_thresh(self) -> float:
+        """The lowest score whose mask this tracker can use: ``min(obj_score_thresh,
+        init_score_thresh)``. A tracked detection scores at least this (a match needs the gate,
+        a birth the birth score) and only gated detections' masks are painted or compared; so
+        masks of lower-scored detections are never output nor painted.
+
+        What lower-scored detections are used for: boxes and embeddings (box duplicate rule,
+        suppression, the bi-softmax over the frame's detections, backdrops: no masks) and, with
+        ``paint_below_gate``, their masks in one rule: a below-gate detection lying mostly under
+        the painted gated masks is dropped. Given a :data:`MaskSource`, :meth:`update` asks
+        only for the masks of the below-gate detections that reach that rule (survive the box
+        rule against the kept detections) *and* whose box touches a painted pixel (in a few
+        rounds, see :meth:`_deduplicate`): a detection whose box holds no
+        painted pixel keeps all of its area whatever its mask, so its box suffices (exact for
+        masks inside their boxes' pixels, as pasted masks are); a box that does touch painted
+        pixels does not suffice (it may hold a part of the object or a separate one). So a
+        caller can make masks for the detections scoring >= this threshold up front and the
+        few others on demand with unchanged results
+        (:meth:`~instseg.models.video.pcan.PCAN.predict_frame`)."""
+        return min(self.obj_score_thresh, self.init_score_thresh)
+
     def update(
         self,
         state: TrackState,
@@ -358,11 +395,16 @@ class Tracker:
         scores: Tensor,
         labels: Tensor,
         embeddings: Tensor,
-        masks: Tensor | None = None,
+        masks: MaskInput = None,
     ) -> tuple[Tensor, TrackState]:
         """One frame: N detections (boxes (N, 4), scores (N,), labels (N,), embeddings (N, D),
-        optional masks (N, H, W) bool for the mask duplicate rules) -> (track ids (N,) int64,
-        -1 = not tracked: duplicate, suppressed, backdrop or ignored), new state."""
+        optional masks for the mask duplicate rules) -> (track ids (N,) int64, -1 = not
+        tracked: duplicate, suppressed, backdrop or ignored), new state.
+
+        ``masks``: bool (N, H, W), or a :data:`MaskSource` (a callable: list of detection
+        indices -> their bool (len, H, W) masks) asked only for masks the rules may read (see
+        :attr:`mask_score_thresh`); either gives the same result when every mask lies in its
+        box's pixels."""
         n = len(boxes)
         ids = torch.full((n,), -1, dtype=torch.long)
         b, s = boxes.detach().float().cpu(), scores.detach().float().cpu()
@@ -401,54 +443,131 @@ class Tracker:
 
     # ------------------------------------------------------------ helpers
 
-    def _deduplicate(self, boxes: Tensor, scores: Tensor, masks: Tensor | None) -> list[int]:
+    def _deduplicate(self, boxes: Tensor, scores: Tensor, masks: MaskInput) -> list[int]:
         """Detections in descending score that survive QDTrack's box rules (IoU with a kept
         higher-scored detection above ``nms_class_iou`` / ``nms_backdrop_iou`` by gate) and,
         with masks, the mask rules (module docstring). Masks are compared on a grid of at most
-        ``_MASK_GRID`` pixels a side (strided), so the cost does not grow with the frame."""
+        ``_MASK_GRID`` pixels a side (strided), so the cost does not grow with the frame.
+
+        Masks read: every gated detection's (one request), then, with ``paint_below_gate`` and
+        a painted mask, those of the below-gate detections that reach the painting rule. From
+        a :data:`MaskSource` only those whose box touches a painted pixel are asked for (see
+        :attr:`mask_score_thresh`), in rounds: a pass over the below-gate detections collects
+        the missing masks taking their detections as kept, they are made in one request, and
+        the pass is repeated until no mask is missing (a few requests; a detection taken as
+        kept that was not lets later ones through); the last pass is the result, exactly that
+        of reading every mask."""
         order = scores.argsort(descending=True, stable=True).tolist()
         if not order:
             return []
         iou = box_iou(boxes, boxes)
         gated = (scores >= self.obj_score_thresh).tolist()
-        flat = None
-        if (
-            masks is not None
-            and len(masks)
-            and (self.mask_iou_thresh is not None or self.min_kept_fraction > 0)
-        ):
-            step = max(1, math.ceil(max(masks.shape[-2:]) / _MASK_GRID))
-            flat = masks[:, ::step, ::step].flatten(1).bool().cpu()
-            area = flat.sum(1)
-            shown_idx = [d for d in order if gated[d]]  # the only masks that may be painted
-            fs = flat[shown_idx].float()
+        shown_idx = [d for d in order if gated[d]]  # the only masks that may be painted
+        below = order[len(shown_idx) :]  # descending score: the gated ones come first
+        flat: dict[int, Tensor] = {}  # detection -> its mask on the comparison grid
+        grid: list[int] = []  # [step, full H, full W, grid H, grid W] once a mask was read
+        use_masks = masks is not None and (
+            self.mask_iou_thresh is not None or self.min_kept_fraction > 0
+        )
+        get = _mask_getter(masks)
+
+        def fetch(idx: list[int]) -> Tensor:
+            got = get(idx)
+            h, w = got.shape[-2:]
+            step = max(1, math.ceil(max(h, w) / _MASK_GRID))
+            sub = got[:, ::step, ::step]
+            grid[:] = [step, h, w, *sub.shape[-2:]]
+            fl = sub.flatten(1).bool().cpu()
+            flat.update(zip(idx, fl, strict=True))
+            return fl
+
+        if use_masks and shown_idx:
+            fs = fetch(shown_idx).float()
             inter = fs @ fs.t()  # (G, G) pairwise intersections of the gated masks
+            gated_area = fs.sum(1)
             pos = {d: k for k, d in enumerate(shown_idx)}
-            free = torch.ones(flat.shape[1], dtype=torch.bool)  # not yet painted
+            free = torch.ones(fs.shape[1], dtype=torch.bool)  # not yet painted
+        else:
+            use_masks = False
         shown: list[int] = []  # kept gated detections with masks, in score order
         kept: list[int] = []
-        for d in order:
-            thr = self.nms_class_iou if gated[d] else self.nms_backdrop_iou
-            if kept and float(iou[d, kept].max()) > thr:
+        for d in shown_idx:
+            if kept and float(iou[d, kept].max()) > self.nms_class_iou:
                 continue
-            if flat is not None and int(area[d]) and shown:
-                a = float(area[d])
-                covered = int((flat[d] & free).sum()) < self.min_kept_fraction * a
-                if gated[d]:
-                    if covered:
+            if use_masks and shown:
+                a = float(gated_area[pos[d]])
+                if a:
+                    if int((flat[d] & free).sum()) < self.min_kept_fraction * a:
                         continue
                     if self.mask_iou_thresh is not None:
                         it = inter[pos[d], [pos[j] for j in shown]]
-                        union = a + area[shown].float() - it
+                        union = a + gated_area[[pos[j] for j in shown]] - it
                         if bool((it > self.mask_iou_thresh * union).any()):
                             continue
-                elif covered and self.paint_below_gate:
-                    continue
-            if flat is not None and gated[d]:
+            if use_masks:
                 free &= ~flat[d]
                 shown.append(d)
             kept.append(d)
-        return kept
+        paint = use_masks and bool(shown) and self.paint_below_gate
+        on_demand = callable(masks)
+        touches: dict[int, bool] = {}  # below-gate detection -> its box holds a painted pixel
+        painted = ~free if paint else None
+
+        if paint and not on_demand and below:
+            fetch(below)  # given as a tensor: reading is free
+
+        overlaps = (iou > self.nms_backdrop_iou).tolist()
+        blocked_by_gated = [False] * len(order)
+        for k in kept:
+            blocked_by_gated = [x or y for x, y in zip(blocked_by_gated, overlaps[k], strict=True)]
+
+        def below_pass(missing: list[int]) -> list[int]:
+            """The kept below-gate detections; a mask not fetched yet that the painting rule
+            must read is appended to ``missing`` and its detection taken as kept."""
+            out: list[int] = []
+            blocked = list(blocked_by_gated)  # box IoU > nms_backdrop_iou with a kept one
+            for d in below:
+                if blocked[d]:
+                    continue
+                if paint and d not in flat:
+                    if d not in touches:
+                        touches[d] = self._touches(boxes[d], painted, grid)
+                    if touches[d]:
+                        missing.append(d)  # taken as kept this pass
+                    # else kept: its whole area is free whatever its mask
+                elif paint:
+                    a = float(flat[d].sum())
+                    if a and int((flat[d] & free).sum()) < self.min_kept_fraction * a:
+                        continue
+                out.append(d)
+                blocked = [x or y for x, y in zip(blocked, overlaps[d], strict=True)]
+            return out
+
+        while True:
+            missing: list[int] = []
+            kept_below = below_pass(missing)
+            if not missing:
+                return kept + kept_below
+            fetch(missing)
+
+    def _touches(self, box: Tensor, painted: Tensor, grid: list[int]) -> bool:
+        """Whether the pixels a mask inside ``box`` may cover (``floor(x0)..ceil(x1)``, one
+        more each way) hold a painted pixel of the comparison grid. A detection whose box
+        does not keeps all of its area whatever its mask: not covered by the painting rule
+        (for ``min_kept_fraction <= 1``)."""
+        if self.min_kept_fraction <= 0:
+            return False
+        if self.min_kept_fraction > 1:
+            return True
+        step, h, w, gh, gw = grid
+        x0, y0, x1, y1 = box.tolist()
+        ix0, iy0 = max(math.floor(x0) - 1, 0), max(math.floor(y0) - 1, 0)
+        ix1, iy1 = min(math.ceil(x1) + 1, w), min(math.ceil(y1) + 1, h)
+        # grid column k samples pixel column k * step: those with ix0 <= k * step < ix1
+        kx0, kx1, ky0, ky1 = (-(-v // step) for v in (ix0, ix1, iy0, iy1))
+        if kx1 <= kx0 or ky1 <= ky0:
+            return False
+        return bool(painted.view(gh, gw)[ky0:ky1, kx0:kx1].any())
 
     def _match(
         self,
