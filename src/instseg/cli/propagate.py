@@ -8,10 +8,12 @@ first-frame masks (no video training, no weights needed)::
 k = object k; 0/255 binary PNGs are object 1), named like the first frame (else the first PNG
 in sorted order; a single PNG file also works). The objects are propagated with label-valued
 instance prototypes (:mod:`instseg.models.video.mask_propagation`, run by
-:mod:`instseg.inference.mask_propagation`); ``DIR/masks/<frame>.png`` gets one
-indexed PNG per input frame and ``DIR/vis.mp4`` the overlay. Features: ImageNet
-EfficientNet-Lite0 by default; ``--weights`` takes a learned propagation embedding (the shipped
-``propagation_default.pt``, better) or a trained model whose fine-tuned backbone is used.
+:mod:`instseg.inference.mask_propagation`), or with ``--method labelprop`` by the standard
+label-propagation protocol (:mod:`instseg.models.video.mask_propagation_labelprop`);
+``DIR/masks/<frame>.png`` gets one indexed PNG per input frame and ``DIR/vis.mp4`` the
+overlay. Features: ImageNet EfficientNet-Lite0 by default; ``--weights`` takes a learned
+propagation embedding (the shipped ``propagation_default.pt``, better) or a trained model whose
+fine-tuned backbone is used.
 """
 
 from __future__ import annotations
@@ -50,6 +52,14 @@ def add_propagation_arguments(g: Any) -> None:
     """The propagation method's options (shared with the deprecated ``track --init-masks``)."""
     g.add_argument("--max-side", type=int, default=854, help="longer side the features see")
     g.add_argument(
+        "--method",
+        default="prototypes",
+        choices=["prototypes", "labelprop"],
+        help="instance prototypes (default) or the standard label-propagation protocol (first "
+        "frame + 20 recent frames, top-10, radius 12 cells, tau 0.07; --update, --momentum and "
+        "--window do not apply)",
+    )
+    g.add_argument(
         "--update",
         default="off",
         choices=["off", "initial", "momentum"],
@@ -69,6 +79,7 @@ def run_propagation(args: argparse.Namespace, frames: Iterator, out: Path, fps: 
     from instseg.data.davis import write_davis_label
     from instseg.inference.mask_propagation import BackboneFeatures, propagate_features
     from instseg.models.video.mask_propagation import PrototypePropagator
+    from instseg.models.video.mask_propagation_labelprop import ContextLabelPropagator
 
     name0, frame0, _ = next(frames)
     first = _first_labels(Path(args.init_masks), name0, frame0.shape[:2])
@@ -85,7 +96,10 @@ def run_propagation(args: argparse.Namespace, frames: Iterator, out: Path, fps: 
             "(weights/propagation_default.pt) propagate better (see its model card)",
             args.weights,
         )
-    prop = PrototypePropagator(update=args.update, momentum=args.momentum, window=args.window)
+    if getattr(args, "method", "prototypes") == "labelprop":
+        prop = ContextLabelPropagator()
+    else:
+        prop = PrototypePropagator(update=args.update, momentum=args.momentum, window=args.window)
     pending: list[tuple[str, np.ndarray]] = []
 
     def feats() -> Iterator[torch.Tensor]:

@@ -7,6 +7,10 @@ compared in ``scripts/davis_semisup.py``:
 - :func:`flow_propagate`: chained OpenCV DIS optical-flow warping of the first mask (soft
   one-hot labels warped frame to frame with the backward flow, then argmax).
 
+The standard label-propagation protocol (first frame plus a queue of recent frames, top-k,
+local radius) is :class:`~instseg.models.video.mask_propagation_labelprop.ContextLabelPropagator`;
+with ``num_recent=0`` it is :class:`FeatureNNPropagator` with ``window=0``.
+
 Labels: (H, W) uint8, 0 = background, k = object k (DAVIS style).
 """
 
