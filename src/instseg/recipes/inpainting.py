@@ -271,6 +271,7 @@ def _train_leftover_generator(
         checkpoint_period=cfg.checkpoint_period,
         log_period=cfg.log_period,
         adv_start=cfg.adv_start,
+        betas=(float(cfg.betas[0]), float(cfg.betas[1])),
     )
 
 

@@ -71,6 +71,9 @@ class InpaintingTrainConfig:
     generator_mode: str = "hole"
     leftover: LeftoverDataConfig = field(default_factory=LeftoverDataConfig)
     adv_start: int = 0  # generator iteration the adversarial terms start at (before: L1 only)
+    # Adam betas of the generator stage (G and D); [0.0, 0.99] is the GAN setting the shipped
+    # generator trained with
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
     lr: float = 1e-4  # Adam, every stage
     seed: int = 0  # stage i of (shape, flow, generator) is seeded seed + i
     # autocast of the generator stage's discriminators (auto: bf16 only where the hardware runs

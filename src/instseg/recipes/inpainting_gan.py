@@ -115,13 +115,14 @@ def train_generator_gan(
     checkpoint_period: int = 0,
     log_period: int = 10,
     adv_start: int = 0,
+    betas: tuple[float, float] = (0.0, 0.99),
 ) -> int:
     """Train ``generator`` (moved to ``device``) for ``iters`` iterations on
     ``make_batches(start_iter)`` (dicts of ``frames`` / ``gt`` (B, T, 3, H, W) in [-1, 1],
     ``holes`` / ``amodal`` (B, T, 1, H, W), optionally ``occluded`` (B, T, 1, H, W), else
     ``holes``); ``small``: 8-channel discriminators (T-PatchGAN with 3 downsamplings) instead of
-    64 (6); ``adv_start``: iterations before it train on the L1 terms only. Returns the
-    iteration it started at."""
+    64 (6); ``adv_start``: iterations before it train on the L1 terms only; ``betas``: Adam's,
+    both optimizers (the GAN default (0, 0.99)). Returns the iteration it started at."""
     from tqdm import tqdm
 
     dev = torch.device(device)
@@ -129,8 +130,8 @@ def train_generator_gan(
     gen = generator.to(dev)
     d_patch = TPatchGAN(base_channels=c, downsample=3 if small else 6).to(dev)
     d_cls = MultiClassDiscriminator(num_classes=1, base_channels=c).to(dev)
-    opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.0, 0.99))
-    opt_d = torch.optim.Adam([*d_patch.parameters(), *d_cls.parameters()], lr=lr, betas=(0.0, 0.99))
+    opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=betas)
+    opt_d = torch.optim.Adam([*d_patch.parameters(), *d_cls.parameters()], lr=lr, betas=betas)
     ckpt = Checkpointer(gen, optimizer=opt_g, save_dir=out_dir)
     start = 0
     if resume and ckpt.has_checkpoint():

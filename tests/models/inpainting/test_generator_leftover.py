@@ -44,6 +44,11 @@ def test_leftover_generator_reads_frames_inside_the_hole_and_the_occlusion_mask(
     other[..., 8:12, 10:18] = 0.5  # inside the leftover
     assert not torch.allclose(gen(other, hole, occ, amodal), base)
     assert not torch.allclose(gen(frames, hole, torch.zeros_like(occ), amodal), base)
+    # corrections only inside the occluded region: known pixels pass through unchanged
+    assert torch.equal(base * (1 - occ), frames * (1 - occ))
+    assert not torch.equal(base * occ, frames * occ)
+    assert isinstance(gen.encoder[0].conv.act, torch.nn.ELU)
+    assert isinstance(OcclusionAwareGenerator(base_channels=8).encoder[0].conv.act, torch.nn.ReLU)
 
 
 def test_voin_model_generate_is_identity_when_untrained():

@@ -24,13 +24,18 @@ Two modes (``mode``; a weights file records it as ``model.generator_mode``):
   the hole pixels are generated from scratch.
 - ``"leftover"`` (issue 16): input ``[X, hole, M_occ]`` (B, T, 5, H, W) where ``X`` are the
   *propagated* frames with the leftovers ``hole`` already filled by OpenCV Telea (what the
-  non-learned pipeline outputs); raw output ``X + R``, ``R`` the last conv's output (no tanh).
-  The last conv is zero-initialised, so the untrained generator returns ``X`` exactly (composed:
-  propagation + Telea); it learns a correction of Telea from the propagated context.
+  non-learned pipeline outputs); raw output ``X + M_occ * R``, ``R`` the last conv's output (no
+  tanh): a correction inside the occluded region only (the leftovers, where it is used, and the
+  propagated pixels, where the valid L1 on the raw output trains it against propagation
+  errors), none on the known pixels (a valid L1 there, whose gradient never vanishes, drove
+  every feature to zero in training). The last conv is zero-initialised, so the untrained
+  generator returns ``X`` exactly (composed: propagation + Telea); it learns a correction of
+  Telea from the propagated context.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -57,6 +62,9 @@ class OcclusionAwareGenerator(nn.Module):
         guide_hidden: width of each gate-guiding ``f_bar``.
         mode: ``"hole"`` (generate the hole from scratch) or ``"leftover"`` (residual on
             Telea-filled propagated frames, zero-initialised last layer; module docstring).
+        activation: ``phi`` of every gated conv; None: ReLU (``"hole"``, Eq. 5.13) or ELU
+            (``"leftover"``, as DeepFill v2: with ReLU, L1 training from the zero-initialised
+            output drove every feature below zero, where no gradient reaches it again).
     """
 
     def __init__(
@@ -69,6 +77,7 @@ class OcclusionAwareGenerator(nn.Module):
         occlusion_aware: bool = True,
         guide_hidden: int = 16,
         mode: GeneratorMode = "hole",
+        activation: Callable[[], nn.Module] | None = None,
     ) -> None:
         super().__init__()
         c = base_channels
@@ -79,6 +88,8 @@ class OcclusionAwareGenerator(nn.Module):
         self.mode = mode
         self.occlusion_aware = occlusion_aware
         g = 2 if occlusion_aware else 0
+        if activation is None:
+            activation = nn.ELU if mode == "leftover" else nn.ReLU
 
         def block(cin: int, cout: int, k: int = 3, s: int = 1, d: int = 1) -> GatedTSMConv:
             return GatedTSMConv(
@@ -91,6 +102,7 @@ class OcclusionAwareGenerator(nn.Module):
                 shift_steps=shift_steps,
                 guide_channels=g,
                 guide_hidden=guide_hidden,
+                activation=activation,
             )
 
         self.encoder = nn.ModuleList(
@@ -133,7 +145,7 @@ class OcclusionAwareGenerator(nn.Module):
             occluded: (B, T, 1, H, W) ``M_occ``, the occluded object region.
             amodal: (B, T, 1, H, W) ``M_hat``, the complete object mask.
         Returns:
-            (B, T, 3, H, W) float: in [-1, 1] (``"hole"``), ``frames`` + residual
+            (B, T, 3, H, W) float: in [-1, 1] (``"hole"``), ``frames + occluded * R``
             (``"leftover"``, unbounded; equal to ``frames`` while the last layer is zero).
         """
         _check(frames, hole, occluded, amodal)
@@ -155,7 +167,9 @@ class OcclusionAwareGenerator(nn.Module):
                 x = x.unflatten(0, frames.shape[:2])
             x = layer(x, guide)
         y = self.out(x.flatten(0, 1)).unflatten(0, frames.shape[:2])
-        return frames + y if self.residual else torch.tanh(y)
+        if self.residual:  # corrections only where the object was occluded
+            return frames + occluded.to(frames.dtype) * y
+        return torch.tanh(y)
 
     def inpaint(self, frames: Tensor, hole: Tensor, occluded: Tensor, amodal: Tensor) -> Tensor:
         """:meth:`forward` then :func:`compose`: (B, T, 3, H, W) in [-1, 1], known pixels kept."""
