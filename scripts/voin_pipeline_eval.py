@@ -20,7 +20,9 @@ passes exist in every version of :class:`InpaintOptions`).
 weights file's recommendation applies (``InpaintOptions`` None; with an older source tree, on).
 ``--windowed-propagation`` runs each generator window as its own clip (propagation inside it
 only), keeping each frame from its window: the pre-issue-16 pipeline on the current code.
-Results also go to ``--out/results.json``.
+Also printed: the PSNR on the leftovers alone (hole pixels propagation did not fill, where the
+generator or Telea acts; MSE pooled over the pixels of each sequence / of all). Results also go
+to ``--out/results.json``.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     inp = _inpainter(args)
     print(f"{inp.describe()} [instseg from {Path(sys.modules['instseg'].__file__).parent}]")
     n_frames, seconds, prop, holes_total = 0, 0.0, 0, 0
+    left_se: dict[str, tuple[float, int]] = {}  # sequence -> (squared error sum, values)
     for seq in args.sequences:
         files = manifest["sequences"][seq]["files"]
         frames = _load(args.split / "frames" / seq, files)
@@ -78,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         seconds += time.perf_counter() - t
         n_frames += len(frames)
         prop += int((propagated & holes).sum())
+        left = holes & ~propagated
+        gt = _load(args.split / "gt" / seq, files).astype(np.float64)
+        left_se[seq] = (
+            float(((out.astype(np.float64) - gt)[left] ** 2).sum()),
+            3 * int(left.sum()),
+        )
         holes_total += int(holes.sum())
         (args.out / "pred" / seq).mkdir(parents=True, exist_ok=True)
         for f, x in zip(files, out, strict=True):
@@ -89,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         "mean": res["mean"],
         "per_sequence": res["per_sequence"],
         "propagated_share": prop / max(holes_total, 1),
+        "leftover_psnr": {k: _psnr(*v) for k, v in left_se.items()}
+        | {"all": _psnr(*(sum(x) for x in zip(*left_se.values(), strict=True)))},
         "s_per_frame": seconds / max(n_frames, 1),
         "num_frames": n_frames,
     }
@@ -97,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     per = ", ".join(
         f"{s} {v['hole_psnr']:.2f}/{v['hole_ssim']:.3f}" for s, v in res["per_sequence"].items()
     )
+    lp = row["leftover_psnr"]
+    print("leftover PSNR " + ", ".join(f"{k} {v:.2f}" for k, v in lp.items()))
     print(
         f"hole PSNR {m['hole_psnr']:.2f} SSIM {m['hole_ssim']:.4f} | frame PSNR "
         f"{m['frame_psnr']:.2f} SSIM {m['frame_ssim']:.4f} | propagated "
@@ -129,6 +142,11 @@ def _windowed(inp: Inpainter, frames, vis, am) -> tuple[np.ndarray, np.ndarray]:
         r = inp.inpaint(frames[s:e], vis[s:e], amodal=am[s:e], label=0)
         out[k0:k1], prop[k0:k1] = r.frames[k0 - s : k1 - s], r.propagated[k0 - s : k1 - s]
     return out, prop
+
+
+def _psnr(se: float, n: int) -> float:
+    """PSNR (8-bit) of a squared-error sum over ``n`` values (inf for no error / no values)."""
+    return float("inf") if se == 0 or n == 0 else float(10 * np.log10(255**2 * n / se))
 
 
 def _load(folder: Path, files: list[str]) -> np.ndarray:
