@@ -40,6 +40,7 @@ import copy
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -176,20 +177,10 @@ def train_voin_stage(
         return occluded_clip_stream(videos, rng, d.clip_len, skip=start_iter * batch)
 
     if stage == "generator":
-        train_generator_gan(
-            nets.generator,
-            make_batches=lambda start: video_batches(clips(start), batch),
-            iters=sc.iters,
-            lr=cfg.lr,
-            out_dir=out_dir,
-            device=run.device,
-            small=cfg.variant == "small",
-            amp=cfg.amp,
-            resume=resume,
-            progress=progress,
-            checkpoint_period=cfg.checkpoint_period,
-            log_period=cfg.log_period,
-        )
+        _train_generator(
+            cfg, nets, lambda start: video_batches(clips(start), batch),
+            out_dir=out_dir, run=run, resume=resume, progress=progress,
+        )  # fmt: skip
         return out_dir / "model_final.pth"
     if stage == "shape":
         module: Any = ShapeStage(nets.shape_net)
@@ -255,11 +246,34 @@ def _train_leftover_generator(
     )
     clips = load_leftover_cache(files)
     log.info("leftover generator: %d cached clips, crops of %d px", len(clips), crop)
-    train_generator_gan(
-        nets.generator,
-        make_batches=lambda start: leftover_batches(
+    _train_generator(
+        cfg,
+        nets,
+        lambda start: leftover_batches(
             clips, batch=d.batch, clip_len=d.clip_len, crop_size=crop, seed=seed, skip=start
         ),
+        out_dir=out_dir,
+        run=run,
+        resume=resume,
+        progress=progress,
+    )
+
+
+def _train_generator(
+    cfg: InpaintingTrainConfig,
+    nets: VOINNets,
+    make_batches: Callable[[int], Any],
+    *,
+    out_dir: Path,
+    run: TrainingRun,
+    resume: bool,
+    progress: bool,
+) -> None:
+    """:func:`train_generator_gan` with the config's generator-stage settings (both generator
+    modes: whole holes and leftovers differ only in their batches)."""
+    train_generator_gan(
+        nets.generator,
+        make_batches=make_batches,
         iters=cfg.generator.iters,
         lr=cfg.lr,
         out_dir=out_dir,
