@@ -17,14 +17,7 @@ def test_propagate_with_the_label_propagation_protocol(tmp_path: Path) -> None:
     ann = generate_videos(tmp_path / "clip", num_videos=1, num_frames=4, seed=7,
                           image_size=(160, 224))  # fmt: skip
     video = load_ytvis(ann, tmp_path / "clip")[0]
-    gt = []
-    for t in range(4):
-        lab = np.zeros((160, 224), np.uint8)
-        for k, a in enumerate(video.annotations[:2], 1):
-            m = a.mask(t)
-            if m is not None:
-                lab[m] = k
-        gt.append(lab)
+    gt = [video.label_map(t, objects=2) for t in range(4)]
     write_davis_label(tmp_path / "init" / "00000.png", gt[0])
     out = tmp_path / "semi"
     assert main(["propagate", "--source", str(video.frame_paths[0].parent), "--init-masks",

@@ -91,14 +91,7 @@ def test_track_without_weights_explains_how_to_train(clip, tmp_path, monkeypatch
 @pytest.mark.parametrize("command", ["propagate", "track"])
 def test_init_masks_writes_one_indexed_png_per_frame(clip, tmp_path, caplog, command) -> None:  # noqa: ANN001
     folder, (video,) = clip
-    gt = []
-    for t in range(6):
-        lab = np.zeros((160, 224), np.uint8)
-        for k, a in enumerate(video.annotations[:2], 1):
-            m = a.mask(t)
-            if m is not None:
-                lab[m] = k
-        gt.append(lab)
+    gt = [video.label_map(t, objects=2) for t in range(6)]
     masks = tmp_path / "init"
     write_davis_label(masks / "00000.png", gt[0])
     out = tmp_path / "semi"

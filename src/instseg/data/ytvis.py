@@ -103,6 +103,17 @@ class Video:
     def __len__(self) -> int:
         return self.length
 
+    def label_map(self, t: int, *, objects: int | None = None) -> np.ndarray:
+        """DAVIS-style (H, W) uint8 label map of frame ``t``: 0 = background, k = the k-th
+        annotation (of the first ``objects``; all when None) where it is present; a later
+        annotation is painted over an earlier one where masks overlap."""
+        lab = np.zeros((self.height, self.width), np.uint8)
+        for k, a in enumerate(self.annotations[:objects], 1):
+            m = a.mask(t)
+            if m is not None:
+                lab[m] = k
+        return lab
+
     def instances(self, t: int, *, label_of: Mapping[int, int]) -> Instances:
         """Targets of frame ``t`` as :class:`Instances` (tracks present in that frame).
 
