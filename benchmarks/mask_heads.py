@@ -69,6 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         "partially-supervised protocol: heads see the unseen objects' masks)",
     )
     p.add_argument(
+        "--loss-weight",
+        action="append",
+        default=[],
+        metavar="TERM=W",
+        help="multiply a loss term of every head that has it (e.g. affinity=0.25; repeatable); "
+        "unnamed terms keep 1.0",
+    )
+    p.add_argument(
         "--cache",
         default="runs/bench_heads_cache",
         help="folder of cached RoI sets, reused by runs with the same data settings ('' = none)",
@@ -79,25 +87,38 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    weights = {}
+    for item in args.loss_weight:
+        name, sep, value = item.partition("=")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            p.error(f"--loss-weight expects TERM=W, got {item!r}")
     if args.baseline not in args.heads:
         p.error(f"--baseline {args.baseline} must be one of --heads")
-    cfg = HeadBenchConfig(
-        weights=args.weights,
-        heads=tuple(args.heads),
-        baseline=args.baseline,
-        seeds=tuple(args.seeds),
-        data_seed=args.data_seed,
-        train_images=args.train_images,
-        test_images=args.test_images,
-        iters=args.iters,
-        roi_batch=args.roi_batch,
-        lr=args.lr,
-        occlusion=args.occlusion,
-        same_class_overlap=args.same_class_overlap,
-        davis=not args.no_davis,
-        mask_target=args.mask_target,
-        oracle_images=args.oracle_images,
-    )
+    try:
+        cfg = HeadBenchConfig(
+            weights=args.weights,
+            heads=tuple(args.heads),
+            baseline=args.baseline,
+            seeds=tuple(args.seeds),
+            data_seed=args.data_seed,
+            train_images=args.train_images,
+            test_images=args.test_images,
+            iters=args.iters,
+            roi_batch=args.roi_batch,
+            lr=args.lr,
+            occlusion=args.occlusion,
+            same_class_overlap=args.same_class_overlap,
+            davis=not args.no_davis,
+            mask_target=args.mask_target,
+            oracle_images=args.oracle_images,
+            loss_weights=weights,
+        )
+    except ValueError as e:
+        p.error(str(e))
     model, _ = load_trained_model(cfg.weights)
     model = model.float().to(memory_format=torch.channels_last)
     report = run_benchmark(cfg, model=model, cache_dir=args.cache or None)

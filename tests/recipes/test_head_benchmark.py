@@ -138,6 +138,24 @@ def test_loss_falls_on_a_tiny_overfit(train_set):
     assert all(v > 0 for v in rec["term_grad_norm"].values())
 
 
+def test_loss_weights_scale_the_named_term_only(train_set):
+    norm = FeatureNorm.fit(train_set.features)
+    base = dict(weights="unused", iters=1, roi_batch=16, warmup_iters=1)
+    grads = {}
+    for w in (1.0, 0.25, 0.0):
+        cfg = HeadBenchConfig(**base, loss_weights={"affinity": w})
+        head = build_head("cpmask", in_channels=64, seed=0)
+        grads[w] = train_head(head, train_set, norm, cfg, seed=0)["term_grad_norm"]
+    assert grads[0.25]["loss_affinity"] == pytest.approx(0.25 * grads[1.0]["loss_affinity"])
+    assert grads[0.0]["loss_affinity"] == 0.0
+    for term in ("loss_mask", "loss_boundary"):  # other terms untouched
+        assert grads[0.25][term] == pytest.approx(grads[1.0][term])
+    with pytest.raises(ValueError, match="unknown loss term"):
+        HeadBenchConfig(weights="unused", loss_weights={"afinity": 0.5})
+    with pytest.raises(ValueError, match=">= 0"):
+        HeadBenchConfig(weights="unused", loss_weights={"affinity": -1.0})
+
+
 def test_capacity_control_is_near_bcnet_size():
     def size(name: str) -> int:
         return sum(p.numel() for p in build_head(name, in_channels=64, seed=0).parameters())
@@ -211,3 +229,39 @@ def test_oracle_training_sets_are_concatenated(train_set):
     assert len(both) == 2 * len(train_set)
     assert both.image_index[len(train_set) :].min() == len(train_set.image_sizes)
     assert len(both.image_sizes) == 2 * len(train_set.image_sizes)
+
+
+def _compare_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "mask_heads_compare.py"
+    spec = importlib.util.spec_from_file_location("mask_heads_compare", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_cross_run_comparison_pairs_only_identical_instances(tmp_path):
+    cmp = _compare_script()
+    rng = np.random.default_rng(0)
+    ratio, images = rng.uniform(0, 0.9, 40), np.repeat(np.arange(10), 4)
+
+    def run(name: str, iou: np.ndarray, ratio: np.ndarray = ratio) -> str:
+        (tmp_path / name).mkdir()
+        arrays = {"unseen/occlusion_ratio": ratio, "unseen/image_index": images}
+        for s in (0, 1):
+            arrays[f"unseen/h/{s}/iou"] = iou + 0.01 * s
+        np.savez(tmp_path / name / "per_instance.npz", **arrays)
+        return f"{tmp_path / name}:h"
+
+    base = rng.uniform(0.2, 0.8, 40)
+    a, b = run("a", base + 0.05), run("b", base)
+    r = cmp.compare(a, b, split="unseen", resamples=200)
+    assert r["all"]["mean"] == pytest.approx(0.05) and r["all"]["n"] == 40
+    assert r["occluded"]["n"] == int((ratio > 0.3).sum())
+    c = run("c", base, ratio=ratio[::-1].copy())  # other instances: refused
+    with pytest.raises(SystemExit, match="not pairable"):
+        cmp.compare(a, c, split="unseen", resamples=200)
+    with pytest.raises(SystemExit, match="no head 'x'"):
+        cmp.compare(a, f"{tmp_path / 'b'}:x", split="unseen", resamples=200)

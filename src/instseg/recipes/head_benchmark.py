@@ -78,6 +78,12 @@ HEADS: dict[str, Callable[..., MaskHead]] = {
 }
 
 
+# the loss terms of the heads above (``head.loss`` keys without the "loss_" prefix)
+LOSS_TERMS = (
+    "mask", "contour", "occluder_mask", "occluder_contour", "boundary", "affinity",
+)  # fmt: skip
+
+
 @dataclass
 class HeadBenchConfig:
     weights: str  # trained image model whose backbone + FPN give the frozen features
@@ -109,6 +115,9 @@ class HeadBenchConfig:
     # of the held-out sequences (other seeds than the unseen evaluation set), so the heads see
     # masks of the "novel" objects; 0 = heads learn from the training sequences only
     oracle_images: int = 0
+    # multipliers of named loss terms ("affinity" scales every head's "loss_affinity"); a term
+    # not named keeps weight 1.0 (the unweighted sum, our reading of Eqs. 4.1 / 4.4 / 4.6)
+    loss_weights: dict[str, float] = field(default_factory=dict)
 
     def data_key(self) -> dict[str, Any]:
         """The settings that decide the cached RoI sets (see :func:`run_benchmark`)."""
@@ -122,6 +131,21 @@ class HeadBenchConfig:
     def __post_init__(self) -> None:
         if self.mask_target not in ("visible", "amodal"):
             raise ValueError(f"mask_target must be visible or amodal, got {self.mask_target!r}")
+        unknown = sorted(set(self.loss_weights) - set(LOSS_TERMS))
+        if unknown:
+            raise ValueError(f"unknown loss term(s) {unknown}; valid: {', '.join(LOSS_TERMS)}")
+        bad = {k: v for k, v in self.loss_weights.items() if not (v >= 0 and math.isfinite(v))}
+        if bad:
+            raise ValueError(f"loss_weights must be finite and >= 0, got {bad}")
+
+    def weighted(self, terms: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``terms`` (``{"loss_<name>": value}``) multiplied by ``loss_weights[<name>]``."""
+        return {
+            k: v * self.loss_weights[k.removeprefix("loss_")]
+            if k.removeprefix("loss_") in self.loss_weights
+            else v
+            for k, v in terms.items()
+        }
 
 
 # ----------------------------------------------------------------------------- scenes
@@ -391,7 +415,7 @@ def train_head(
         idx = order[pos : pos + cfg.roi_batch]
         pos += cfg.roi_batch
         out = head(norm(rois.features[idx]))
-        terms = head.loss(out, _targets(rois, idx, cfg.mask_target))
+        terms = cfg.weighted(head.loss(out, _targets(rois, idx, cfg.mask_target)))
         if it == 0:
             term_grads = _term_gradients(terms, params)
         loss = sum(terms.values())
@@ -804,6 +828,13 @@ def format_report(report: dict[str, Any]) -> str:
             "**amodal** (amodal GT boxes)."
             if amodal
             else "visible (GT boxes of the visible masks)."
+        )
+        + (
+            " Loss weights: "
+            + ", ".join(f"{k} x {v:g}" for k, v in cfg["loss_weights"].items())
+            + " (other terms x 1)."
+            if cfg.get("loss_weights")
+            else ""
         )
     )
     # amodal: the share of the hidden part recovered; visible: the share of the mask wrongly
