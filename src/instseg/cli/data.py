@@ -8,6 +8,8 @@ Subcommands (one explicit table, :data:`SUBCOMMANDS`):
   style JSON with amodal masks and per-frame depth order.
 - ``coco-occ``: the COCO-OCC split of a COCO ground-truth file (images whose objects overlap),
   through ``instseg.data.occlusion.extract_coco_occ``.
+- ``convert-amodal``: a synthetic amodal COCO file in the KINS, updated KINS or COCOA-cls layout
+  (``instseg.data.amodal_layouts``), for amodal training / evaluation from those layouts.
 - ``few-shot``: a seeded K-shot training subset of the novel classes
   (``instseg.cli.data_fewshot``, ``instseg.data.few_shot``).
 """
@@ -250,6 +252,34 @@ def _run_coco_occ(args: argparse.Namespace) -> int:
     return 0
 
 
+# = instseg.data.amodal_layouts.AMODAL_LAYOUTS (not imported here: it loads torch)
+_AMODAL_LAYOUTS = ("kins", "kins_updated", "cocoa_cls")
+
+
+def _add_convert_amodal(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", type=Path, help="synthetic amodal COCO JSON (instseg data synth)")
+    p.add_argument("dst", type=Path, help="output JSON in the chosen layout")
+    p.add_argument(
+        "--layout",
+        choices=_AMODAL_LAYOUTS,
+        required=True,
+        help="kins (i_segm/a_segm, oco_id/ico_id), kins_updated (inmodal_seg + amodal "
+        "segmentation) or cocoa_cls (amodal segmentation + visible_mask)",
+    )
+
+
+def _run_convert_amodal(args: argparse.Namespace) -> int:
+    from instseg.data.amodal_layouts import convert_amodal_layout
+
+    try:
+        counts = convert_amodal_layout(args.src, args.dst, layout=args.layout)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"instseg data convert-amodal: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({**counts, "layout": args.layout, "out": str(args.dst)}, indent=1))
+    return 0
+
+
 # name -> (add its arguments, run it, one-line help)
 SUBCOMMANDS: dict[
     str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]
@@ -265,6 +295,11 @@ SUBCOMMANDS: dict[
         "synthetic occlusion videos with amodal YouTube-VIS annotations",
     ),
     "coco-occ": (_add_coco_occ, _run_coco_occ, "extract the COCO-OCC (occluded) subset"),
+    "convert-amodal": (
+        _add_convert_amodal,
+        _run_convert_amodal,
+        "a synthetic amodal COCO file in the KINS / updated KINS / COCOA-cls layout",
+    ),
     **_fewshot.SUBCOMMANDS,
 }
 
