@@ -290,3 +290,44 @@ def test_objects_config_holds_out_the_image_sequences() -> None:
     assert tuple(held) == IMAGE_HELD_OUT and len(held) >= 5
     assert set(VOIN_EVAL) | set(SEMISUP_HELD_OUT) <= set(held)  # downstream evals stay clean
     assert cfg.data.synthetic.class_agnostic and cfg.solver.ema_decay > 0
+
+
+@pytest.mark.parametrize("target", ["visible", "amodal"])
+def test_unseen_split_is_scored_against_the_models_mask_target(tmp_path, monkeypatch, target):
+    """An amodal model's unseen-split metrics (and their occlusion breakdown) use the amodal GT:
+    predictions equal to the target GT masks score AP 100 in every occlusion level."""
+    import instseg.recipes.image as image_recipe
+    from instseg.data.synthetic import SceneConfig, generate_scenes
+    from instseg.evaluation.amodal import to_coco_gt
+    from instseg.recipes.image import DataSplits, evaluate_unseen
+    from instseg.utils.io import atomic_write_json
+
+    cfg = SceneConfig(image_size=(80, 96), min_objects=3, max_objects=5)
+    gt_json = generate_scenes(tmp_path / "unseen", num_images=6, seed=5, config=cfg, occlusion=0.9)
+    gt = to_coco_gt(gt_json, target=target)
+    seen = {}
+
+    def fake_evaluate(model, dataset, gt_path, *, out_dir, mask_target, **kw):
+        seen["mask_target"] = mask_target
+        results = [
+            {"image_id": a["image_id"], "category_id": a["category_id"],
+             "segmentation": a["segmentation"],
+             "bbox": a["bbox"], "score": 1.0}
+            for a in gt["annotations"]
+        ]  # fmt: skip
+        atomic_write_json(Path(out_dir) / "results.json", results)
+        return {"segm": {"AP": 100.0}}
+
+    class Images:
+        image_ids = [im["id"] for im in gt["images"]]
+
+    monkeypatch.setattr(image_recipe, "evaluate", fake_evaluate)
+    splits = DataSplits(gt_json, gt_json.parent, gt_json, gt_json.parent, gt_json, gt_json.parent)
+    m = evaluate_unseen(
+        None, Images(), splits, out_dir=tmp_path / "out", num_classes=1, mask_target=target
+    )
+    assert seen["mask_target"] == target
+    levels = m["segm_by_occlusion"]
+    assert sum(v["instances"] for v in levels.values()) == len(gt["annotations"])
+    for v in levels.values():
+        assert v["instances"] == 0 or v["AP"] == pytest.approx(100.0)

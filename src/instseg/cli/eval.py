@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
                 out_dir=out / "unseen",
                 num_classes=meta.num_classes,
                 amp=cfg.solver.amp,
+                mask_target=target,
             )
     except ValueError as e:
         if getattr(args, "debug", False):

@@ -397,6 +397,7 @@ def train(cfg: ImageTrainConfig, *, resume: bool = False, progress: bool = True)
             metrics["unseen"] = evaluate_unseen(
                 eval_model, unseen_ds, splits, out_dir=out_dir / "unseen", amp=s.amp,
                 progress=progress, num_classes=len(train_ds.category_ids),
+                mask_target=cfg.model.mask_target,
             )  # fmt: skip
         return metrics
 
@@ -461,22 +462,26 @@ def evaluate_unseen(
     num_classes: int,
     amp: str = "auto",
     progress: bool = True,
+    mask_target: str = "visible",
 ) -> dict[str, Any]:
     """Class-agnostic COCO metrics on the unseen split (every predicted class counts as
     ``object``): ``bbox`` / ``segm`` groups, ``occluded`` (instances more than 30% occluded)
-    and ``segm_by_occlusion`` (:data:`UNSEEN_OCCLUSION_LEVELS`)."""
+    and ``segm_by_occlusion`` (:data:`UNSEEN_OCCLUSION_LEVELS`), all scored against the
+    ``mask_target`` masks and boxes (an amodal model against the amodal GT)."""
+    from instseg.evaluation.amodal import to_coco_gt
     from instseg.evaluation.breakdown import occlusion_level_metrics
     from instseg.utils.io import read_json
 
     assert splits.unseen_json is not None
     metrics = evaluate(
         model, dataset, splits.unseen_json, amp=amp, out_dir=out_dir, progress=progress,
-        eval_cfg=EvalConfig(occluded=True, min_occlusion=0.3),
+        eval_cfg=EvalConfig(occluded=True, min_occlusion=0.3), mask_target=mask_target,
         category_ids=[1] * num_classes,
     )  # fmt: skip
     if metrics:
+        gt = to_coco_gt(read_json(splits.unseen_json), target=mask_target)  # type: ignore[arg-type]
         metrics["segm_by_occlusion"] = occlusion_level_metrics(
-            read_json(splits.unseen_json), out_dir / "results.json",
+            gt, out_dir / "results.json",
             levels=UNSEEN_OCCLUSION_LEVELS, img_ids=list(dataset.image_ids),
         )  # fmt: skip
     return metrics
