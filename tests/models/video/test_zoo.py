@@ -51,3 +51,30 @@ def test_pcan_variant_loss_backward_predict(name):
             assert inst.image_size == (96, 128) and inst.track_ids is not None
             assert len(inst.track_ids) == len(inst) and torch.isfinite(inst.boxes).all()
     assert all(state.memory.num_frames(lv) <= 2 for lv in state.memory.keys)  # bounded
+
+
+def test_image_only_baseline_has_no_memory():
+    """pcan_fast_image (issue 15's image-only row): same segmenter, track head and tracker as
+    pcan_fast, no PCAM levels, no instance prototypes / TSM, no TSM loss; a frame's detections
+    do not depend on the frames before it (only the track ids can)."""
+    torch.manual_seed(0)
+    full = build_pcan("pcan_fast", num_classes=2, pretrained=False)
+    torch.manual_seed(0)
+    image = build_pcan("pcan_fast_image", num_classes=2, pretrained=False)
+    assert len(image.pcam.levels) == 0 and image.tsm is None and image.instance_attention is None
+    # the per-frame part is the same network (same parameter names and shapes)
+    shapes = {n: p.shape for n, p in full.named_parameters() if not n.startswith(("pcam", "tsm"))}
+    shapes = {n: s for n, s in shapes.items() if not n.startswith("instance_attention")}
+    assert shapes == {n: p.shape for n, p in image.named_parameters()}
+    image.train()
+    losses = image.loss(ClipBatch(key=_frame(3), reference=_frame(0)))
+    assert "loss_tsm" not in losses and "loss_track" in losses
+    image.eval()
+    with torch.no_grad():
+        feats, _ = image.segmenter.features(_frame(4).images)
+        state = image.init_state()
+        for t in range(3):  # the online path runs, and never stores anything to read
+            _, state = image.predict_frame(_frame(3 * t), state)
+        fused, memory = image.pcam(feats, state.memory)
+    assert all(torch.equal(fused[k], feats[k]) for k in feats)
+    assert sum(memory.num_frames(lv) for lv in memory.keys) == 0

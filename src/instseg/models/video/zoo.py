@@ -27,7 +27,9 @@ from instseg.models.video.pcan import PCAN
 from instseg.models.video.tracker import Tracker, TrackHead
 from instseg.models.zoo import build_model
 
-__all__ = ["PCAN_MODELS", "build_pcan", "pcan_fast", "pcan_paper", "pcan_tiny"]
+__all__ = [
+    "PCAN_MODELS", "build_pcan", "pcan_fast", "pcan_fast_image", "pcan_paper", "pcan_tiny",
+]  # fmt: skip
 
 PCAM_LEVELS = ("p3", "p4", "p5")
 
@@ -38,15 +40,18 @@ def pcan_fast(
     image_model: str = "effl0_fcos_maskrcnn",
     pretrained: bool = True,
     memory_length: int = 8,
+    temporal: bool = True,
     **image_kw: Any,
 ) -> PCAN:
     """CPU default: PCAM K=16 (Ck=32) on P3-P5, 2-conv 128-d track head, 8+8 instance
-    prototypes, TSM 64 wide, T=8, Eq. 5.8 momentum 0.2."""
+    prototypes, TSM 64 wide, T=8, Eq. 5.8 momentum 0.2. ``temporal=False``: see
+    :func:`pcan_fast_image`."""
     return _pcan(
         num_classes=num_classes,
         image_model=image_model,
         pretrained=pretrained,
         image_kw=image_kw,
+        temporal=temporal,
         num_prototypes=16,
         key_channels=32,
         track_convs=2,
@@ -116,8 +121,31 @@ def pcan_tiny(
     )
 
 
+def pcan_fast_image(
+    *,
+    num_classes: int,
+    image_model: str = "effl0_fcos_maskrcnn",
+    pretrained: bool = True,
+    memory_length: int = 8,
+    **image_kw: Any,
+) -> PCAN:
+    """The image-only baseline of :func:`pcan_fast` (issue 15): the same per-frame segmenter,
+    track head and tracker, trained by the same recipe, without any temporal memory: no
+    frame-level PCAM (features pass unchanged), no instance prototypes and no temporal
+    segmentation module. What PCAN's memory adds is the difference to ``pcan_fast``."""
+    return pcan_fast(
+        num_classes=num_classes,
+        image_model=image_model,
+        pretrained=pretrained,
+        memory_length=memory_length,
+        temporal=False,
+        **image_kw,
+    )
+
+
 PCAN_MODELS: dict[str, Callable[..., PCAN]] = {
     "pcan_fast": pcan_fast,
+    "pcan_fast_image": pcan_fast_image,
     "pcan_paper": pcan_paper,
     "pcan_tiny": pcan_tiny,
 }
@@ -149,18 +177,20 @@ def _pcan(
     num_bg: int,
     tsm_hidden: int,
     memory_length: int,
+    temporal: bool = True,
 ) -> PCAN:
     segmenter = build_model(image_model, num_classes=num_classes, pretrained=pretrained, **image_kw)
     c = int(segmenter.backbone.out_channels)
     missing = [lv for lv in PCAM_LEVELS if lv not in segmenter.backbone.names]
     if missing:
         raise ValueError(f"image model '{image_model}' has no FPN level(s) {missing} for PCAM")
+    # temporal=False: a PCAM without levels passes the features unchanged (image-only baseline)
     pcam = MultiLevelPCAM(
         per_level={
             lv: PrototypicalCrossAttention(
                 in_channels=c, key_channels=key_channels, num_prototypes=num_prototypes
             )
-            for lv in PCAM_LEVELS
+            for lv in (PCAM_LEVELS if temporal else ())
         }
     )
     track_head = TrackHead(
@@ -177,8 +207,10 @@ def _pcan(
         tracker=Tracker(),  # QDTrack: birth 0.7, gate 0.5, backdrops, duplicate removal
         instance_attention=InstancePrototypeAttention(
             in_channels=c, key_channels=key_channels, num_fg=num_fg, num_bg=num_bg
-        ),
-        tsm=TemporalSegmentationModule(in_channels=c, hidden=tsm_hidden),
+        )
+        if temporal
+        else None,
+        tsm=TemporalSegmentationModule(in_channels=c, hidden=tsm_hidden) if temporal else None,
         track_levels=PCAM_LEVELS,
         memory_length=memory_length,
         instance_update="momentum",
