@@ -41,8 +41,20 @@ def runs() -> dict:
         return d
 
     seg.detector.predict = recorded
+    # the TSM's instance RoIs may use the same pooler (instance_rois="mask"): not mask-head calls
+    in_tsm = {"on": False}
+    inst_rois = model._inst_rois
+
+    def tsm_rois(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        in_tsm["on"] = True
+        try:
+            return inst_rois(*a, **kw)
+        finally:
+            in_tsm["on"] = False
+
+    model._inst_rois = tsm_rois
     seg.mask_roi_pool.register_forward_hook(
-        lambda m, i, o: rec["calls"][-1].append(i[1][0].detach().clone())
+        lambda m, i, o: None if in_tsm["on"] else rec["calls"][-1].append(i[1][0].detach().clone())
     )
     seg.mask_head.register_forward_hook(lambda m, i, o: rec["heads"].append(len(i[0])))
     out: dict = {}
