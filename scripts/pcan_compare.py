@@ -79,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             ctx = memory_off(model) if mode == "memory off" else _null()
             with ctx, torch.no_grad():
                 m = evaluate_video(
-                    model, test, category_ids=list(test.categories), min_size=cfg.data.test_min_size,
-                    max_size=cfg.data.max_size, amp="none", tracker=cfg.tracker,
+                    model, test, category_ids=list(test.categories),
+                    min_size=cfg.data.test_min_size, max_size=cfg.data.max_size, amp="none",
+                    tracker=cfg.tracker,
                     frame_subsets=subsets,
                 )  # fmt: skip
             rows[name] = m
