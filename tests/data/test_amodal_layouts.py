@@ -14,7 +14,12 @@ import torch
 
 from instseg.cli.main import main
 from instseg.data.amodal_layouts import AMODAL_LAYOUTS, convert_amodal_layout
-from instseg.data.coco import CocoInstanceDataset, _occludes, _occlusion_layers, detect_layout
+from instseg.data.coco import (
+    CocoInstanceDataset,
+    _occlusion_layers,
+    detect_layout,
+    occlusion_relation,
+)
 from instseg.data.synthetic import SceneConfig, generate_scenes
 
 SMALL = SceneConfig(image_size=(72, 88), min_objects=3, max_objects=6, min_visible_area=20)
@@ -75,11 +80,11 @@ def test_converted_file_reads_like_the_synthetic_one(
         assert g.depth.tolist() == _occlusion_layers(vis, amo).tolist()
         rank = [depth_of[int(k)] for k in r.extra["ids"]]
         assert r.depth.tolist() == rank
-        for a, b in zip(*np.nonzero(_occludes(vis, amo)), strict=True):  # b occludes a
+        for a, b in zip(*np.nonzero(occlusion_relation(vis, amo)), strict=True):  # b occludes a
             assert rank[b] < rank[a] and g.depth[b] < g.depth[a]
         if layout == "kins":
             oco, ico = g.extra["kins_oco_id"].tolist(), g.extra["kins_ico_id"].tolist()
-            for a, b in zip(*np.nonzero(_occludes(vis, amo)), strict=True):
+            for a, b in zip(*np.nonzero(occlusion_relation(vis, amo)), strict=True):
                 assert oco[a] == oco[b] and ico[b] < ico[a]
             for c in set(oco):
                 members = [k for k in range(len(oco)) if oco[k] == c]

@@ -636,7 +636,7 @@ def test_davis_coco_json_masks_equal_png_annotations() -> None:
 
 
 def test_derived_occlusion_layers_chain_and_cycle() -> None:
-    from instseg.data.coco import _derive_occluders, _occludes, _occlusion_layers
+    from instseg.data.coco import _derive_occluders, _occlusion_layers, occlusion_relation
 
     # C (back) is hidden by B, B by A: layers 0, 1, 2; D stands alone
     a, b, c, d = (0, 0, 6, 6), (4, 0, 10, 6), (8, 0, 14, 6), (20, 10, 24, 14)
@@ -653,7 +653,7 @@ def test_derived_occlusion_layers_chain_and_cycle() -> None:
     visible2 = np.stack([bitmap((0, 0, 4, 4)), bitmap((8, 0, 12, 4))])
     visible2[0, 0:1, 4:8] = True  # 0 shows in the shared columns on the top row
     visible2[1, 1:4, 4:8] = True  # 1 shows there below
-    assert _occludes(visible2, amodal2).tolist() == [[False, True], [True, False]]
+    assert occlusion_relation(visible2, amodal2).tolist() == [[False, True], [True, False]]
     layers = _occlusion_layers(visible2, amodal2)
     assert layers.shape == (2,) and layers.max() <= 1
     assert _occlusion_layers(np.zeros((0, 3, 3), bool), np.zeros((0, 3, 3), bool)).shape == (0,)

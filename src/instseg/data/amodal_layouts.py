@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import pycocotools.mask as mask_util
 
-from instseg.data.coco import _occludes, detect_layout
+from instseg.data.coco import detect_layout, occlusion_relation
 from instseg.structures.masks import mask_to_rle, segmentation_to_mask
 from instseg.utils.io import atomic_write_json, read_json
 
@@ -262,7 +262,7 @@ def _kins_order(
     """KINS ``oco_id`` (clusters = connected components of the occlusion graph, numbered on from
     ``counts["clusters"]``) and ``ico_id`` (1 = nearest in its cluster, by ``depth_order``)."""
     n = len(anns)
-    rel = _occludes(vis, amo)
+    rel = occlusion_relation(vis, amo)
     linked = rel | rel.T
     comp = [-1] * n
     for start in range(n):

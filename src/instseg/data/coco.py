@@ -89,6 +89,7 @@ __all__ = [
     "MASK_KINDS",
     "detect_layout",
     "layout_fields",
+    "occlusion_relation",
 ]
 
 LAYOUTS = ("coco", "synthetic", "kins", "kins_updated", "cocoa", "cocoa_cls")
@@ -651,7 +652,7 @@ def _bool(m: np.ndarray | None) -> Tensor | None:
     return None if m is None else torch.from_numpy(np.ascontiguousarray(m))
 
 
-def _occludes(vis: np.ndarray, amo: np.ndarray) -> np.ndarray:
+def occlusion_relation(vis: np.ndarray, amo: np.ndarray) -> np.ndarray:
     """(N, N) bool: [i, j] = instance j's visible mask overlaps instance i's invisible part."""
     n = vis.shape[0]
     rel = np.zeros((n, n), dtype=bool)
@@ -665,7 +666,7 @@ def _occludes(vis: np.ndarray, amo: np.ndarray) -> np.ndarray:
 
 
 def _derive_occluders(vis: np.ndarray, amo: np.ndarray) -> np.ndarray:
-    rel = _occludes(vis, amo)
+    rel = occlusion_relation(vis, amo)
     out = np.zeros_like(vis)
     for i in range(vis.shape[0]):
         js = np.nonzero(rel[i])[0]
@@ -677,7 +678,7 @@ def _derive_occluders(vis: np.ndarray, amo: np.ndarray) -> np.ndarray:
 def _occlusion_layers(vis: np.ndarray, amo: np.ndarray) -> np.ndarray:
     """Layer index per instance: 0 if unoccluded, else 1 + max layer of its occluders (cycles are
     cut after N rounds)."""
-    rel = _occludes(vis, amo)
+    rel = occlusion_relation(vis, amo)
     n = rel.shape[0]
     depth = np.zeros(n, dtype=np.int64)
     for _ in range(n):
