@@ -18,15 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from instseg.config import load_config
 from instseg.inference.video_predictor import load_video_model
+from instseg.models.video.cross_attention import MultiLevelPCAM
 from instseg.models.video.pcan import PCAN
 from instseg.recipes.video import (
     corrupted_subsets,
@@ -37,19 +37,13 @@ from instseg.recipes.video import (
 from instseg.recipes.video_config import VideoTrainConfig
 
 
-class _NoMemory(nn.Module):
-    """Stands in for the frame-level PCAM: features pass unchanged, nothing is remembered."""
-
-    def forward(self, features: Any, memory: Any) -> tuple[Any, Any]:
-        return features, memory
-
-
 @contextmanager
 def memory_off(model: PCAN) -> Iterator[None]:
     """Temporarily bypass the frame-level PCAM and the temporal segmentation module."""
     pcam, tsm = model.pcam, model.tsm
     try:
-        model.pcam, model.tsm = _NoMemory(), None
+        # a PCAM without levels passes the features unchanged (as in pcan_fast_image)
+        model.pcam, model.tsm = MultiLevelPCAM(per_level={}), None
         yield
     finally:
         model.pcam, model.tsm = pcam, tsm
@@ -76,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         model = model.float().eval()
         for mode in ("memory on", "memory off"):
             name = f"{w} ({mode})"
-            ctx = memory_off(model) if mode == "memory off" else _null()
+            ctx = memory_off(model) if mode == "memory off" else nullcontext()
             with ctx, torch.no_grad():
                 m = evaluate_video(
                     model, test, category_ids=list(test.categories),
@@ -106,11 +100,6 @@ def main(argv: list[str] | None = None) -> int:
             + " |"
         )
     return 0
-
-
-@contextmanager
-def _null() -> Iterator[None]:
-    yield
 
 
 if __name__ == "__main__":
