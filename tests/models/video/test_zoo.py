@@ -55,7 +55,7 @@ def test_pcan_variant_loss_backward_predict(name):
 
 def test_image_only_baseline_has_no_memory():
     """pcan_fast_image (issue 15's image-only row): same segmenter, track head and tracker as
-    pcan_fast, no PCAM levels, no instance prototypes / TSM, no TSM loss; a frame's detections
+    pcan_fast (the same initial weights under one seed), no PCAM levels, no instance prototypes / TSM, no TSM loss; a frame's detections
     do not depend on the frames before it (only the track ids can)."""
     torch.manual_seed(0)
     full = build_pcan("pcan_fast", num_classes=2, pretrained=False)
@@ -66,6 +66,9 @@ def test_image_only_baseline_has_no_memory():
     shapes = {n: p.shape for n, p in full.named_parameters() if not n.startswith(("pcam", "tsm"))}
     shapes = {n: s for n, s in shapes.items() if not n.startswith("instance_attention")}
     assert shapes == {n: p.shape for n, p in image.named_parameters()}
+    # ... and under one seed the same initial state (the temporal modules are built last)
+    ref = dict(full.named_parameters())
+    assert all(torch.equal(p, ref[n]) for n, p in image.named_parameters())
     image.train()
     losses = image.loss(ClipBatch(key=_frame(3), reference=_frame(0)))
     assert "loss_tsm" not in losses and "loss_track" in losses

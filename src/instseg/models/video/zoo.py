@@ -184,6 +184,15 @@ def _pcan(
     missing = [lv for lv in PCAM_LEVELS if lv not in segmenter.backbone.names]
     if missing:
         raise ValueError(f"image model '{image_model}' has no FPN level(s) {missing} for PCAM")
+    # the modules shared with the image-only baseline are built first, so that under one seed
+    # both start from the same track head (the temporal modules draw from the RNG after it)
+    track_head = TrackHead(
+        in_channels=c,
+        num_convs=track_convs,
+        conv_channels=track_channels,
+        fc_dim=track_fc,
+        embed_dim=embed_dim,
+    )
     # temporal=False: a PCAM without levels passes the features unchanged (image-only baseline)
     pcam = MultiLevelPCAM(
         per_level={
@@ -192,13 +201,6 @@ def _pcan(
             )
             for lv in (PCAM_LEVELS if temporal else ())
         }
-    )
-    track_head = TrackHead(
-        in_channels=c,
-        num_convs=track_convs,
-        conv_channels=track_channels,
-        fc_dim=track_fc,
-        embed_dim=embed_dim,
     )
     return PCAN(
         segmenter=segmenter,
