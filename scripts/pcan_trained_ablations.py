@@ -1,0 +1,238 @@
+"""Trained PCAN ablation rows (issue 15, D5): every row is its own training run (several seeds),
+scored on a held-out synthetic video split against a baseline row, with paired per-video
+bootstrap intervals.
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/pcan_trained_ablations.py \\
+        --config configs/pcan_objects.yaml \\
+        --row "image-only=runs/abl15/img_s0,runs/abl15/img_s1,runs/abl15/img_s2" \\
+        --row "T = 1=runs/abl15/t1_s0,runs/abl15/t1_s1,runs/abl15/t1_s2" \\
+        --baseline image-only --out runs/abl15/report \\
+        data.synthetic.seed_test=2000 data.synthetic.num_test=32 data.cache_dir=runs/abl15/eval_data
+
+Metrics, fixed before the runs (issue 15): primary, per-frame mask AP on the corrupted frames
+and oracle-association VIS AP (:func:`instseg.evaluation.vis_paired.oracle_association`: the
+tracker's identities replaced by the ground truth's); then VIS AP of online tracking, sMOTSA and
+HOTA (TrackEval, KITTI-MOTS layout, as ``scripts/pcan_mots.py``). A row's value is the mean over
+its seeds (per-seed values listed); the interval of a row against the baseline resamples the
+held-out videos (:func:`instseg.evaluation.vis_paired.paired_video_bootstrap`, seeds paired by
+index), so it covers the spread over videos, not over seeds (the per-seed values show that).
+
+Liveness of the memory (rows with a PCAM): the mean ratio ||fusion branch|| / ||input feature||
+of each PCAM level over the held-out frames.
+
+Every run's predictions are cached in ``OUT/runs/<run>/`` (tracks JSON, MOTS txt, metrics), so
+a rerun only scores what is new. Writes ``OUT/report.md`` and ``OUT/report.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from instseg.config import load_config
+from instseg.data.mots import MOTSObject, write_mots_txt
+from instseg.data.ytvis import YTVISDataset
+from instseg.evaluation.mots import evaluate_mots
+from instseg.evaluation.vis import YTVISEvaluator, evaluate_vis, evaluate_vis_frames
+from instseg.evaluation.vis_paired import oracle_association, paired_video_bootstrap
+from instseg.inference.video_predictor import VideoPredictor, load_video_model
+from instseg.recipes.video import corrupted_subsets, load_video_data, prepare_video_data
+from instseg.recipes.video_config import VideoTrainConfig
+from instseg.structures.masks import mask_to_rle
+from instseg.structures.ops import paint_instances
+from instseg.utils.image import read_image
+from instseg.utils.io import atomic_write_text
+
+MOTS_SCORE = 0.3  # masks kept for MOTS, as scripts/pcan_mots.py and `instseg track`
+
+
+def predict_run(
+    run: Path, test: YTVISDataset, cfg: VideoTrainConfig, out: Path
+) -> tuple[list[dict[str, Any]], dict[str, float], dict[str, float]]:
+    """Tracks (YouTube-VIS results), MOTS metrics and PCAM branch ratios of ``run/model.pt``
+    on ``test``; cached in ``out``."""
+    done = out / "done.json"
+    if done.is_file():
+        d = json.loads(done.read_text())
+        return json.loads((out / "tracks.json").read_text()), d["mots"], d["branch"]
+    model, _ = load_video_model(run / "model.pt", device="cpu")
+    model = model.float().eval()
+    ratios: dict[str, list[float]] = defaultdict(list)
+    hooks = []
+    for level, m in model.pcam.levels.items():
+
+        def hook(mod: Any, inp: tuple[torch.Tensor, ...], outp: torch.Tensor, lv=level) -> None:
+            x = inp[0][:, : inp[0].shape[1] // 2]  # fuse(cat([x, y_bar])): x is the first half
+            ratios[lv].append(float(outp.norm() / x.norm().clamp_min(1e-12)))
+
+        hooks.append(m.fuse.register_forward_hook(hook))
+    predictor = VideoPredictor(
+        model, min_size=cfg.data.test_min_size, max_size=cfg.data.max_size, amp="none",
+        tracker=cfg.tracker,
+    )  # fmt: skip
+    evaluator = YTVISEvaluator(test, category_ids=list(test.categories))
+    gt_dir, res_dir, lengths = out / "mots_gt", out / "mots_res", {}
+    with torch.no_grad():
+        for video in test.videos:
+            seq = f"{video.id:04d}"
+            lengths[seq] = video.length
+            gt = [
+                MOTSObject(t, 1000 + k + 1, 1, rle)
+                for k, a in enumerate(video.annotations)
+                for t, rle in enumerate(a.segmentations)
+                if rle is not None
+            ]
+            write_mots_txt(gt_dir / f"{seq}.txt", gt)
+            predictor.reset()
+            res = []
+            for t, path in enumerate(video.frame_paths):
+                inst = predictor(read_image(path))
+                evaluator.process_frame(video.file_names[t], inst)
+                kept = inst[inst.scores > MOTS_SCORE]
+                owner = paint_instances(kept)
+                for i in range(len(kept)):
+                    m = owner == i + 1
+                    if m.any():
+                        tid = int(kept.track_ids[i]) % 999 + 1
+                        res.append(MOTSObject(t, 1000 + tid, 1, mask_to_rle(m)))
+            write_mots_txt(res_dir / f"{seq}.txt", res)
+    for h in hooks:
+        h.remove()
+    mots = evaluate_mots(gt_dir, res_dir, benchmark="kitti", seq_lengths=lengths, classes=["car"])[
+        "car"
+    ]
+    tracks = evaluator.tracks()
+    branch = {lv: float(np.mean(v)) for lv, v in ratios.items()}
+    atomic_write_text(out / "tracks.json", json.dumps(tracks))
+    keep = {k: float(mots[k]) for k in ("sMOTSA", "MOTSA", "IDF1", "IDSW", "HOTA")}
+    atomic_write_text(done, json.dumps({"mots": keep, "branch": branch}, indent=1))
+    return tracks, keep, branch
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="the rows' training config (its test split)")
+    p.add_argument(
+        "--row",
+        action="append",
+        required=True,
+        help="NAME=RUN_DIR,RUN_DIR,... (one run per seed, same seed order per row)",
+    )
+    p.add_argument("--baseline", required=True, help="the row the others are compared with")
+    p.add_argument("overrides", nargs="*", help="config overrides for the held-out split")
+    p.add_argument("--out", type=Path, default=Path("runs/pcan_trained_ablations"))
+    p.add_argument("--resamples", type=int, default=300)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows: dict[str, list[Path]] = {}
+    for spec in args.row:
+        name, _, runs = spec.partition("=")
+        if not runs:
+            raise SystemExit(f"--row {spec!r}: expected NAME=RUN_DIR[,RUN_DIR...]")
+        rows[name] = [Path(r) for r in runs.split(",")]
+        for r in rows[name]:
+            if not (r / "model.pt").is_file():
+                raise SystemExit(f"--row {name}: {r / 'model.pt'} does not exist")
+    if args.baseline not in rows:
+        raise SystemExit(f"--baseline {args.baseline!r} is not a --row name")
+    cfg = load_config(VideoTrainConfig, args.config, args.overrides)
+    splits = prepare_video_data(cfg.data, Path(cfg.out_dir))
+    if splits.test_json is None:
+        raise SystemExit(f"{args.config}: no test split")
+    test = load_video_data(splits.test_json, splits.test_root or ".", cfg.data)
+    subsets = corrupted_subsets(splits)
+    if subsets is None:
+        raise SystemExit(f"{splits.test_json}: made without video effects (no corrupted frames)")
+    corrupted = subsets["corrupted"]
+
+    def frame_ap(g: YTVISDataset, r: list[dict], f: dict | None) -> float:
+        return float(evaluate_vis_frames(g, r, f)["AP"])
+
+    def oracle_ap(g: YTVISDataset, r: list[dict], f: dict | None) -> float:
+        return float(evaluate_vis(g, oracle_association(g, r))["AP"])
+
+    def vis_ap(g: YTVISDataset, r: list[dict], f: dict | None) -> float:
+        return float(evaluate_vis(g, r)["AP"])
+
+    metrics = {"frame AP corrupted": frame_ap, "oracle VIS AP": oracle_ap, "VIS AP": vis_ap}
+    preds: dict[str, list[list[dict]]] = {}
+    report: dict[str, Any] = {"config": args.config, "overrides": args.overrides,
+                              "test_json": str(splits.test_json), "videos": len(test.videos),
+                              "corrupted_frames": sum(map(len, corrupted.values())),
+                              "rows": {}}  # fmt: skip
+    for name, runs in rows.items():
+        preds[name] = []
+        per_seed: list[dict[str, float]] = []
+        for run in runs:
+            tracks, mots, branch = predict_run(run, test, cfg, args.out / "runs" / run.name)
+            preds[name].append(tracks)
+            vals = {k: fn(test, tracks, corrupted) for k, fn in metrics.items()}
+            vals.update({"sMOTSA": mots["sMOTSA"], "HOTA": mots["HOTA"]})
+            vals.update({f"branch {lv}": v for lv, v in branch.items()})
+            per_seed.append(vals)
+            print(
+                f"{name} {run}: " + ", ".join(f"{k} {v:.2f}" for k, v in vals.items()), flush=True
+            )
+        report["rows"][name] = {"runs": [str(r) for r in runs], "per_seed": per_seed}
+    base = preds[args.baseline]
+    for name in rows:
+        entry = report["rows"][name]
+        entry["mean"] = {
+            k: float(np.mean([s[k] for s in entry["per_seed"]])) for k in entry["per_seed"][0]
+        }
+        if name == args.baseline:
+            continue
+        if len(preds[name]) != len(base):
+            raise SystemExit(f"row {name}: {len(preds[name])} seeds vs {len(base)} of the baseline")
+        entry["vs_baseline"] = {}
+        for k, fn in metrics.items():
+            iv = paired_video_bootstrap(
+                test, preds[name], base, fn, frames=corrupted, resamples=args.resamples
+            )
+            entry["vs_baseline"][k] = {"mean": iv.mean, "low": iv.low, "high": iv.high}
+            print(f"{name} - {args.baseline}: {k} {iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}]")
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "report.json", json.dumps(report, indent=1, default=float))
+    text = _markdown(report, args.baseline, list(metrics))
+    atomic_write_text(args.out / "report.md", text)
+    print(text)
+    return 0
+
+
+def _markdown(report: dict[str, Any], baseline: str, primary: list[str]) -> str:
+    keys = [*primary, "sMOTSA", "HOTA"]
+    lines = [
+        f"{report['videos']} held-out videos ({report['test_json']}, "
+        f"{report['corrupted_frames']} corrupted frames); mean over seeds, per-seed values in "
+        f"report.json; [95% paired per-video bootstrap interval of the difference to "
+        f"{baseline}]",
+        "",
+        "| row | seeds | " + " | ".join(keys) + " | PCAM branch / input (p3, p4, p5) |",
+        "|---|---:|" + "---:|" * len(keys) + "---|",
+    ]
+    for name, e in report["rows"].items():
+        cells = []
+        for k in keys:
+            c = f"{e['mean'][k]:.1f}"
+            iv = e.get("vs_baseline", {}).get(k)
+            if iv is not None:
+                c += f" ({iv['mean']:+.1f} [{iv['low']:+.1f}, {iv['high']:+.1f}])"
+            seeds = ", ".join(f"{s[k]:.1f}" for s in e["per_seed"])
+            cells.append(f"{c}<br>{seeds}")
+        br = [v for k, v in e["mean"].items() if k.startswith("branch")]
+        lines.append(
+            f"| {name} | {len(e['per_seed'])} | " + " | ".join(cells) + " | "
+            + (", ".join(f"{v:.2f}" for v in br) if br else "-") + " |"
+        )  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

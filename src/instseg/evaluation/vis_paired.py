@@ -1,0 +1,173 @@
+"""Comparing video segmenters fairly: oracle association and paired per-video bootstrap.
+
+- :func:`oracle_association` re-links a results file's per-frame masks by the ground truth's
+  identities, so that YouTube-VIS AP measures segmentation quality with association taken
+  out (issue 15's "oracle-association VIS AP"): every predicted mask of a frame is matched
+  one-to-one (greedy, by score) to the GT track of that frame it overlaps most, if their mask
+  IoU is >= ``iou_thresh`` (default 0.1: a mask that covers a tenth of an object is that
+  object's attempt, however poor; 0.5 would turn every poor mask into a false-positive track,
+  which measures detection at IoU 0.5 rather than association);
+  a GT track's matched masks become one predicted track (score: the mean of their tracks'
+  scores); masks that match nothing stay in tracks of their own, grouped as the tracker
+  grouped them. Association errors then cost nothing; missed, extra and poor masks still do.
+- :func:`resample_videos` / :func:`paired_video_bootstrap`: intervals for the difference of a
+  dataset-level metric (AP is not a mean over videos) between two models, resampling videos
+  with replacement: each resample builds a ground truth of the drawn videos (a video drawn
+  twice appears twice, under new ids) and re-scores both models' results on it. With several
+  training seeds per model the statistic is the mean over seeds of (a_seed - b_seed), seeds
+  paired by index, the same resampled videos for all.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pycocotools.mask as mask_util
+
+from instseg.data.ytvis import VideoResult, YTVISDataset
+from instseg.evaluation.head_metrics import PairedInterval
+
+__all__ = ["oracle_association", "paired_video_bootstrap", "resample_videos"]
+
+Results = Sequence[Mapping[str, Any]]
+Frames = Mapping[int, Sequence[int]]
+
+
+def _json(r: Mapping[str, Any] | VideoResult) -> dict[str, Any]:
+    return r.to_json() if isinstance(r, VideoResult) else dict(r)
+
+
+def _rle(s: Mapping[str, Any]) -> dict[str, Any]:
+    c = s["counts"]
+    return {"size": list(s["size"]), "counts": c.encode("ascii") if isinstance(c, str) else c}
+
+
+def oracle_association(
+    gt: YTVISDataset, results: Sequence[Mapping[str, Any] | VideoResult], *, iou_thresh: float = 0.1
+) -> list[dict[str, Any]]:
+    """``results`` (YouTube-VIS result dicts, RLE masks per frame) re-associated by the GT
+    identities (see the module docstring). Matching is per frame and per category; a track's
+    masks that were matched to different GT tracks are split between them.
+
+    Returns result dicts in the same format (``segmentations`` lists of the video's length)."""
+    if not 0.0 < iou_thresh <= 1.0:
+        raise ValueError(f"iou_thresh must be in (0, 1], got {iou_thresh}")
+    videos = {v.id: v for v in gt.videos}
+    by_video: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        r = _json(r)
+        if int(r["video_id"]) not in videos:
+            raise ValueError(f"oracle_association: video_id {r['video_id']} is not in the GT")
+        by_video[int(r["video_id"])].append(r)
+    out: list[dict[str, Any]] = []
+    for vid, tracks in by_video.items():
+        video = videos[vid]
+        n = video.length
+        # (gt annotation index) -> frame -> (mask, score of its track)
+        linked: dict[int, dict[int, tuple[Any, float]]] = defaultdict(dict)
+        rest: list[list[Any]] = [[None] * n for _ in tracks]
+        for t in range(n):
+            dets = [(k, tr) for k, tr in enumerate(tracks) if tr["segmentations"][t] is not None]
+            dets.sort(key=lambda x: -float(x[1]["score"]))  # stable: ties keep file order
+            taken: set[int] = set()
+            for k, tr in dets:
+                seg = tr["segmentations"][t]
+                best, best_iou = -1, iou_thresh
+                for j, a in enumerate(video.annotations):
+                    if j in taken or a.category_id != int(tr["category_id"]):
+                        continue
+                    g = a.segmentations[t]
+                    if g is None:
+                        continue
+                    iou = float(mask_util.iou([_rle(seg)], [_rle(g)], [0])[0, 0])
+                    if iou >= best_iou:
+                        best, best_iou = j, iou
+                if best >= 0:
+                    taken.add(best)
+                    linked[best][t] = (seg, float(tr["score"]))
+                else:
+                    rest[k][t] = seg
+        for j, frames in sorted(linked.items()):
+            segs = [frames[t][0] if t in frames else None for t in range(n)]
+            score = float(np.mean([s for _, s in frames.values()]))
+            cat = video.annotations[j].category_id
+            out.append({"video_id": vid, "category_id": cat, "score": score, "segmentations": segs})
+        for tr, segs in zip(tracks, rest, strict=True):
+            if any(s is not None for s in segs):
+                out.append({**tr, "segmentations": segs})
+    return out
+
+
+def resample_videos(
+    gt: YTVISDataset,
+    draw: Sequence[int],
+    results: Sequence[Results] = (),
+    frames: Frames | None = None,
+) -> tuple[YTVISDataset, list[list[dict[str, Any]]], dict[int, list[int]] | None]:
+    """The ground truth of the videos ``draw`` (video ids, repeats allowed): the i-th drawn
+    video gets id ``i + 1``; each results list in ``results`` and the frame subset ``frames``
+    (video id -> frame indices) are mapped to the new ids (a result of a video drawn twice
+    appears twice). Results of videos not drawn are dropped."""
+    videos = {v.id: v for v in gt.videos}
+    new_ids: dict[int, list[int]] = defaultdict(list)
+    drawn = []
+    for i, v in enumerate(draw):
+        if int(v) not in videos:
+            raise ValueError(f"resample_videos: video id {v} is not in the GT")
+        src = videos[int(v)]
+        anns = [replace(a, video_id=i + 1) for a in src.annotations]
+        drawn.append(replace(src, id=i + 1, annotations=anns))
+        new_ids[int(v)].append(i + 1)
+    mapped = []
+    for res in results:
+        mapped.append(
+            [
+                {**r, "video_id": j}
+                for r in map(_json, res)
+                for j in new_ids.get(int(r["video_id"]), ())
+            ]
+        )
+    sub = None
+    if frames is not None:
+        sub = {j: list(frames.get(v, ())) for v, js in new_ids.items() for j in js}
+    return YTVISDataset(videos=drawn, categories=dict(gt.categories)), mapped, sub
+
+
+def paired_video_bootstrap(
+    gt: YTVISDataset,
+    a: Sequence[Results],
+    b: Sequence[Results],
+    metric: Callable[[YTVISDataset, list[dict[str, Any]], dict[int, list[int]] | None], float],
+    *,
+    frames: Frames | None = None,
+    resamples: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+) -> PairedInterval:
+    """Interval of mean over seeds of ``metric(a[s]) - metric(b[s])`` (``a``, ``b``: one
+    results list per training seed, paired by index), resampling the GT videos with
+    replacement (``resamples`` times, deterministic for ``seed``). ``metric(gt, results,
+    frames)`` scores one results list on a (resampled) GT; ``frames`` is the frame subset
+    mapped to the resampled ids (None when none was given). ``n`` is the number of videos."""
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired_video_bootstrap: {len(a)} vs {len(b)} seeds")
+    ids = [v.id for v in gt.videos]
+
+    def stat(draw: Sequence[int]) -> float:
+        sub, res, fr = resample_videos(gt, draw, [*a, *b], frames)
+        va = [metric(sub, r, fr) for r in res[: len(a)]]
+        vb = [metric(sub, r, fr) for r in res[len(a) :]]
+        return float(np.mean(np.asarray(va) - np.asarray(vb)))
+
+    point = stat(ids)
+    rng = np.random.default_rng(seed)
+    stats = [stat(rng.choice(ids, size=len(ids), replace=True).tolist()) for _ in range(resamples)]
+    stats_arr = np.asarray(stats, float)
+    stats_arr = stats_arr[~np.isnan(stats_arr)]
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(stats_arr, [tail, 100.0 - tail]) if stats_arr.size else (np.nan,) * 2
+    return PairedInterval(point, float(low), float(high), len(ids))
