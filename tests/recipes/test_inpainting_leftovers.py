@@ -165,3 +165,23 @@ def test_pack_records_leftover_mode_and_takes_missing_stages_from_the_base(tmp_p
         assert all(torch.equal(sa[k], sb[k].to(torch.float16).to(sa[k].dtype)) for k in sa)
     inp = Inpainter.from_weights(folder / cfg.weights_name, progress=False)
     assert inp.model.generator.residual and inp.generator_max_side == 48
+
+
+@pytest.mark.parametrize(("cache_seed", "expected"), [(None, 5), (0, 0)])
+def test_cache_seed_is_the_runs_or_the_configured_one(tmp_path, monkeypatch, cache_seed, expected):
+    """``leftover.seed`` fixes the cache's draw, so training seeds can share one cache."""
+    import instseg.recipes.inpainting as recipe
+
+    seen = {}
+
+    def fake_cache(*args, **kw):
+        seen.update(kw)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(recipe, "build_leftover_cache", fake_cache)
+    monkeypatch.setattr(recipe, "resolve_davis_root", lambda root: tmp_path)
+    cfg = load_config(InpaintingTrainConfig, ROOT / "configs" / "voin_leftover.yaml")
+    cfg.seed, cfg.leftover.seed, cfg.out_dir = 5, cache_seed, str(tmp_path / "run")
+    with pytest.raises(RuntimeError, match="stop"):
+        recipe.train_voin_stage(cfg, "generator", out_dir=tmp_path / "g", seed=7, progress=False)
+    assert seen["seed"] == expected

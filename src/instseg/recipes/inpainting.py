@@ -241,7 +241,7 @@ def _train_leftover_generator(
         prop_height=lc.prop_height,
         crop_size=crop,
         margin=margin,
-        seed=cfg.seed,
+        seed=cfg.seed if lc.seed is None else lc.seed,
         synthetic_prob=lc.synthetic_prob,
     )
     clips = load_leftover_cache(files)
