@@ -62,6 +62,11 @@ class VideoModelConfig:
     image_weights: str | None = None  # image model.pt to start the segmenter from (recommended)
     weights: str | None = None  # full PCAN weights to start from (fine-tuning)
     roi_aligned: bool = True  # as ModelConfig.roi_aligned (the segmenter's mask RoI pooling)
+    # instance prototypes (survey Tables 5.6 / 5.7): [foreground, background] counts (None: the
+    # zoo model's, 8 + 8 for pcan_fast) and the Eq. 5.8 update: momentum | initial | off
+    instance_prototypes: list[int] | None = None
+    instance_update: str = "momentum"
+    instance_momentum: float = 0.2
 
 
 def build_model_from_config(cfg: ModelConfig, *, num_classes: int, **extra: Any) -> torch.nn.Module:
@@ -124,6 +129,9 @@ def build_video_model_from_config(cfg: VideoModelConfig, *, num_classes: int) ->
         "class_aware_masks": cfg.class_aware_masks,
         "memory_length": cfg.memory_length,
         "roi_aligned": cfg.roi_aligned,
+        "instance_prototypes": cfg.instance_prototypes,
+        "instance_update": cfg.instance_update,
+        "instance_momentum": cfg.instance_momentum,
     }
     if cfg.frozen_bn is not None:
         kw["frozen_bn"] = cfg.frozen_bn

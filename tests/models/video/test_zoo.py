@@ -81,3 +81,22 @@ def test_image_only_baseline_has_no_memory():
         fused, memory = image.pcam(feats, state.memory)
     assert all(torch.equal(fused[k], feats[k]) for k in feats)
     assert sum(memory.num_frames(lv) for lv in memory.keys) == 0
+
+
+def test_instance_prototype_settings_from_the_config():
+    """The trained ablation rows of Tables 5.6 / 5.7 are config keys of the video model (and so
+    are saved with it): fg / bg instance prototype counts and the Eq. 5.8 update."""
+    from instseg.models.build import VideoModelConfig, build_video_model_from_config
+
+    cfg = VideoModelConfig(name="pcan_tiny", pretrained=False, instance_prototypes=[2, 5],
+                           instance_update="initial", instance_momentum=0.5)  # fmt: skip
+    model = build_video_model_from_config(cfg, num_classes=2)
+    ia = model.instance_attention
+    assert (ia.num_fg, ia.num_bg) == (2, 5)
+    assert (model.instance_update, model.instance_momentum) == ("initial", 0.5)
+    default = build_video_model_from_config(VideoModelConfig(name="pcan_tiny"), num_classes=2)
+    assert (default.instance_attention.num_fg, default.instance_update) == (3, "momentum")
+    with pytest.raises(ValueError, match="instance_update must be one of"):
+        build_pcan("pcan_tiny", num_classes=2, instance_update="sometimes")
+    with pytest.raises(ValueError, match="foreground, background"):
+        build_pcan("pcan_tiny", num_classes=2, instance_prototypes=[4])

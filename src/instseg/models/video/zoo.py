@@ -15,13 +15,14 @@ builder (``frozen_bn``, ``class_aware_masks``, segmenter overrides such as ``max
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, get_args
 
 from instseg.models.video.cross_attention import MultiLevelPCAM, PrototypicalCrossAttention
 from instseg.models.video.instance_prototypes import (
     InstancePrototypeAttention,
     TemporalSegmentationModule,
+    UpdateMode,
 )
 from instseg.models.video.pcan import PCAN
 from instseg.models.video.tracker import Tracker, TrackHead
@@ -41,11 +42,16 @@ def pcan_fast(
     pretrained: bool = True,
     memory_length: int = 8,
     temporal: bool = True,
+    instance_prototypes: Sequence[int] | None = None,
+    instance_update: str = "momentum",
+    instance_momentum: float = 0.2,
     **image_kw: Any,
 ) -> PCAN:
     """CPU default: PCAM K=16 (Ck=32) on P3-P5, 2-conv 128-d track head, 8+8 instance
     prototypes, TSM 64 wide, T=8, Eq. 5.8 momentum 0.2. ``temporal=False``: see
-    :func:`pcan_fast_image`."""
+    :func:`pcan_fast_image`. Every builder also takes ``instance_prototypes`` ([fg, bg]
+    counts, None: the builder's), ``instance_update`` (Eq. 5.8: ``momentum`` | ``initial`` |
+    ``off``) and ``instance_momentum`` (the ablation rows of survey Tables 5.6 / 5.7)."""
     return _pcan(
         num_classes=num_classes,
         image_model=image_model,
@@ -62,6 +68,9 @@ def pcan_fast(
         num_bg=8,
         tsm_hidden=64,
         memory_length=memory_length,
+        instance_prototypes=instance_prototypes,
+        instance_update=instance_update,
+        instance_momentum=instance_momentum,
     )
 
 
@@ -71,6 +80,9 @@ def pcan_paper(
     image_model: str = "effl0_fcos_maskrcnn",
     pretrained: bool = True,
     memory_length: int = 8,
+    instance_prototypes: Sequence[int] | None = None,
+    instance_update: str = "momentum",
+    instance_momentum: float = 0.2,
     **image_kw: Any,
 ) -> PCAN:
     """Paper sizes: PCAM K=30 (Ck=64) on P3-P5, QDTrack head (4 convs x 256, fc 1024,
@@ -90,6 +102,9 @@ def pcan_paper(
         num_bg=30,
         tsm_hidden=128,
         memory_length=memory_length,
+        instance_prototypes=instance_prototypes,
+        instance_update=instance_update,
+        instance_momentum=instance_momentum,
     )
 
 
@@ -99,6 +114,9 @@ def pcan_tiny(
     image_model: str = "effl0_fcos_maskrcnn",
     pretrained: bool = False,
     memory_length: int = 2,
+    instance_prototypes: Sequence[int] | None = None,
+    instance_update: str = "momentum",
+    instance_momentum: float = 0.2,
     **image_kw: Any,
 ) -> PCAN:
     """Test-sized: 32-channel FPN, K=4 frame prototypes, 3+3 instance prototypes, T=2."""
@@ -118,6 +136,9 @@ def pcan_tiny(
         num_bg=3,
         tsm_hidden=16,
         memory_length=memory_length,
+        instance_prototypes=instance_prototypes,
+        instance_update=instance_update,
+        instance_momentum=instance_momentum,
     )
 
 
@@ -178,7 +199,24 @@ def _pcan(
     tsm_hidden: int,
     memory_length: int,
     temporal: bool = True,
+    instance_prototypes: Sequence[int] | None = None,
+    instance_update: str = "momentum",
+    instance_momentum: float = 0.2,
 ) -> PCAN:
+    if instance_prototypes is not None:
+        if len(instance_prototypes) != 2 or min(instance_prototypes) < 1:
+            raise ValueError(
+                f"instance_prototypes must be [foreground, background] counts >= 1, "
+                f"got {list(instance_prototypes)}"
+            )
+        num_fg, num_bg = (int(n) for n in instance_prototypes)
+    if instance_update not in get_args(UpdateMode):
+        raise ValueError(
+            f"instance_update must be one of {', '.join(get_args(UpdateMode))}, "
+            f"got {instance_update!r}"
+        )
+    if not 0.0 <= instance_momentum <= 1.0:
+        raise ValueError(f"instance_momentum must be in [0, 1], got {instance_momentum}")
     segmenter = build_model(image_model, num_classes=num_classes, pretrained=pretrained, **image_kw)
     c = int(segmenter.backbone.out_channels)
     missing = [lv for lv in PCAM_LEVELS if lv not in segmenter.backbone.names]
@@ -215,6 +253,6 @@ def _pcan(
         tsm=TemporalSegmentationModule(in_channels=c, hidden=tsm_hidden) if temporal else None,
         track_levels=PCAM_LEVELS,
         memory_length=memory_length,
-        instance_update="momentum",
-        instance_momentum=0.2,
+        instance_update=instance_update,  # type: ignore[arg-type]  # checked above
+        instance_momentum=instance_momentum,
     )
