@@ -130,7 +130,7 @@ def test_class_agnostic_copy_has_one_category(tmp_path: Path) -> None:
             "segmentations[0]: RLE size [5, 5] != video size [12, 16]",
         ),
         (lambda g: g["videos"][0].update(length=4), "'length' 4 != len(file_names) 3"),
-        (lambda g: g.pop("categories"), "missing or non-list key 'categories'"),
+        (lambda g: g.pop("categories"), "missing or invalid key 'categories' (YouTube-VIS format)"),
     ],
 )
 def test_malformed_input_names_file_and_key(tmp_path: Path, mutate, message: str) -> None:

@@ -52,7 +52,7 @@ import pycocotools.mask as mask_util
 
 from instseg.data.coco import detect_layout, occlusion_relation
 from instseg.structures.masks import mask_to_rle, segmentation_to_mask
-from instseg.utils.io import atomic_write_json, read_json
+from instseg.utils.io import atomic_write_json, read_json, require_lists
 
 __all__ = ["AMODAL_LAYOUTS", "convert_amodal_layout"]
 
@@ -79,11 +79,7 @@ def convert_amodal_layout(src_json: Path, dst_json: Path, *, layout: str) -> dic
             f"{list(AMODAL_LAYOUTS)}"
         )
     data = read_json(src_json)
-    if not isinstance(data, dict):
-        raise ValueError(f"{src_json}: top level must be a JSON object (COCO format)")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise ValueError(f"{src_json}: missing or invalid key '{key}' (COCO format)")
+    require_lists(data, str(src_json), ("images", "annotations", "categories"))
     source = detect_layout(data["annotations"], source=str(src_json))
     if source == "coco":
         raise ValueError(

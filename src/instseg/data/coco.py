@@ -77,7 +77,7 @@ from instseg.structures import Instances, masks_to_boxes
 from instseg.structures.masks import is_valid_polygon, polygons_to_mask, rle_to_mask
 from instseg.utils.errors import InvalidInputError
 from instseg.utils.image import ImageReadError, read_image
-from instseg.utils.io import read_json
+from instseg.utils.io import read_json, require_lists
 
 __all__ = [
     "CocoInstanceDataset",
@@ -293,11 +293,7 @@ class CocoInstanceDataset(Dataset):
         self._cocoa_seen: set[int] = set()
 
         data = read_json(self.json_file)
-        if not isinstance(data, dict):
-            raise ValueError(f"{self.json_file}: top level must be a JSON object (COCO format)")
-        for key in ("images", "annotations"):
-            if not isinstance(data.get(key), list):
-                raise ValueError(f"{self.json_file}: missing or invalid key '{key}' (COCO format)")
+        require_lists(data, str(self.json_file), ("images", "annotations"))
         self.layout = detect_layout(data["annotations"], source=str(self.json_file))
         self._init_categories(data, category_ids)
         images = self._parse_images(data["images"])

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from instseg.utils.io import read_json
+from instseg.utils.io import read_json, require_lists
 
 __all__ = ["sample_k_shot", "SHOTS"]
 
@@ -140,11 +140,7 @@ def _sample_class(anns: list[dict[str, Any]], c: int, k: int, seed: int) -> list
 
 
 def _check(data: Any, source: str) -> tuple[list[dict], list[dict], set[int]]:
-    if not isinstance(data, dict):
-        raise ValueError(f"{source}top level must be a JSON object (COCO format)")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise ValueError(f"{source}missing or invalid key '{key}' (COCO format)")
+    require_lists(data, source[:-2] or "<COCO dict>", ("images", "annotations", "categories"))
     for key, need in (("images", ("id",)), ("annotations", ("image_id", "category_id"))):
         for i, item in enumerate(data[key]):
             if not isinstance(item, dict) or any(f not in item for f in need):

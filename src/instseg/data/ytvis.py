@@ -31,7 +31,7 @@ import torch
 
 from instseg.structures import Instances
 from instseg.structures.masks import rle_to_mask
-from instseg.utils.io import atomic_write_json, read_json
+from instseg.utils.io import atomic_write_json, read_json, require_lists
 
 __all__ = [
     "tracks_to_video_results",
@@ -189,11 +189,7 @@ def load_ytvis_dataset(json_path: str | Path, image_root: str | Path) -> YTVISDa
     json_path, image_root = Path(json_path), Path(image_root)
     data = read_json(json_path)
     src = str(json_path)
-    if not isinstance(data, dict):
-        raise ValueError(f"{src}: top level must be an object, got {type(data).__name__}")
-    for key in ("videos", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise ValueError(f"{src}: missing or non-list key '{key}'")
+    require_lists(data, src, ("videos", "annotations", "categories"), fmt="YouTube-VIS format")
     categories = {}
     for i, c in enumerate(data["categories"]):
         _need(c, ("id", "name"), f"{src}: categories[{i}]")

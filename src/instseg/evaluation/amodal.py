@@ -44,7 +44,7 @@ import pycocotools.mask as mask_util
 from instseg.data.coco import detect_layout, layout_fields
 from instseg.evaluation.coco import ClassSplit, evaluate_coco
 from instseg.structures.masks import is_valid_polygon
-from instseg.utils.io import atomic_write_json, read_json
+from instseg.utils.io import atomic_write_json, read_json, require_lists
 
 __all__ = [
     "MaskTarget",
@@ -71,11 +71,7 @@ def to_coco_gt(gt: str | Path | dict[str, Any], *, target: MaskTarget = "visible
         raise ValueError(f"target must be 'visible' or 'amodal', got {target!r}")
     name = str(gt) if isinstance(gt, str | Path) else "<GT dict>"
     data = read_json(gt) if isinstance(gt, str | Path) else gt
-    if not isinstance(data, dict):
-        raise ValueError(f"{name}: top level must be a JSON object (COCO format)")
-    for key in ("images", "annotations"):
-        if not isinstance(data.get(key), list):
-            raise ValueError(f"{name}: missing or invalid key '{key}' (COCO format)")
+    require_lists(data, name, ("images", "annotations"))
     layout = detect_layout(data["annotations"], source=name)
     sizes = {}
     for i, im in enumerate(data["images"]):

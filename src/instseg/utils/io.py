@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from instseg.utils.errors import InvalidInputError, MissingFileError
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "read_json"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_text",
+    "atomic_write_json",
+    "read_json",
+    "require_lists",
+]
 
 
 def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
@@ -58,3 +64,18 @@ def read_json(path: str | Path) -> Any:
         ) from e
     except UnicodeDecodeError as e:
         raise InvalidInputError(f"{path}: not a JSON text file ({e.reason})") from e
+
+
+def require_lists(
+    data: Any, source: str, keys: Sequence[str], *, fmt: str = "COCO format"
+) -> dict[str, Any]:
+    """``data`` (a parsed JSON file) if it is an object whose ``keys`` are lists, else a
+    ``ValueError`` naming ``source`` (the file), the problem and the expected ``fmt``."""
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{source}: top level must be a JSON object ({fmt}), got {type(data).__name__}"
+        )
+    for key in keys:
+        if not isinstance(data.get(key), list):
+            raise ValueError(f"{source}: missing or invalid key '{key}' ({fmt})")
+    return data
