@@ -27,6 +27,8 @@ prop (filled DIS)      the same after the non-learned initial completion of the 
                        (``fill_clip_flows``: the object's own visible flow, normalised convolution)
 prop (completed flow)  the filled flow refined by FlowCompletionNet inside the amodal mask
 generator only         VOIN with ``InpaintOptions(use_flow=False)``
+VOIN (no flow net)     VOIN without the learned flow completion (``use_flow_net=False``):
+                       propagation on the non-learned filled flow, then the generator
 VOIN                   flow completion + propagation over the whole clip + generator (crops at
                        the generator's trained scale, the file's ``model.stage_sizes``)
 VOIN (pred. amodal)    VOIN with amodal masks from its shape completion (scored on the GT hole)
@@ -77,7 +79,13 @@ from instseg.utils.io import atomic_write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINES = ("telea", "navier-stokes", "prop (DIS)", "prop (filled DIS)")
-LEARNED = ("prop (completed flow)", "generator only", "VOIN", "VOIN (pred. amodal)")
+LEARNED = (
+    "prop (completed flow)",
+    "generator only",
+    "VOIN (no flow net)",
+    "VOIN",
+    "VOIN (pred. amodal)",
+)
 STAGES = ("shape", "dis", "flow completion", "propagation", "generator", "telea")
 
 
@@ -233,6 +241,7 @@ def _run_split(
         "num_frames": n_frames,
         "hw": list(frames.shape[1:3]),
         "methods": {m: {**r["mean"], "s_per_frame": timing[m] / n_frames} for m, r in res.items()},
+        "per_sequence": {m: r["per_sequence"] for m, r in res.items()},
         "stages_s_per_frame": {s: t / n_frames for s, t in stages.items()},
         "shape_iou": float(np.mean(shape_iou)) if shape_iou else None,
     }
@@ -280,6 +289,12 @@ def _pipelines(nets: VOINNets, meta: dict, args: argparse.Namespace) -> dict[str
     return {
         "VOIN": Inpainter(model=model, options=opts, meta=wmeta, progress=False),
         "generator only": Inpainter(model=model, options=no_flow, meta=wmeta, progress=False),
+        "VOIN (no flow net)": Inpainter(
+            model=model,
+            options=dataclasses.replace(opts, use_flow_net=False),
+            meta=wmeta,
+            progress=False,
+        ),
     }
 
 
@@ -298,6 +313,9 @@ def _learned(pipes, frames, vis, holes, am, timing, stages, shape_iou) -> dict[s
     outs["generator only"] = pipes["generator only"].inpaint(frames, vis, amodal=am).frames
     timing["generator only"] += (dt := time.perf_counter() - t)
     stages["generator"] += dt
+    t = time.perf_counter()
+    outs["VOIN (no flow net)"] = pipes["VOIN (no flow net)"].inpaint(frames, vis, amodal=am).frames
+    timing["VOIN (no flow net)"] += time.perf_counter() - t
     t = time.perf_counter()
     outs["VOIN"] = pipes["VOIN"].inpaint(frames, vis, amodal=am).frames
     timing["VOIN"] += time.perf_counter() - t
