@@ -28,12 +28,7 @@ from instseg.config import load_config
 from instseg.inference.video_predictor import load_video_model
 from instseg.models.video.cross_attention import MultiLevelPCAM
 from instseg.models.video.pcan import PCAN
-from instseg.recipes.video import (
-    corrupted_subsets,
-    evaluate_video,
-    load_video_data,
-    prepare_video_data,
-)
+from instseg.recipes.video import corrupted_subsets, evaluate_video, load_test_split
 from instseg.recipes.video_config import VideoTrainConfig
 
 
@@ -59,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = load_config(VideoTrainConfig, args.config, args.overrides)
-    splits = prepare_video_data(cfg.data, Path(cfg.out_dir))
-    if splits.test_json is None:
-        raise SystemExit(f"{args.config}: no test split")
-    test = load_video_data(splits.test_json, splits.test_root or ".", cfg.data)
+    try:
+        splits, test = load_test_split(cfg)
+    except ValueError as e:
+        raise SystemExit(f"{args.config}: {e}") from None
     subsets = corrupted_subsets(splits)
     rows: dict[str, Any] = {}
     for w in args.weights:

@@ -20,13 +20,11 @@ from pathlib import Path
 import torch
 
 from instseg.config import load_config
-from instseg.data.mots import MOTSObject, write_mots_txt
+from instseg.data.mots import instances_to_mots, video_to_mots, write_mots_txt
 from instseg.evaluation.mots import evaluate_mots
 from instseg.inference.video_predictor import VideoPredictor
-from instseg.recipes.video import load_video_data, prepare_video_data
+from instseg.recipes.video import load_test_split
 from instseg.recipes.video_config import VideoTrainConfig
-from instseg.structures.masks import mask_to_rle
-from instseg.structures.ops import paint_instances
 from instseg.utils.image import read_image
 
 KEYS = ("sMOTSA", "MOTSA", "MOTSP", "IDF1", "IDSW", "HOTA")
@@ -41,33 +39,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--score-thresh", type=float, default=0.3, help="keep tracked masks above")
     args = p.parse_args(argv)
     cfg = load_config(VideoTrainConfig, args.config, args.overrides)
-    splits = prepare_video_data(cfg.data, Path(cfg.out_dir))
-    if splits.test_json is None:
-        raise SystemExit(f"{args.config}: no test split")
-    test = load_video_data(splits.test_json, splits.test_root or ".", cfg.data)
+    try:
+        _, test = load_test_split(cfg)
+    except ValueError as e:
+        raise SystemExit(f"{args.config}: {e}") from None
     predictor = VideoPredictor.from_weights(args.weights, device="cpu")
     gt_dir, res_dir = args.out / "gt", args.out / "results"
     lengths = {}
     for video in test.videos:
         seq = f"{video.id:04d}"
         lengths[seq] = video.length
-        gt = []
-        for k, a in enumerate(video.annotations):
-            for t, rle in enumerate(a.segmentations):
-                if rle is not None:
-                    gt.append(MOTSObject(t, 1000 + k + 1, 1, rle))
-        write_mots_txt(gt_dir / f"{seq}.txt", gt)
+        write_mots_txt(gt_dir / f"{seq}.txt", video_to_mots(video))
         predictor.reset()
         res = []
         for t, path in enumerate(video.frame_paths):
             inst = predictor(read_image(path))
-            inst = inst[inst.scores > args.score_thresh]
-            owner = paint_instances(inst)  # 1 + instance index, higher score on top
-            for i in range(len(inst)):
-                m = owner == i + 1
-                if m.any():
-                    tid = int(inst.track_ids[i]) % 999 + 1
-                    res.append(MOTSObject(t, 1000 + tid, 1, mask_to_rle(m)))
+            res += instances_to_mots(t, inst, score_thresh=args.score_thresh)
         write_mots_txt(res_dir / f"{seq}.txt", res)
     metrics = evaluate_mots(gt_dir, res_dir, benchmark="kitti", seq_lengths=lengths,
                             classes=["car"])  # fmt: skip

@@ -36,16 +36,14 @@ import numpy as np
 import torch
 
 from instseg.config import load_config
-from instseg.data.mots import MOTSObject, write_mots_txt
+from instseg.data.mots import instances_to_mots, video_to_mots, write_mots_txt
 from instseg.data.ytvis import YTVISDataset
 from instseg.evaluation.mots import evaluate_mots
 from instseg.evaluation.vis import YTVISEvaluator, evaluate_vis, evaluate_vis_frames
 from instseg.evaluation.vis_paired import oracle_association, paired_video_bootstrap
 from instseg.inference.video_predictor import VideoPredictor, load_video_model
-from instseg.recipes.video import corrupted_subsets, load_video_data, prepare_video_data
+from instseg.recipes.video import corrupted_subsets, load_test_split
 from instseg.recipes.video_config import VideoTrainConfig
-from instseg.structures.masks import mask_to_rle
-from instseg.structures.ops import paint_instances
 from instseg.utils.image import read_image
 from instseg.utils.io import atomic_write_text
 
@@ -82,25 +80,13 @@ def predict_run(
         for video in test.videos:
             seq = f"{video.id:04d}"
             lengths[seq] = video.length
-            gt = [
-                MOTSObject(t, 1000 + k + 1, 1, rle)
-                for k, a in enumerate(video.annotations)
-                for t, rle in enumerate(a.segmentations)
-                if rle is not None
-            ]
-            write_mots_txt(gt_dir / f"{seq}.txt", gt)
+            write_mots_txt(gt_dir / f"{seq}.txt", video_to_mots(video))
             predictor.reset()
             res = []
             for t, path in enumerate(video.frame_paths):
                 inst = predictor(read_image(path))
                 evaluator.process_frame(video.file_names[t], inst)
-                kept = inst[inst.scores > MOTS_SCORE]
-                owner = paint_instances(kept)
-                for i in range(len(kept)):
-                    m = owner == i + 1
-                    if m.any():
-                        tid = int(kept.track_ids[i]) % 999 + 1
-                        res.append(MOTSObject(t, 1000 + tid, 1, mask_to_rle(m)))
+                res += instances_to_mots(t, inst, score_thresh=MOTS_SCORE)
             write_mots_txt(res_dir / f"{seq}.txt", res)
     for h in hooks:
         h.remove()
@@ -143,10 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline not in rows:
         raise SystemExit(f"--baseline {args.baseline!r} is not a --row name")
     cfg = load_config(VideoTrainConfig, args.config, args.overrides)
-    splits = prepare_video_data(cfg.data, Path(cfg.out_dir))
-    if splits.test_json is None:
-        raise SystemExit(f"{args.config}: no test split")
-    test = load_video_data(splits.test_json, splits.test_root or ".", cfg.data)
+    try:
+        splits, test = load_test_split(cfg)
+    except ValueError as e:
+        raise SystemExit(f"{args.config}: {e}") from None
     subsets = corrupted_subsets(splits)
     if subsets is None:
         raise SystemExit(f"{splits.test_json}: made without video effects (no corrupted frames)")

@@ -23,7 +23,7 @@ from instseg.data.mots import (
     write_bdd_rle_json,
     write_mots_txt,
 )
-from instseg.structures import mask_to_rle
+from instseg.structures import Instances, mask_to_rle
 
 
 def _masks(h: int = 10, w: int = 12) -> tuple[np.ndarray, np.ndarray]:
@@ -106,3 +106,41 @@ def test_bdd_rle_json_round_trip(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text(json.dumps([{"name": "x", "labels": [{"id": "1"}]}]))
     with pytest.raises(ValueError, match=r"bad.json: frames\[0\].labels\[0\]: missing"):
         read_bdd_rle_json(tmp_path / "bad.json")
+
+
+def test_instances_to_mots_is_non_overlapping_and_thresholded() -> None:
+    """Tracked instances -> MOTS objects: the higher score owns shared pixels, an instance
+    left without pixels and one below the threshold are dropped, ids encode class + track."""
+    import torch
+
+    from instseg.data.mots import instances_to_mots
+
+    a, b = _masks()
+    covered = a.copy()  # inside a: a lower-scoring duplicate of it loses every pixel
+    masks = torch.from_numpy(np.stack([a, b, covered, b]))
+    inst = Instances(
+        (10, 12), boxes=torch.zeros(4, 4), scores=torch.tensor([0.9, 0.8, 0.7, 0.2]),
+        labels=torch.tensor([0, 1, 0, 1]), masks=masks, track_ids=torch.tensor([4, 7, 9, 11]),
+    )  # fmt: skip
+    objs = instances_to_mots(3, inst, score_thresh=0.3)
+    assert [(o.frame, o.obj_id, o.class_id) for o in objs] == [(3, 1005, 1), (3, 1008, 1)]
+    assert np.array_equal(objs[0].mask(), a) and np.array_equal(objs[1].mask(), b)
+    objs = instances_to_mots(0, inst, class_ids=[1, 2], score_thresh=0.3)
+    assert [o.obj_id for o in objs] == [1005, 2008]
+    with pytest.raises(ValueError, match="track_ids"):
+        instances_to_mots(0, Instances((10, 12), torch.zeros(0, 4), torch.ones(0), torch.ones(0)))
+
+
+def test_video_to_mots_lists_every_present_frame() -> None:
+    from instseg.data.mots import video_to_mots
+    from instseg.data.ytvis import Video, VideoAnnotation
+
+    a, b = (mask_to_rle(m) for m in _masks())
+    anns = [
+        VideoAnnotation(id=5, video_id=1, category_id=1, segmentations=[a, None, a]),
+        VideoAnnotation(id=6, video_id=1, category_id=1, segmentations=[None, b, b]),
+    ]
+    video = Video(1, "v", 12, 10, ["0", "1", "2"], [Path("0"), Path("1"), Path("2")], anns)
+    objs = video_to_mots(video)
+    assert [(o.frame, o.obj_id) for o in objs] == [(0, 1001), (2, 1001), (1, 1002), (2, 1002)]
+    assert {o.class_id for o in objs} == {1}

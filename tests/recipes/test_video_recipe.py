@@ -175,3 +175,21 @@ def test_three_iterations_train_resume_and_write_model(tmp_path: Path) -> None:
     assert "AP" in train_video(cfg, progress=False)
     _, meta = load_video_model(tmp_path / "ag" / "model.pt")
     assert meta.num_classes == 1 and meta.class_names == ("object",)
+
+
+def test_load_test_split_of_a_config(synth: Path, tmp_path: Path) -> None:
+    """The scripts' one way to a config's held-out videos: generated into the data cache for
+    a synthetic config, a clear error for a config without a test split."""
+    from instseg.config import load_config
+    from instseg.recipes.video import load_test_split
+    from instseg.recipes.video_config import SMOKE_OVERRIDES
+
+    root = Path(__file__).resolve().parents[2]
+    over = [*SMOKE_OVERRIDES, f"data.cache_dir={tmp_path / 'data'}", f"out_dir={tmp_path}"]
+    cfg = load_config(VideoTrainConfig, root / "configs" / "pcan_synthetic.yaml", over)
+    splits, test = load_test_split(cfg)
+    assert splits.test_json is not None and splits.test_json.is_file()
+    assert len(test.videos) == 1 and test.categories == {1: "object"}  # class-agnostic config
+    cfg.data.train_json, cfg.data.train_root = str(synth / "annotations.json"), str(synth)
+    with pytest.raises(ValueError, match="no test split"):
+        load_test_split(cfg)

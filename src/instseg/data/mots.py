@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from instseg.structures.masks import mask_to_rle, rle_to_mask
+from instseg.structures.ops import paint_instances
 from instseg.utils.io import atomic_write, atomic_write_json, atomic_write_text, read_json
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
     "read_mots_txt",
     "write_mots_txt",
     "group_by_frame",
+    "instances_to_mots",
+    "video_to_mots",
     "BDDBitmask",
     "BDD_ATTRIBUTES",
     "decode_bdd_bitmask",
@@ -120,6 +123,39 @@ def group_by_frame(objects: Iterable[MOTSObject]) -> dict[int, list[MOTSObject]]
     for o in objects:
         out[o.frame].append(o)
     return dict(sorted(out.items()))
+
+
+def instances_to_mots(
+    t: int, inst: Any, *, class_ids: Sequence[int] | None = None, score_thresh: float = 0.0
+) -> list[MOTSObject]:
+    """Frame ``t``'s tracked :class:`~instseg.structures.Instances` (with ``track_ids``) above
+    ``score_thresh`` as MOTS objects, made non-overlapping as MOTS requires (a pixel belongs to
+    the highest-scoring instance covering it, :func:`~instseg.structures.ops.paint_instances`;
+    an instance left without pixels is dropped). ``class_ids[label]`` is the MOTS class (default
+    1 for every instance: class-agnostic, "car" in KITTI's numbering); the object id is
+    ``class * 1000 + (track_id + 1) % 1000``."""
+    if inst.track_ids is None:
+        raise ValueError("instances_to_mots: the instances have no track_ids")
+    inst = inst[inst.scores > score_thresh]
+    owner = paint_instances(inst)  # (H, W): 1 + index of the instance owning the pixel
+    out = []
+    for i, tid in enumerate(inst.track_ids.tolist()):
+        m = owner == i + 1
+        if m.any():
+            cls = 1 if class_ids is None else int(class_ids[int(inst.labels[i])])
+            out.append(MOTSObject(t, cls * 1000 + (int(tid) + 1) % 1000, cls, mask_to_rle(m)))
+    return out
+
+
+def video_to_mots(video: Any, *, class_id: int = 1) -> list[MOTSObject]:
+    """A :class:`~instseg.data.ytvis.Video`'s ground-truth tracks as MOTS objects of one class
+    (track k of the video gets id ``class_id * 1000 + k + 1``), every frame where present."""
+    return [
+        MOTSObject(t, class_id * 1000 + k + 1, class_id, rle)
+        for k, a in enumerate(video.annotations)
+        for t, rle in enumerate(a.segmentations)
+        if rle is not None
+    ]
 
 
 # ----------------------------------------------------------------------------- BDD bitmask

@@ -59,6 +59,7 @@ __all__ = [
     "train_video",
     "evaluate_video",
     "load_video_data",
+    "load_test_split",
     "corrupted_subsets",
 ]
 
@@ -408,6 +409,16 @@ def load_video_data(json_path: Path, root: Path | str, cfg: VideoDataConfig) -> 
     """A YouTube-VIS split as the recipe trains/evaluates on it (class-agnostic if configured)."""
     data = load_ytvis_dataset(json_path, root)
     return class_agnostic(data) if cfg.class_agnostic else data
+
+
+def load_test_split(cfg: VideoTrainConfig) -> tuple[VideoSplits, YTVISDataset]:
+    """The held-out split of a training config (synthetic videos generated into, or found in,
+    the data cache) and its videos as the recipe evaluates them; ``ValueError`` when the config
+    has no test split."""
+    splits = prepare_video_data(cfg.data, Path(cfg.out_dir))
+    if splits.test_json is None:
+        raise ValueError("the config has no test split (data.test_json or data.synthetic)")
+    return splits, load_video_data(splits.test_json, splits.test_root or ".", cfg.data)
 
 
 @torch.no_grad()
