@@ -55,8 +55,9 @@ def test_pcan_variant_loss_backward_predict(name):
 
 def test_image_only_baseline_has_no_memory():
     """pcan_fast_image (issue 15's image-only row): same segmenter, track head and tracker as
-    pcan_fast (the same initial weights under one seed), no PCAM levels, no instance prototypes / TSM, no TSM loss; a frame's detections
-    do not depend on the frames before it (only the track ids can)."""
+    pcan_fast (the same initial weights under one seed), no PCAM levels, no instance prototypes
+    / TSM, no TSM loss; a frame's detections do not depend on the frames before it (only the
+    track ids can)."""
     torch.manual_seed(0)
     full = build_pcan("pcan_fast", num_classes=2, pretrained=False)
     torch.manual_seed(0)
