@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     rows: dict[str, list[Path]] = {}
     for spec in args.row:
-        name, _, runs = spec.partition("=")
+        name, _, runs = spec.rpartition("=")  # the name may hold "=" ("T = 4"), paths do not
         if not runs:
             raise SystemExit(f"--row {spec!r}: expected NAME=RUN_DIR[,RUN_DIR...]")
         rows[name] = [Path(r) for r in runs.split(",")]
