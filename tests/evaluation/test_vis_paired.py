@@ -72,11 +72,18 @@ def test_oracle_association_removes_identity_switches_only() -> None:
           "segmentations": [None, _box(8, 1, 4), None, None]}  # fmt: skip
     fixed = oracle_association(gt, [*res, fp])
     assert len(fixed) == 3 and evaluate_vis(gt, fixed)["AP"] < 100.0
-    # a poor mask (IoU 1/3 with A) still belongs to A's track; at iou_thresh 0.5 it does not
+    # a poor mask (IoU 1/3 with A) is A's attempt; at iou_thresh 0.5 it matches nothing and
+    # stays with the GT track its own track was linked to: never a false positive of its own
     poor = [dict(r) for r in _perfect(1)]
     poor[0]["segmentations"] = [_box(*A), _box(1, 5), _box(*A), _box(*A)]
-    assert len(oracle_association(gt, poor)) == 2
-    assert len(oracle_association(gt, poor, iou_thresh=0.5)) == 3
+    for th in (0.1, 0.5):
+        fixed = oracle_association(gt, poor, iou_thresh=th)
+        assert len(fixed) == 2 and fixed[0]["segmentations"][1] == _box(1, 5)
+    # a track whose masks match no GT track (a duplicate of A, after A's better mask) stays whole
+    dup = [*_perfect(1), {"video_id": 1, "category_id": 1, "score": 0.5,
+                          "segmentations": [_box(*A), _box(8, 1, 4), None, None]}]  # fmt: skip
+    fixed = oracle_association(gt, dup)
+    assert len(fixed) == 3 and fixed[2]["segmentations"][1] == _box(8, 1, 4)
     with pytest.raises(ValueError, match="video_id 9"):
         oracle_association(gt, [{**fp, "video_id": 9}])
 
