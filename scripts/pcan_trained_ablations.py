@@ -15,7 +15,9 @@ tracker's identities replaced by the ground truth's); then VIS AP of online trac
 HOTA (TrackEval, KITTI-MOTS layout, as ``scripts/pcan_mots.py``). A row's value is the mean over
 its seeds (per-seed values listed); the interval of a row against the baseline resamples the
 held-out videos (:func:`instseg.evaluation.vis_paired.paired_video_bootstrap`, seeds paired by
-index), so it covers the spread over videos, not over seeds (the per-seed values show that).
+index), so it covers the spread over videos, not over seeds (the per-seed values show that);
+``--compare A:B`` adds the interval of row A against row B (e.g. an instance-update row
+against the T = 4 row it changes). Every run is scored once per resample for all pairs.
 
 Liveness of the memory (rows with a PCAM): the mean ratio ||fusion branch|| / ||input feature||
 of each PCAM level over the held-out frames.
@@ -40,7 +42,7 @@ from instseg.data.mots import instances_to_mots, video_to_mots, write_mots_txt
 from instseg.data.ytvis import YTVISDataset
 from instseg.evaluation.mots import evaluate_mots
 from instseg.evaluation.vis import YTVISEvaluator, evaluate_vis, evaluate_vis_frames
-from instseg.evaluation.vis_paired import oracle_association, paired_video_bootstrap
+from instseg.evaluation.vis_paired import interval_of, oracle_association, video_bootstrap_draws
 from instseg.inference.video_predictor import VideoPredictor, load_video_model
 from instseg.recipes.video import corrupted_subsets, load_test_split
 from instseg.recipes.video_config import VideoTrainConfig
@@ -113,7 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", required=True, help="the row the others are compared with")
     p.add_argument("overrides", nargs="*", help="config overrides for the held-out split")
     p.add_argument("--out", type=Path, default=Path("runs/pcan_trained_ablations"))
-    p.add_argument("--resamples", type=int, default=300)
+    p.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        help="also A:B (two row names): interval of A - B, e.g. 'update off:T = 4'",
+    )
+    p.add_argument("--resamples", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -141,25 +149,29 @@ def main(argv: list[str] | None = None) -> int:
     def frame_ap(g: YTVISDataset, r: list[dict], f: dict | None) -> float:
         return float(evaluate_vis_frames(g, r, f)["AP"])
 
-    def oracle_ap(g: YTVISDataset, r: list[dict], f: dict | None) -> float:
-        return float(evaluate_vis(g, oracle_association(g, r))["AP"])
-
     def vis_ap(g: YTVISDataset, r: list[dict], f: dict | None) -> float:
         return float(evaluate_vis(g, r)["AP"])
 
-    metrics = {"frame AP corrupted": frame_ap, "oracle VIS AP": oracle_ap, "VIS AP": vis_ap}
+    # the oracle association is per video, so it is done once per run and the resampled
+    # videos are scored by plain VIS AP (the same numbers as re-associating each resample)
+    metrics = {"frame AP corrupted": frame_ap, "oracle VIS AP": vis_ap, "VIS AP": vis_ap}
     preds: dict[str, list[list[dict]]] = {}
+    oracle: dict[str, list[list[dict]]] = {}
     report: dict[str, Any] = {"config": args.config, "overrides": args.overrides,
                               "test_json": str(splits.test_json), "videos": len(test.videos),
                               "corrupted_frames": sum(map(len, corrupted.values())),
                               "rows": {}}  # fmt: skip
     for name, runs in rows.items():
-        preds[name] = []
+        preds[name], oracle[name] = [], []
         per_seed: list[dict[str, float]] = []
         for run in runs:
             tracks, mots, branch = predict_run(run, test, cfg, args.out / "runs" / run.name)
             preds[name].append(tracks)
-            vals = {k: fn(test, tracks, corrupted) for k, fn in metrics.items()}
+            oracle[name].append(oracle_association(test, tracks))
+            vals = {
+                k: fn(test, oracle[name][-1] if k.startswith("oracle") else tracks, corrupted)
+                for k, fn in metrics.items()
+            }
             vals.update({"sMOTSA": mots["sMOTSA"], "HOTA": mots["HOTA"]})
             vals.update({f"branch {lv}": v for lv, v in branch.items()})
             per_seed.append(vals)
@@ -167,23 +179,33 @@ def main(argv: list[str] | None = None) -> int:
                 f"{name} {run}: " + ", ".join(f"{k} {v:.2f}" for k, v in vals.items()), flush=True
             )
         report["rows"][name] = {"runs": [str(r) for r in runs], "per_seed": per_seed}
-    base = preds[args.baseline]
     for name in rows:
         entry = report["rows"][name]
         entry["mean"] = {
             k: float(np.mean([s[k] for s in entry["per_seed"]])) for k in entry["per_seed"][0]
         }
-        if name == args.baseline:
-            continue
-        if len(preds[name]) != len(base):
-            raise SystemExit(f"row {name}: {len(preds[name])} seeds vs {len(base)} of the baseline")
-        entry["vs_baseline"] = {}
-        for k, fn in metrics.items():
-            iv = paired_video_bootstrap(
-                test, preds[name], base, fn, frames=corrupted, resamples=args.resamples
-            )
-            entry["vs_baseline"][k] = {"mean": iv.mean, "low": iv.low, "high": iv.high}
-            print(f"{name} - {args.baseline}: {k} {iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}]")
+        if len(preds[name]) != len(preds[args.baseline]):
+            raise SystemExit(f"row {name}: {len(preds[name])} seeds, the baseline has "
+                             f"{len(preds[args.baseline])}")  # fmt: skip
+    pairs = [(n, args.baseline) for n in rows if n != args.baseline]
+    for spec in args.compare:
+        a, _, b = spec.partition(":")
+        if a not in rows or b not in rows:
+            raise SystemExit(f"--compare {spec!r}: both must be --row names")
+        pairs.append((a, b))
+    report["comparisons"] = {}
+    for k, fn in metrics.items():  # each run is scored once per resample, for all pairs
+        src = oracle if k.startswith("oracle") else preds
+        draws = video_bootstrap_draws(
+            test, src, fn, frames=corrupted, resamples=args.resamples, seed=0
+        )
+        for a, b in pairs:
+            iv = interval_of(draws[a], draws[b], n=len(test.videos))
+            cmp = report["comparisons"].setdefault(f"{a} - {b}", {})
+            cmp[k] = {"mean": iv.mean, "low": iv.low, "high": iv.high}
+            if b == args.baseline:
+                report["rows"][a].setdefault("vs_baseline", {})[k] = cmp[k]
+            print(f"{a} - {b}: {k} {iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}]", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "report.json", json.dumps(report, indent=1, default=float))
     text = _markdown(report, args.baseline, list(metrics))
@@ -217,6 +239,14 @@ def _markdown(report: dict[str, Any], baseline: str, primary: list[str]) -> str:
             f"| {name} | {len(e['per_seed'])} | " + " | ".join(cells) + " | "
             + (", ".join(f"{v:.2f}" for v in br) if br else "-") + " |"
         )  # fmt: skip
+    extra = {k: v for k, v in report["comparisons"].items() if not k.endswith(f" - {baseline}")}
+    if extra:
+        lines += ["", "| comparison | " + " | ".join(primary) + " |",
+                  "|---|" + "---:|" * len(primary)]  # fmt: skip
+        for name, c in extra.items():
+            cells = [f"{c[k]['mean']:+.1f} [{c[k]['low']:+.1f}, {c[k]['high']:+.1f}]"
+                     for k in primary]  # fmt: skip
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -131,3 +131,27 @@ def test_paired_video_bootstrap_interval() -> None:
     assert iv0.mean == pytest.approx(0.0) and iv0.high == pytest.approx(0.0)
     with pytest.raises(ValueError, match="seeds"):
         paired_video_bootstrap(gt, [good], [], ap)
+
+
+def test_bootstrap_draws_score_each_run_once_per_draw() -> None:
+    from instseg.evaluation.vis_paired import interval_of, video_bootstrap_draws
+
+    gt = _gt(4)
+    good = [r for v in range(1, 5) for r in _perfect(v)]
+    bad = [r for v in range(1, 5) for r in (_swapped(v) if v % 2 else _perfect(v))]
+    calls = []
+
+    def ap(g, r, f):
+        calls.append(1)
+        return evaluate_vis(g, r)["AP"]
+
+    draws = video_bootstrap_draws(gt, {"g": [good, good], "b": [bad, good]}, ap, resamples=10)
+    assert draws["g"].shape == draws["b"].shape == (11, 2) and len(calls) == 11 * 4
+    assert np.allclose(draws["g"], 100.0) and draws["b"][0, 0] < 100.0
+    iv = interval_of(draws["g"], draws["b"], n=4)
+    assert iv.mean == pytest.approx((100.0 - draws["b"][0, 0]) / 2) and iv.low <= iv.high
+    # the same draws as the pairwise function (same seed, same videos drawn)
+    same = paired_video_bootstrap(gt, [good, good], [bad, good], ap, resamples=10)
+    assert same == iv
+    with pytest.raises(ValueError, match="shapes"):
+        interval_of(draws["g"][:1], draws["b"][:1])

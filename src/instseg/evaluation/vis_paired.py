@@ -13,7 +13,7 @@
   still do. It is not an upper bound of the tracker's AP: where two tracks followed one object
   (a duplicate), the oracle track takes the best mask of each frame and the masks it leaves form
   a fragment per original track, so one duplicate can become two false positives (on issue 15's
-  held-out videos the oracle AP is within +-1.5 of the tracker's).
+  held-out videos the oracle AP is within +-1.6 of the tracker's).
 - :func:`resample_videos` / :func:`paired_video_bootstrap`: intervals for the difference of a
   dataset-level metric (AP is not a mean over videos) between two models, resampling videos
   with replacement: each resample builds a ground truth of the drawn videos (a video drawn
@@ -36,7 +36,13 @@ from scipy.optimize import linear_sum_assignment
 from instseg.data.ytvis import VideoResult, YTVISDataset
 from instseg.evaluation.head_metrics import PairedInterval
 
-__all__ = ["oracle_association", "paired_video_bootstrap", "resample_videos"]
+__all__ = [
+    "interval_of",
+    "oracle_association",
+    "paired_video_bootstrap",
+    "resample_videos",
+    "video_bootstrap_draws",
+]
 
 Results = Sequence[Mapping[str, Any]]
 Frames = Mapping[int, Sequence[int]]
@@ -159,11 +165,58 @@ def resample_videos(
     return YTVISDataset(videos=drawn, categories=dict(gt.categories)), mapped, sub
 
 
+Metric = Callable[[YTVISDataset, list[dict[str, Any]], dict[int, list[int]] | None], float]
+
+
+def video_bootstrap_draws(
+    gt: YTVISDataset,
+    runs: Mapping[str, Sequence[Results]],
+    metric: Metric,
+    *,
+    frames: Frames | None = None,
+    resamples: int = 200,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """``metric`` of every results list of ``runs`` (name -> one list per training seed) on the
+    full GT (row 0) and on ``resamples`` sets of the GT videos drawn with replacement (rows
+    1..), the same draws for every run (deterministic for ``seed``): name -> (1 + resamples,
+    seeds) array. Differences of two names' arrays, averaged over seeds, are paired bootstrap
+    statistics (:func:`interval_of`); each run is scored once per draw."""
+    ids = [v.id for v in gt.videos]
+    rng = np.random.default_rng(seed)
+    draws = [ids] + [
+        rng.choice(ids, size=len(ids), replace=True).tolist() for _ in range(resamples)
+    ]
+    names = list(runs)
+    flat = [r for n in names for r in runs[n]]
+    out = {n: np.zeros((len(draws), len(runs[n]))) for n in names}
+    for d, draw in enumerate(draws):
+        sub, res, fr = resample_videos(gt, draw, flat, frames)
+        k = 0
+        for n in names:
+            for s in range(len(runs[n])):
+                out[n][d, s] = metric(sub, res[k], fr)
+                k += 1
+    return out
+
+
+def interval_of(a: np.ndarray, b: np.ndarray, *, level: float = 0.95, n: int = 0) -> PairedInterval:
+    """Paired interval of mean over seeds of a - b from two :func:`video_bootstrap_draws`
+    arrays (row 0: the full set, the point estimate; rows 1..: the resamples)."""
+    if a.shape != b.shape or a.ndim != 2 or a.shape[0] < 2:
+        raise ValueError(f"interval_of: shapes {a.shape} vs {b.shape}")
+    stats = (a - b).mean(axis=1)
+    rest = stats[1:][~np.isnan(stats[1:])]
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(rest, [tail, 100.0 - tail]) if rest.size else (np.nan, np.nan)
+    return PairedInterval(float(stats[0]), float(low), float(high), n)
+
+
 def paired_video_bootstrap(
     gt: YTVISDataset,
     a: Sequence[Results],
     b: Sequence[Results],
-    metric: Callable[[YTVISDataset, list[dict[str, Any]], dict[int, list[int]] | None], float],
+    metric: Metric,
     *,
     frames: Frames | None = None,
     resamples: int = 200,
@@ -177,19 +230,7 @@ def paired_video_bootstrap(
     mapped to the resampled ids (None when none was given). ``n`` is the number of videos."""
     if len(a) != len(b) or not a:
         raise ValueError(f"paired_video_bootstrap: {len(a)} vs {len(b)} seeds")
-    ids = [v.id for v in gt.videos]
-
-    def stat(draw: Sequence[int]) -> float:
-        sub, res, fr = resample_videos(gt, draw, [*a, *b], frames)
-        va = [metric(sub, r, fr) for r in res[: len(a)]]
-        vb = [metric(sub, r, fr) for r in res[len(a) :]]
-        return float(np.mean(np.asarray(va) - np.asarray(vb)))
-
-    point = stat(ids)
-    rng = np.random.default_rng(seed)
-    stats = [stat(rng.choice(ids, size=len(ids), replace=True).tolist()) for _ in range(resamples)]
-    stats_arr = np.asarray(stats, float)
-    stats_arr = stats_arr[~np.isnan(stats_arr)]
-    tail = (1.0 - level) / 2.0 * 100.0
-    low, high = np.percentile(stats_arr, [tail, 100.0 - tail]) if stats_arr.size else (np.nan,) * 2
-    return PairedInterval(point, float(low), float(high), len(ids))
+    draws = video_bootstrap_draws(
+        gt, {"a": a, "b": b}, metric, frames=frames, resamples=resamples, seed=seed
+    )
+    return interval_of(draws["a"], draws["b"], level=level, n=len(gt.videos))
