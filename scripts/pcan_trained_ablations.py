@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -37,16 +38,17 @@ from typing import Any
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pcan_mots import track_split_mots  # noqa: E402  (the sibling script's tracking + MOTS)
+
 from instseg.config import load_config
-from instseg.data.mots import instances_to_mots, video_to_mots, write_mots_txt
 from instseg.data.ytvis import YTVISDataset
-from instseg.evaluation.mots import evaluate_mots
 from instseg.evaluation.vis import YTVISEvaluator, evaluate_vis, evaluate_vis_frames
 from instseg.evaluation.vis_paired import interval_of, oracle_association, video_bootstrap_draws
 from instseg.inference.video_predictor import VideoPredictor, load_video_model
 from instseg.recipes.video import corrupted_subsets, load_test_split
 from instseg.recipes.video_config import VideoTrainConfig
-from instseg.utils.image import read_image
 from instseg.utils.io import atomic_write_text
 
 MOTS_SCORE = 0.3  # masks kept for MOTS, as scripts/pcan_mots.py and `instseg track`
@@ -77,24 +79,13 @@ def predict_run(
         tracker=cfg.tracker,
     )  # fmt: skip
     evaluator = YTVISEvaluator(test, category_ids=list(test.categories))
-    gt_dir, res_dir, lengths = out / "mots_gt", out / "mots_res", {}
     with torch.no_grad():
-        for video in test.videos:
-            seq = f"{video.id:04d}"
-            lengths[seq] = video.length
-            write_mots_txt(gt_dir / f"{seq}.txt", video_to_mots(video))
-            predictor.reset()
-            res = []
-            for t, path in enumerate(video.frame_paths):
-                inst = predictor(read_image(path))
-                evaluator.process_frame(video.file_names[t], inst)
-                res += instances_to_mots(t, inst, score_thresh=MOTS_SCORE)
-            write_mots_txt(res_dir / f"{seq}.txt", res)
+        mots = track_split_mots(
+            predictor, test, out / "mots", score_thresh=MOTS_SCORE,
+            on_frame=evaluator.process_frame,
+        )["car"]  # fmt: skip
     for h in hooks:
         h.remove()
-    mots = evaluate_mots(gt_dir, res_dir, benchmark="kitti", seq_lengths=lengths, classes=["car"])[
-        "car"
-    ]
     tracks = evaluator.tracks()
     branch = {lv: float(np.mean(v)) for lv, v in ratios.items()}
     atomic_write_text(out / "tracks.json", json.dumps(tracks))
