@@ -49,7 +49,7 @@ from instseg.evaluation.vis_paired import interval_of, oracle_association, video
 from instseg.inference.video_predictor import VideoPredictor, load_video_model
 from instseg.recipes.video import corrupted_subsets, load_test_split
 from instseg.recipes.video_config import VideoTrainConfig
-from instseg.utils.io import atomic_write_text
+from instseg.utils.io import atomic_write_json, atomic_write_text
 
 MOTS_SCORE = 0.3  # masks kept for MOTS, as scripts/pcan_mots.py and `instseg track`
 
@@ -88,9 +88,9 @@ def predict_run(
         h.remove()
     tracks = evaluator.tracks()
     branch = {lv: float(np.mean(v)) for lv, v in ratios.items()}
-    atomic_write_text(out / "tracks.json", json.dumps(tracks))
+    atomic_write_json(out / "tracks.json", tracks)
     keep = {k: float(mots[k]) for k in ("sMOTSA", "MOTSA", "IDF1", "IDSW", "HOTA")}
-    atomic_write_text(done, json.dumps({"mots": keep, "branch": branch}, indent=1))
+    atomic_write_json(done, {"mots": keep, "branch": branch}, indent=1)
     return tracks, keep, branch
 
 
@@ -197,8 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             if b == args.baseline:
                 report["rows"][a].setdefault("vs_baseline", {})[k] = cmp[k]
             print(f"{a} - {b}: {k} {iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}]", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "report.json", json.dumps(report, indent=1, default=float))
+    atomic_write_json(args.out / "report.json", report, indent=1, default=float)
     text = _markdown(report, args.baseline, list(metrics))
     atomic_write_text(args.out / "report.md", text)
     print(text)

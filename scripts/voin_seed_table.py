@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from instseg.utils.io import atomic_write_text
+
 BASE = "prop (filled DIS)"
 NON_LEARNED = ("telea", "navier-stokes", "prop (DIS)", BASE)
 
@@ -91,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     out = "\n".join(text)
     print(out)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(out)
+        atomic_write_text(args.out, out)
     return 0
 
 
