@@ -20,8 +20,11 @@ for seed in $SEEDS; do
       t1) ov="model.name=pcan_fast model.memory_length=1 data.memory_frames=0";;
       t4) ov="model.name=pcan_fast model.memory_length=4 data.memory_frames=3";;
       t4off) ov="model.name=pcan_fast model.memory_length=4 data.memory_frames=3 model.instance_update=off";;
+      t4init) ov="model.name=pcan_fast model.memory_length=4 data.memory_frames=3 model.instance_update=initial";;
+      t4m05) ov="model.name=pcan_fast model.memory_length=4 data.memory_frames=3 model.instance_momentum=0.5";;
       t1fg1) ov="model.name=pcan_fast model.memory_length=1 data.memory_frames=0 model.instance_prototypes=[1,1]";;
-      *) echo "unknown row $row (img t1 t4 t4off t1fg1)" >&2; exit 2;;
+      t1fg16) ov="model.name=pcan_fast model.memory_length=1 data.memory_frames=0 model.instance_prototypes=[16,16]";;
+      *) echo "unknown row $row (img t1 t4 t4off t4init t4m05 t1fg1 t1fg16)" >&2; exit 2;;
     esac
     out=$OUT/${row}_s$seed
     [ -f "$out/model.pt" ] && continue

@@ -42,3 +42,36 @@ def test_video_batches_layout():
     assert b["holes"].shape == b["amodal"].shape == (2, 3, 1, 40, 48)
     assert b["frames"].min() >= -1 and b["frames"].max() <= 1
     assert set(torch.unique(b["holes"]).tolist()) == {0.0, 1.0}
+
+
+def _davis_root(root, names_sizes):
+    import cv2
+
+    for name, (n, h, w) in names_sizes.items():
+        img, ann = root / "JPEGImages" / "480p" / name, root / "Annotations" / "480p" / name
+        img.mkdir(parents=True)
+        ann.mkdir(parents=True)
+        for t in range(n):
+            cv2.imwrite(str(img / f"{t:05d}.jpg"), np.full((h, w, 3), 40 * t, np.uint8))
+            m = np.zeros((h, w), np.uint8)
+            m[h // 4 : h // 2, w // 4 : w // 2] = 255
+            cv2.imwrite(str(ann / f"{t:05d}.png"), m)
+    return root
+
+
+def test_load_resized_videos_reads_each_sequence_from_the_first_root_that_has_it(tmp_path):
+    import pytest
+
+    from instseg.data.occluded_clips import load_resized_videos
+
+    a = _davis_root(tmp_path / "a", {"cat": (3, 40, 80), "dog": (2, 40, 80)})
+    b = _davis_root(tmp_path / "b", {"dog": (5, 40, 40), "eel": (4, 20, 40)})
+    videos = load_resized_videos([a, b], ["cat", "dog", "eel"], 0, 20)
+    # dog comes from a (2 frames, 2:1), eel from b; widths follow the aspect ratio
+    assert [v[0].shape for v in videos] == [(3, 20, 40, 3), (2, 20, 40, 3), (4, 20, 40, 3)]
+    assert all(v[1].any() for v in videos)
+    assert load_resized_videos(b, ["dog"], 3, 20)[0][0].shape == (3, 20, 20, 3)
+    with pytest.raises(FileNotFoundError, match="'fox'"):
+        load_resized_videos([a, b], ["fox"], 0, 20)
+    with pytest.raises(FileNotFoundError, match="not a DAVIS root"):
+        load_resized_videos([a, tmp_path / "nope"], ["cat"], 0, 20)

@@ -62,9 +62,11 @@ def test_cache_refuses_held_out_sequences(tmp_path):
                 clip_frames=4, prop_height=48, crop_size=32, margin=2, seed=0,
             )  # fmt: skip
     assert not (tmp_path / "c").exists()
-    cfg = load_config(InpaintingTrainConfig, ROOT / "configs" / "voin_leftover.yaml")
-    assert cfg.generator_mode == "leftover" and cfg.data.sequences
-    assert not set(cfg.data.sequences) & set(VOIN_EVAL)
+    for name in ("voin_leftover.yaml", "voin_leftover_davis27.yaml"):
+        cfg = load_config(InpaintingTrainConfig, ROOT / "configs" / name)
+        assert cfg.generator_mode == "leftover" and cfg.data.sequences
+        assert not set(cfg.data.sequences) & set(VOIN_EVAL)
+    assert len(set(cfg.data.sequences)) == 27 and cfg.data.extra_roots  # the 27-sequence one
     assert not set(InpaintingTrainConfig().data.sequences) & set(VOIN_EVAL)
 
 

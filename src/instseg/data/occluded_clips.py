@@ -33,17 +33,28 @@ __all__ = [
 
 
 def load_resized_videos(
-    root: Path, names: Sequence[str], num_frames: int, height: int
+    root: Path | Sequence[Path], names: Sequence[str], num_frames: int, height: int
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(frames (T, h, w, 3) uint8, masks (T, h, w) bool) per sequence, resized to ``height``
-    (width rounded to a multiple of 4); at most ``num_frames`` per sequence (0: all)."""
-    if not (root / "JPEGImages").is_dir():
-        raise FileNotFoundError(f"{root}: not a DAVIS root (no JPEGImages/)")
+    (width rounded to a multiple of 4); at most ``num_frames`` per sequence (0: all). ``root``:
+    one DAVIS root or several (each sequence is read from the first root that has it, e.g. the
+    shared subset and the rest of DAVIS-2016 train); FileNotFoundError names a sequence no root
+    has."""
+    roots = [Path(root)] if isinstance(root, (str, Path)) else [Path(r) for r in root]
+    for r in roots:
+        if not (r / "JPEGImages").is_dir():
+            raise FileNotFoundError(f"{r}: not a DAVIS root (no JPEGImages/)")
     out = []
     for name in names:
-        available = len(list((root / "JPEGImages" / "480p" / name).glob("*.jpg")))
+        where = [r for r in roots if (r / "JPEGImages" / "480p" / name).is_dir()]
+        if not where:
+            raise FileNotFoundError(
+                f"DAVIS sequence {name!r} is in none of {[str(r) for r in roots]}"
+            )
+        seq_root = where[0]
+        available = len(list((seq_root / "JPEGImages" / "480p" / name).glob("*.jpg")))
         frames, masks, _ = load_davis_sequence(
-            root, name, num_frames=min(num_frames, available) if num_frames > 0 else None
+            seq_root, name, num_frames=min(num_frames, available) if num_frames > 0 else None
         )
         h, w = frames.shape[1:3]
         size = (max(4, round(w * height / h / 4) * 4), height)

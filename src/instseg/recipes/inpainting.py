@@ -55,7 +55,7 @@ from instseg.models.inpainting.generator import GENERATOR_MODES
 from instseg.models.inpainting.training_stages import FlowStage, ShapeStage
 from instseg.models.inpainting.voin import VOIN_VARIANTS, VOINNets
 from instseg.recipes.inpainting_batches import flow_batches, shape_batches
-from instseg.recipes.inpainting_config import STAGES, InpaintingTrainConfig
+from instseg.recipes.inpainting_config import STAGES, InpaintingDataConfig, InpaintingTrainConfig
 from instseg.recipes.inpainting_gan import train_generator_gan
 from instseg.recipes.inpainting_leftovers import (
     build_leftover_cache,
@@ -170,7 +170,7 @@ def train_voin_stage(
                                   progress=progress)  # fmt: skip
         return out_dir / "model_final.pth"
     write_stage_record(out_dir, stage, size)
-    videos = load_resized_videos(resolve_davis_root(d.root), d.sequences, d.frames_per_seq, size)
+    videos = load_resized_videos(_davis_roots(d), d.sequences, d.frames_per_seq, size)
 
     def clips(start_iter: int) -> Any:  # each step takes `batch` clips of the stream
         rng = np.random.default_rng(seed)
@@ -212,6 +212,11 @@ def train_voin_stage(
     return out_dir / "model_final.pth"
 
 
+def _davis_roots(d: InpaintingDataConfig) -> list[Path]:
+    """``data.root`` (resolved) then ``data.extra_roots``, each checked to be a DAVIS root."""
+    return [resolve_davis_root(d.root)] + [resolve_davis_root(r) for r in d.extra_roots if r]
+
+
 def _train_leftover_generator(
     cfg: InpaintingTrainConfig,
     nets: VOINNets,
@@ -233,7 +238,7 @@ def _train_leftover_generator(
     # the inference margin (pixels of a 480p frame) at the cache's frame height
     margin = max(1, round(InpaintOptions().generator_margin * lc.prop_height / 480))
     files = build_leftover_cache(
-        resolve_davis_root(d.root),
+        _davis_roots(d),
         d.sequences,
         out_dir=Path(lc.cache_dir) if lc.cache_dir else Path(cfg.out_dir) / "leftover_cache",
         clips_per_sequence=lc.clips_per_sequence,

@@ -22,6 +22,9 @@ STAGES = ("shape", "flow", "generator")  # trained in this order, seeded seed, s
 @dataclass
 class InpaintingDataConfig:
     root: str = ""  # DAVIS root ("" = the shared DAVIS-2016 subset beside the repository)
+    # more DAVIS roots searched for `sequences` after `root` (e.g. the rest of DAVIS-2016
+    # train: ../shared/data/davis2016-train-rest)
+    extra_roots: list[str] = field(default_factory=list)
     # training sequences; the default leaves out boat, bus and elephant (held out for
     # scripts/voin_baselines.py and scripts/repro_voin.py)
     sequences: list[str] = field(default_factory=lambda: list(VOIN_TRAIN))

@@ -58,7 +58,7 @@ KEYS = ("frames", "gt", "left", "occluded", "amodal")
 
 
 def build_leftover_cache(
-    root: Path,
+    root: Path | Sequence[Path],
     sequences: Sequence[str],
     *,
     out_dir: str | Path,
@@ -78,8 +78,10 @@ def build_leftover_cache(
     if held:
         raise ValueError(f"leftover cache: {held} are held out for evaluation (VOIN_EVAL)")
     out = Path(out_dir)
+    roots = [Path(root)] if isinstance(root, (str, Path)) else [Path(r) for r in root]
     settings = {
-        "root": str(root),
+        # one root is recorded as a string (caches made before several roots stay valid)
+        "root": str(roots[0]) if len(roots) == 1 else [str(r) for r in roots],
         "sequences": list(sequences),
         "clips_per_sequence": clips_per_sequence,
         "clip_frames": clip_frames,
@@ -97,7 +99,7 @@ def build_leftover_cache(
             return [out / f for f in rec["files"]]
         log.info("leftover cache %s: other settings, rebuilding", out)
     out.mkdir(parents=True, exist_ok=True)
-    videos = load_resized_videos(root, sequences, 0, prop_height)
+    videos = load_resized_videos(roots, sequences, 0, prop_height)
     inp = Inpainter(model=None, options=InpaintOptions(use_generator=False), progress=False)
     files, stats = [], []
     for si, name in enumerate(sequences):
