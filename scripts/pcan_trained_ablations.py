@@ -20,7 +20,10 @@ index), so it covers the spread over videos, not over seeds (the per-seed values
 against the T = 4 row it changes). Every run is scored once per resample for all pairs.
 
 Liveness of the memory (rows with a PCAM): the mean ratio ||fusion branch|| / ||input feature||
-of each PCAM level over the held-out frames.
+of each PCAM level over the held-out frames; on the first ``--liveness`` videos also each level's
+responsibility entropy (1: the prototypes collapsed), the entropy of the Eq. 5.7 frame weights
+(1: a plain average over the memory) and the weight on the current frame
+(:meth:`~instseg.models.video.cross_attention.PrototypicalCrossAttention.diagnostics`).
 
 Every run's predictions are cached in ``OUT/runs/<run>/`` (tracks JSON, MOTS txt, metrics), so
 a rerun only scores what is new. Writes ``OUT/report.md`` and ``OUT/report.json``.
@@ -49,6 +52,7 @@ from instseg.evaluation.vis_paired import interval_of, oracle_association, video
 from instseg.inference.video_predictor import VideoPredictor, load_video_model
 from instseg.recipes.video import corrupted_subsets, load_test_split
 from instseg.recipes.video_config import VideoTrainConfig
+from instseg.utils.image import read_image
 from instseg.utils.io import atomic_write_json, atomic_write_text
 
 MOTS_SCORE = 0.3  # masks kept for MOTS, as scripts/pcan_mots.py and `instseg track`
@@ -94,6 +98,44 @@ def predict_run(
     return tracks, keep, branch
 
 
+def pcam_liveness(
+    run: Path, test: YTVISDataset, cfg: VideoTrainConfig, out: Path, *, videos: int
+) -> dict[str, float]:
+    """Mean PCAM diagnostics per level (``resp_entropy p3``, ``frame_weight_entropy p3``,
+    ``current_weight p3``, ...) of ``run/model.pt`` tracking the first ``videos`` videos of
+    ``test``; {} for a model without PCAM levels. Cached in ``out/liveness.json``."""
+    done = out / "liveness.json"
+    if done.is_file():
+        d = json.loads(done.read_text())
+        if d.get("videos") == videos:
+            return d["liveness"]
+    model, _ = load_video_model(run / "model.pt", device="cpu")
+    model = model.float().eval()
+    values: dict[str, list[float]] = defaultdict(list)
+    hooks = []
+    for level, m in model.pcam.levels.items():
+
+        def hook(mod: Any, inp: tuple[Any, ...], outp: Any, lv: str = level) -> None:
+            for k, v in mod.diagnostics(inp[0], inp[1]).items():
+                values[f"{k} {lv}"].append(v)
+
+        hooks.append(m.register_forward_hook(hook))
+    predictor = VideoPredictor(
+        model, min_size=cfg.data.test_min_size, max_size=cfg.data.max_size, amp="none",
+        tracker=cfg.tracker,
+    )  # fmt: skip
+    with torch.no_grad():
+        for video in test.videos[:videos]:
+            predictor.reset()
+            for path in video.frame_paths:
+                predictor(read_image(path))
+    for h in hooks:
+        h.remove()
+    live = {k: float(np.mean(v)) for k, v in sorted(values.items())}
+    atomic_write_json(done, {"videos": videos, "liveness": live}, indent=1)
+    return live
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="the rows' training config (its test split)")
@@ -113,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also A:B (two row names): interval of A - B, e.g. 'update off:T = 4'",
     )
     p.add_argument("--resamples", type=int, default=200)
+    p.add_argument(
+        "--liveness", type=int, default=8, help="videos for the PCAM diagnostics (0: none)"
+    )
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -165,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
             }
             vals.update({"sMOTSA": mots["sMOTSA"], "HOTA": mots["HOTA"]})
             vals.update({f"branch {lv}": v for lv, v in branch.items()})
+            if args.liveness > 0:
+                out = args.out / "runs" / run.name
+                vals.update(pcam_liveness(run, test, cfg, out, videos=args.liveness))
             per_seed.append(vals)
             print(
                 f"{name} {run}: " + ", ".join(f"{k} {v:.2f}" for k, v in vals.items()), flush=True
@@ -229,6 +277,15 @@ def _markdown(report: dict[str, Any], baseline: str, primary: list[str]) -> str:
             f"| {name} | {len(e['per_seed'])} | " + " | ".join(cells) + " | "
             + (", ".join(f"{v:.2f}" for v in br) if br else "-") + " |"
         )  # fmt: skip
+    live = sorted({k for e in report["rows"].values() for k in e["mean"]
+                   if k.split(" ")[0] in ("resp_entropy", "frame_weight_entropy",
+                                          "current_weight")})  # fmt: skip
+    if live:
+        lines += ["", "PCAM liveness (mean over seeds; entropies normalised to [0, 1])", "",
+                  "| row | " + " | ".join(live) + " |", "|---|" + "---:|" * len(live)]  # fmt: skip
+        for name, e in report["rows"].items():
+            cells = [f"{e['mean'][k]:.2f}" if k in e["mean"] else "-" for k in live]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     extra = {k: v for k, v in report["comparisons"].items() if not k.endswith(f" - {baseline}")}
     if extra:
         lines += ["", "| comparison | " + " | ".join(primary) + " |",

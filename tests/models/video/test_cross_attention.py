@@ -205,3 +205,25 @@ def test_eq57_weights_select_the_frames_that_explain_the_pixel() -> None:
     mem_v = torch.tensor([[[[3.0, 0.0]], [[2.0, 0.2]]]])  # reads with cosine ~1 to the current
     y = m.read(k, *own, (mem_k, mem_v))
     assert torch.allclose(y, torch.tensor([2.0, 0.0]).expand(1, 2, 2), atol=1e-3)
+
+
+def test_diagnostics_measure_selectivity() -> None:
+    """Liveness of a PCAM (issue 15, D3): on keys in four tight clusters the responsibilities
+    are selective (low entropy); memory frames identical to the current one get equal Eq. 5.7
+    weights (normalised entropy 1, current weight 1/3 with two of them); a memory frame whose
+    prototypes lie far from the current keys gets ~0 weight."""
+    m = PrototypicalCrossAttention(in_channels=8, key_channels=8, num_prototypes=4)
+    with torch.no_grad():  # keys = the input features
+        m.key.weight.copy_(torch.eye(8)[:, :, None, None])
+        m.key.bias.zero_()
+    x = _tight_clusters().transpose(1, 2).reshape(1, 8, 6, 6)
+    _, protos = m(x)
+    same = tuple(torch.stack([p, p], 1) for p in protos)  # (1, 2, K, C)
+    d = m.diagnostics(x, same)
+    assert d["resp_entropy"] < 0.3
+    assert d["frame_weight_entropy"] == pytest.approx(1.0, abs=1e-4)
+    assert d["current_weight"] == pytest.approx(1 / 3, abs=1e-4)
+    far = (-protos[0][:, None], protos[1][:, None])  # keys on the other side of the sphere
+    d = m.diagnostics(x, far)
+    assert d["current_weight"] > 0.99 and d["frame_weight_entropy"] < 0.05
+    assert set(m.diagnostics(x)) == {"resp_entropy"}

@@ -57,6 +57,7 @@ from instseg.models.video.prototypes import (
     data_sigma,
     gmm_em_prototypes,
     gmm_logits,
+    responsibility_entropy,
 )
 
 __all__ = [
@@ -240,6 +241,36 @@ class PrototypicalCrossAttention(nn.Module):
         if self.aggregate == "cosine":
             return temporal_aggregate(own[:, 0], y, temperature=self.temperature)
         return temporal_aggregate(own[:, 0], y, logits=torch.cat([ll, own_ll], 1))
+
+    @torch.no_grad()
+    def diagnostics(
+        self, x: Tensor, memory: tuple[Tensor, Tensor] | None = None
+    ) -> dict[str, float]:
+        """Is the module selective? (the liveness checks of issue 15, D3) x (B, C, H, W), memory
+        as in :meth:`forward` -> ``resp_entropy``: the current keys' responsibilities over the
+        frame's own K prototypes (Eq. 5.6), mean entropy / log K (1: the prototypes collapsed
+        to one, a global average pool; 0: hard assignments); with memory also
+        ``frame_weight_entropy``: the Eq. 5.7 weights over the T memory frames + the current
+        one, mean entropy / log(T + 1) (1: a plain average), and ``current_weight``: the mean
+        weight on the current frame. Needs K > 0."""
+        if self.num_prototypes == 0:
+            raise ValueError("diagnostics need prototypes (num_prototypes > 0)")
+        k, v = self.encode(x.float())
+        s = self.kernel_sigma(k)
+        kp, _ = self.prototypes(k, v, sigma=s)
+        resp = gmm_logits(k, kp, sigma=s).softmax(-1)
+        out = {"resp_entropy": float(responsibility_entropy(resp).mean())}
+        if memory is not None and self.aggregate != "cosine":
+            _, own_ll = prototypical_read(
+                k, kp[:, None], kp[:, None], sigma=s, return_log_likelihood=True
+            )
+            _, ll = prototypical_read(k, memory[0], memory[0], sigma=s, return_log_likelihood=True)
+            w = torch.cat([ll, own_ll], 1).float().softmax(1)  # (B, T+1, N)
+            n = w.shape[1]
+            h = -(w * w.clamp_min(1e-12).log()).sum(1) / max(math.log(n), 1e-12)
+            out["frame_weight_entropy"] = float(h.mean()) if n > 1 else 0.0
+            out["current_weight"] = float(w[:, -1].mean())
+        return out
 
 
 PCAM_SETTINGS = ("sigma", "sigma_scale", "aggregate", "temperature")
