@@ -158,8 +158,10 @@ def test_pack_records_leftover_mode_and_takes_missing_stages_from_the_base(tmp_p
     Checkpointer(gen, save_dir=folder / "generator").save("model_final", iteration=3)
     write_stage_record(folder / "generator", "generator", 48, mode="leftover")
     cfg.generator_mode = "hole"  # the stage record decides
+    cfg.pack_defaults = {"use_flow_net": False, "use_generator": True}
     nets, meta = load_voin_weights(pack_voin(cfg, folder))
     assert meta.model["generator_mode"] == "leftover" and nets.generator.residual
+    assert meta.model["defaults"] == {"use_flow_net": False, "use_generator": True}
     assert meta.model["stage_sizes"] == {"shape": 128, "flow": 96, "generator": 48}
     assert meta.training["iterations"] == {"shape": 5, "flow": 6, "generator": 3}
     for a, b in ((nets.shape_net, base_nets.shape_net), (nets.flow_net, base_nets.flow_net)):
@@ -167,6 +169,7 @@ def test_pack_records_leftover_mode_and_takes_missing_stages_from_the_base(tmp_p
         assert all(torch.equal(sa[k], sb[k].to(torch.float16).to(sa[k].dtype)) for k in sa)
     inp = Inpainter.from_weights(folder / cfg.weights_name, progress=False)
     assert inp.model.generator.residual and inp.generator_max_side == 48
+    assert inp.generates and not inp.refines_flow  # the packed defaults
 
 
 @pytest.mark.parametrize(("cache_seed", "expected"), [(None, 5), (0, 0)])

@@ -370,7 +370,9 @@ def pack_voin(cfg: InpaintingTrainConfig, folder: Path) -> Path:
         "batch": cfg.data.batch,
         "train_sequences": list(cfg.data.sequences),
         "held_out_sequences": list(VOIN_EVAL),
-        "data": "davis2016-train-subset + synthetic occluders (scripts/train_voin.py)",
+        "data": "DAVIS-2016 train sequences (data.root"
+        + (" + data.extra_roots" if cfg.data.extra_roots else "")
+        + ") with synthetic / cutout occluders",
         "stage_sources": sources,
     }
     if cfg.generator_mode == "leftover":
@@ -387,4 +389,5 @@ def pack_voin(cfg: InpaintingTrainConfig, folder: Path) -> Path:
         half=not cfg.full_precision,
         meta=meta,
         stage_sizes=sizes,
+        defaults=dict(cfg.pack_defaults) or None,
     )

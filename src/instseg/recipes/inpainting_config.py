@@ -93,6 +93,10 @@ class InpaintingTrainConfig:
     pack_base: str = ""
     weights_name: str = "voin.pt"  # packed file name inside that folder
     full_precision: bool = False  # pack fp32 instead of fp16
+    # the stage switches the packed file recommends (model.defaults: what `instseg inpaint`
+    # runs unless told otherwise), e.g. {use_flow_net: false, use_generator: true}; {} = none
+    # recorded (inference then runs every stage the file has)
+    pack_defaults: dict[str, bool] = field(default_factory=dict)
     checkpoint_period: int = 0  # resumable checkpoint every N iterations (0: only the end)
     log_period: int = 10
     threads: int = 0  # torch CPU threads (0 = leave torch's default)
