@@ -5,7 +5,8 @@
 # reference frames (data.max_gap=4 for every row: key / reference pairs are identical, only
 # what the memory reads differs). Under one seed every row starts from the same weights
 # (segmenter from objects_default.pt; track head drawn before the temporal modules).
-#   bash scripts/pcan_trained_ablation_runs.sh [OUT=runs/abl15] [ROWS="img t1 t4 t4off"] [SEEDS="0 1 2"]
+#   [OUT=runs/abl15] [ROWS="img t1 t4 t4off"] [SEEDS="0 1 2"] bash scripts/pcan_trained_ablation_runs.sh
+# rows: img t1 t4 t4off (default) and t4init t4m05 t1fg1 t1fg16 (docs/pcan_trained_ablations.md)
 # Then score them: see the command in docs/pcan_trained_ablations.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
