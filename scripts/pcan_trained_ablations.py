@@ -58,6 +58,18 @@ from instseg.utils.io import atomic_write_json, atomic_write_text
 MOTS_SCORE = 0.3  # masks kept for MOTS, as scripts/pcan_mots.py and `instseg track`
 
 
+def _fp32_predictor(run: Path, cfg: VideoTrainConfig) -> tuple[Any, VideoPredictor]:
+    """``run/model.pt`` in fp32 eval mode and its online predictor (the config's test sizes and
+    tracker); hooks registered on the model afterwards see the predictor's calls."""
+    model, _ = load_video_model(run / "model.pt", device="cpu")
+    model = model.float().eval()
+    predictor = VideoPredictor(
+        model, min_size=cfg.data.test_min_size, max_size=cfg.data.max_size, amp="none",
+        tracker=cfg.tracker,
+    )  # fmt: skip
+    return model, predictor
+
+
 def predict_run(
     run: Path, test: YTVISDataset, cfg: VideoTrainConfig, out: Path
 ) -> tuple[list[dict[str, Any]], dict[str, float], dict[str, float]]:
@@ -67,8 +79,7 @@ def predict_run(
     if done.is_file():
         d = json.loads(done.read_text())
         return json.loads((out / "tracks.json").read_text()), d["mots"], d["branch"]
-    model, _ = load_video_model(run / "model.pt", device="cpu")
-    model = model.float().eval()
+    model, predictor = _fp32_predictor(run, cfg)
     ratios: dict[str, list[float]] = defaultdict(list)
     hooks = []
     for level, m in model.pcam.levels.items():
@@ -78,10 +89,6 @@ def predict_run(
             ratios[lv].append(float(outp.norm() / x.norm().clamp_min(1e-12)))
 
         hooks.append(m.fuse.register_forward_hook(hook))
-    predictor = VideoPredictor(
-        model, min_size=cfg.data.test_min_size, max_size=cfg.data.max_size, amp="none",
-        tracker=cfg.tracker,
-    )  # fmt: skip
     evaluator = YTVISEvaluator(test, category_ids=list(test.categories))
     with torch.no_grad():
         mots = track_split_mots(
@@ -109,8 +116,7 @@ def pcam_liveness(
         d = json.loads(done.read_text())
         if d.get("videos") == videos:
             return d["liveness"]
-    model, _ = load_video_model(run / "model.pt", device="cpu")
-    model = model.float().eval()
+    model, predictor = _fp32_predictor(run, cfg)
     values: dict[str, list[float]] = defaultdict(list)
     hooks = []
     for level, m in model.pcam.levels.items():
@@ -120,10 +126,6 @@ def pcam_liveness(
                 values[f"{k} {lv}"].append(v)
 
         hooks.append(m.register_forward_hook(hook))
-    predictor = VideoPredictor(
-        model, min_size=cfg.data.test_min_size, max_size=cfg.data.max_size, amp="none",
-        tracker=cfg.tracker,
-    )  # fmt: skip
     with torch.no_grad():
         for video in test.videos[:videos]:
             predictor.reset()

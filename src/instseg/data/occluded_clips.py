@@ -26,10 +26,17 @@ from instseg.data.video_occlusion import (
 
 __all__ = [
     "load_resized_videos",
+    "root_list",
     "occluded_clip_stream",
     "stack_video",
     "video_batches",
 ]
+
+
+def root_list(root: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One DAVIS root or several, as a list of paths (the ``root`` argument of
+    :func:`load_resized_videos`)."""
+    return [Path(root)] if isinstance(root, (str, Path)) else [Path(r) for r in root]
 
 
 def load_resized_videos(
@@ -40,7 +47,7 @@ def load_resized_videos(
     one DAVIS root or several (each sequence is read from the first root that has it, e.g. the
     shared subset and the rest of DAVIS-2016 train); FileNotFoundError names a sequence no root
     has."""
-    roots = [Path(root)] if isinstance(root, (str, Path)) else [Path(r) for r in root]
+    roots = root_list(root)
     for r in roots:
         if not (r / "JPEGImages").is_dir():
             raise FileNotFoundError(f"{r}: not a DAVIS root (no JPEGImages/)")

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from instseg.data.davis_splits import VOIN_EVAL
-from instseg.data.occluded_clips import load_resized_videos
+from instseg.data.occluded_clips import load_resized_videos, root_list
 from instseg.data.video_occlusion import occlude_clip, occluder_from_mask, synthetic_occluder
 from instseg.inference.inpainter import Inpainter, InpaintOptions
 from instseg.models.inpainting.voin import generator_input_size
@@ -78,7 +78,7 @@ def build_leftover_cache(
     if held:
         raise ValueError(f"leftover cache: {held} are held out for evaluation (VOIN_EVAL)")
     out = Path(out_dir)
-    roots = [Path(root)] if isinstance(root, (str, Path)) else [Path(r) for r in root]
+    roots = root_list(root)
     settings = {
         # one root is recorded as a string (caches made before several roots stay valid)
         "root": str(roots[0]) if len(roots) == 1 else [str(r) for r in roots],

@@ -258,17 +258,17 @@ class PrototypicalCrossAttention(nn.Module):
         k, v = self.encode(x.float())
         s = self.kernel_sigma(k)
         kp, _ = self.prototypes(k, v, sigma=s)
-        resp = gmm_logits(k, kp, sigma=s).softmax(-1)
-        out = {"resp_entropy": float(responsibility_entropy(resp).mean())}
+        logits = gmm_logits(k, kp, sigma=s)  # (B, N, K)
+        out = {"resp_entropy": float(responsibility_entropy(logits.softmax(-1)).mean())}
         if memory is not None and self.aggregate != "cosine":
-            _, own_ll = prototypical_read(
-                k, kp[:, None], kp[:, None], sigma=s, return_log_likelihood=True
-            )
+            # the current frame's log-likelihood, as prototypical_read computes it for Eq. 5.7
+            own_ll = torch.logsumexp(logits, -1, keepdim=True).transpose(1, 2) - math.log(
+                kp.shape[1]
+            )  # (B, 1, N)
             _, ll = prototypical_read(k, memory[0], memory[0], sigma=s, return_log_likelihood=True)
-            w = torch.cat([ll, own_ll], 1).float().softmax(1)  # (B, T+1, N)
-            n = w.shape[1]
-            h = -(w * w.clamp_min(1e-12).log()).sum(1) / max(math.log(n), 1e-12)
-            out["frame_weight_entropy"] = float(h.mean()) if n > 1 else 0.0
+            w = torch.cat([ll, own_ll], 1).float().softmax(1)  # (B, T+1, N), T >= 1
+            h = -(w * w.clamp_min(1e-12).log()).sum(1) / math.log(w.shape[1])
+            out["frame_weight_entropy"] = float(h.mean())
             out["current_weight"] = float(w[:, -1].mean())
         return out
 
