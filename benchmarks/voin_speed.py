@@ -16,7 +16,11 @@ on the weight values, so without ``--weights`` the chosen variant runs with rand
 - propagation: ``propagate_pixels`` with the 5 px cycle check
 - generator: the occlusion-aware generator on the object box (``use_flow=False``)
 - telea: per-frame ``cv2.inpaint`` of the hole (the peer)
+- telea, object context: the same drawing on the object's pixels only (``source``, the
+  occlusion-aware leftover fill; it also fills the non-object pixels of the object's box)
 - VOIN end to end: all of the above with caller-given amodal masks (shape excluded)
+- default end to end: flow net and generator off (the shipped file's recommended stages):
+  DIS, non-learned flow fill, propagation, object-context Telea
 """
 
 from __future__ import annotations
@@ -89,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     model = VOINModel.from_nets(nets)
     full = Inpainter(model=model, options=InpaintOptions(**kw), progress=False)
     gen_only = Inpainter(model=model, options=InpaintOptions(use_flow=False, **kw), progress=False)
+    off = kw | {"use_flow_net": False, "use_generator": False}
+    default = Inpainter(model=model, options=InpaintOptions(**off), progress=False)
     fwd, bwd = clip_flows(frames, preset=args.preset)
     r = args.repeats
     t_dis = timed(lambda: clip_flows(frames, preset=args.preset), r)
@@ -100,7 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         "propagation": timed(lambda: propagate_pixels(frames, holes, fwd, bwd, amodal=am), r),
         "generator": timed(lambda: gen_only.inpaint(frames, vis, amodal=am), r),
         "telea": timed(lambda: inpaint_opencv(frames, holes, method="telea"), r),
+        "telea, object context": timed(
+            lambda: inpaint_opencv(frames, holes, method="telea", source=am & ~holes), r
+        ),
         "VOIN end to end": timed(lambda: full.inpaint(frames, vis, amodal=am), r),
+        "default end to end": timed(lambda: default.inpaint(frames, vis, amodal=am), r),
     }
     n = args.frames
     print(
@@ -108,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{platform.processor() or platform.machine()}, {args.threads} thread(s), "
         f"DIS '{args.preset}', best of {r}"
     )
-    print(f"| {'stage':<16} | {'s/frame':>8} | {'x Telea':>8} |")
-    print(f"|{'-' * 18}|{'-' * 10}|{'-' * 10}|")
+    print(f"| {'stage':<22} | {'s/frame':>8} | {'x Telea':>8} |")
+    print(f"|{'-' * 24}|{'-' * 10}|{'-' * 10}|")
     for k, v in rows.items():
-        print(f"| {k:<16} | {v / n:8.4f} | {v / rows['telea']:8.1f} |")
+        print(f"| {k:<22} | {v / n:8.4f} | {v / rows['telea']:8.1f} |")
     return 0
 
 

@@ -25,6 +25,9 @@ telea / navier-stokes  per-frame ``cv2.inpaint``
 prop (DIS)             DIS flow of the corrupted frames, propagation (5 px cycle check), Telea
 prop (filled DIS)      the same after the non-learned initial completion of the hole flow
                        (``fill_clip_flows``: the object's own visible flow, normalised convolution)
+prop + obj. Telea      the same, Telea drawing on the object's own known pixels only (VOIN's
+                       occlusion-aware leftover fill, ``leftover_context="object"``, non-learned;
+                       the learned rows use it too, the rows above plain Telea)
 prop (completed flow)  the filled flow refined by FlowCompletionNet inside the amodal mask
 generator only         VOIN with ``InpaintOptions(use_flow=False)``
 VOIN (no flow net)     VOIN without the learned flow completion (``use_flow_net=False``):
@@ -78,7 +81,7 @@ from instseg.models.inpainting.voin import VOINModel, VOINNets  # noqa: E402
 from instseg.utils.io import atomic_write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-BASELINES = ("telea", "navier-stokes", "prop (DIS)", "prop (filled DIS)")
+BASELINES = ("telea", "navier-stokes", "prop (DIS)", "prop (filled DIS)", "prop + obj. Telea")
 LEARNED = (
     "prop (completed flow)",
     "generator only",
@@ -271,6 +274,10 @@ def _baselines(frames, holes, am, timing, stages, args) -> dict[str, np.ndarray]
     res = propagation_baseline(frames, holes, fwd, bwd, amodal=am)
     timing["prop (filled DIS)"] += t_dis + time.perf_counter() - t
     outs["prop (filled DIS)"] = res.frames
+    t = time.perf_counter()
+    res = propagation_baseline(frames, holes, fwd, bwd, amodal=am, object_context=True)
+    timing["prop + obj. Telea"] += t_dis + time.perf_counter() - t
+    outs["prop + obj. Telea"] = res.frames
     return outs
 
 

@@ -18,6 +18,8 @@ passes exist in every version of :class:`InpaintOptions`).
 ``--model default``: the installed ``voin_default.pt``; else a weights file.
 ``--flow-net`` / ``--generator`` (``--no-...``) set the learned stage switches; without them the
 weights file's recommendation applies (``InpaintOptions`` None; with an older source tree, on).
+``--leftover-context frame``: Telea for the leftovers draws on every known pixel (the plain
+"propagation + Telea" row; the default, ``object``, draws on the object's own pixels only).
 ``--windowed-propagation`` runs each generator window as its own clip (propagation inside it
 only), keeping each frame from its window: the pre-issue-16 pipeline on the current code.
 Also printed: the PSNR on the leftovers alone (hole pixels propagation did not fill, where the
@@ -122,7 +124,7 @@ def _inpainter(args: argparse.Namespace) -> Inpainter:
     kw: dict = {"window": args.window, "overlap": args.overlap, "flow_preset": args.preset}
     if args.generator is not None:
         kw["use_generator"] = args.generator
-    for name in ("propagation_range", "generator_max_side", "flow_dtype"):
+    for name in ("propagation_range", "generator_max_side", "flow_dtype", "leftover_context"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)
     if args.flow_net is not None:
@@ -173,6 +175,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--propagation-range", type=int, default=None)
     p.add_argument("--generator-max-side", type=int, default=None)
     p.add_argument("--flow-dtype", default=None, choices=("float16", "float32"))
+    p.add_argument(
+        "--leftover-context",
+        default=None,
+        choices=("object", "frame"),
+        help="Telea's context for the leftovers (default: InpaintOptions', object; frame: the "
+        "plain 'propagation + Telea' row)",
+    )
     p.add_argument("--window", type=int, default=12)
     p.add_argument("--overlap", type=int, default=4)
     p.add_argument("--preset", default="medium")

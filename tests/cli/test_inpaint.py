@@ -223,7 +223,11 @@ def test_stage_defaults_come_from_the_weights_file(clip_dir, tmp_path, capsys):
     base = ["--holes", str(clip_dir / "holes"), "--weights", str(path)]
     rc = main(_args(clip_dir, tmp_path / "a", *base))
     text = capsys.readouterr().out
-    assert rc == 0 and "flow net off" in text and "generator off (Telea)" in text
+    assert (
+        rc == 0
+        and "flow net off" in text
+        and "generator off (Telea from the object's pixels)" in text
+    )
     assert "flow net and generator as the weights file recommends" in text
     assert "run with --flow-net --generator" in text
     line = next(x for x in text.splitlines() if "hole pixels" in x)

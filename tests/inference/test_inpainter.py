@@ -427,3 +427,32 @@ def test_bad_new_options():
         InpaintOptions(flow_dtype="float64")
     with pytest.raises(ValueError, match="generator_max_side"):
         InpaintOptions(generator_max_side=2)
+
+
+def test_leftover_fill_draws_on_the_object_only_by_default():
+    """Issue 16: the leftovers' Telea fill (``leftover_context="object"``, the default) draws
+    on the object's own known pixels, not on the occluder around the hole; ``"frame"`` is plain
+    Telea. A static clip (nothing to propagate: every hole pixel is a leftover): object colour
+    A on columns 0-29, an occluder of colour B over columns 20-39."""
+    a, b = np.array([200, 60, 40], np.uint8), np.array([20, 210, 30], np.uint8)
+    frames = np.zeros((3, 40, 48, 3), np.uint8)
+    frames[:, :, 30:] = (90, 90, 90)
+    frames[:, :, :30] = a
+    frames[:, :, 20:40] = b
+    obj = np.zeros((3, 40, 48), bool)
+    obj[:, :, :30] = True
+    occ = np.zeros_like(obj)
+    occ[:, :, 20:40] = True
+    visible = obj & ~occ
+    with pytest.raises(ValueError, match="leftover_context"):
+        InpaintOptions(leftover_context="image")
+    assert InpaintOptions().leftover_context == "object"
+    out = {}
+    for ctx in ("object", "frame"):
+        inp = Inpainter(model=None, options=InpaintOptions(leftover_context=ctx), progress=False)
+        res = inp.inpaint(frames, visible, amodal=obj)
+        np.testing.assert_array_equal(res.fallback, obj & occ)  # all leftovers, Telea-filled
+        out[ctx] = np.abs(res.frames[obj & occ].astype(int) - a.astype(int)).max(-1)
+        assert ("object's pixels" in inp.describe()) == (ctx == "object")
+    assert out["object"].max() <= 4  # Telea rounding
+    assert (out["frame"] > 60).mean() > 0.2

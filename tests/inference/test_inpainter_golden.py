@@ -14,7 +14,14 @@ without propagation (``*_no_flow*``) keep theirs. Issue 16, deliverable 4 (the s
 recommends its flow net and generator off, ``model.defaults``): the ``shipped_*`` cases pin every
 learned stage switch they do not set to on (:data:`SHIPPED_PINNED`), as the defaults were when
 their digests were recorded, so they keep them; ``shipped_default_*`` are new cases, the
-shipped file under its own defaults. Print the current digests with
+shipped file under its own defaults. Issue 16, the occlusion-aware leftover fill (Telea draws on
+the object's own pixels, ``leftover_context="object"``, the new default): every case recorded
+before runs with ``leftover_context="frame"`` (:data:`CONTEXT_PINNED`, the plain Telea they were
+recorded with) and keeps its digests; the ``*_object`` cases are new. The shipped file's generator
+then became the leftover generator trained on occlusion-aware leftovers (model card): the
+``shipped_*`` cases that run it (every one but ``*_no_generator*`` and ``shipped_default_*``) have
+new digests, and ``shipped_occluder`` now writes what ``shipped_no_generator_occluder`` does (its
+residual rounds to nothing on the 2 generated pixels of this clip). Print the current digests with
 ``PYTHONPATH=src python tests/inference/test_inpainter_golden.py`` after an intended change.
 """
 
@@ -44,16 +51,19 @@ WIN = {"window": 4, "overlap": 2}
 # the learned stage switches of the shipped cases, as the defaults were when they were recorded
 # (since issue 16 the shipped file recommends both off; the shipped_default_* cases run that)
 SHIPPED_PINNED = {"use_flow_net": True, "use_generator": True}
+# the leftover fill the cases were recorded with (plain Telea), unless a case sets its own
+CONTEXT_PINNED = {"leftover_context": "frame"}
+OBJECT = {"leftover_context": "object"}
 # case -> (digest of the frames, digest of the five masks)
 GOLDEN_IN_MEMORY = {
-    "shipped_pred_amodal": ("70daca2ff06a18e2", "a3da706c0e552107"),
-    "shipped_given_amodal": ("dc7bd35e39f520f6", "6eee94f1f31cd68b"),
-    "shipped_no_flow": ("6cffd571c5ab326b", "2414dbf55a172629"),
+    "shipped_pred_amodal": ("49f85f1a2645da25", "a3da706c0e552107"),
+    "shipped_given_amodal": ("9acc2ca5e741838c", "6eee94f1f31cd68b"),
+    "shipped_no_flow": ("0404a722e509904a", "2414dbf55a172629"),
     "shipped_no_generator": ("83fd1bc3f7796534", "eba623148e2bbbc2"),
-    "shipped_no_fill_flow": ("40d583124769060b", "8be04c094ece6462"),
-    "shipped_one_window_occluder": ("ce198e588e4a5b5c", "f54a9212a002b727"),
-    "shipped_one_window_occluder_flow32": ("ecf698866b7f6edd", "f54a9212a002b727"),
-    "shipped_range_2_no_flow_net": ("2fb4d07db63291a2", "3efeade759337ca4"),
+    "shipped_no_fill_flow": ("7a09affba57b363b", "8be04c094ece6462"),
+    "shipped_one_window_occluder": ("df9caaf63c6a6181", "f54a9212a002b727"),
+    "shipped_one_window_occluder_flow32": ("65fa0eef1d09b6fe", "f54a9212a002b727"),
+    "shipped_range_2_no_flow_net": ("9744df2cf2eeda31", "3efeade759337ca4"),
     "tiny_pred_amodal": ("4fb8112f960bba4a", "f2816950e9b6b9ef"),
     "tiny_given_amodal": ("de7ef55bc7fa82af", "73bfdd821b7458c4"),
     "tiny_no_flow_one_window": ("9b2d3e7ad158230c", "2414dbf55a172629"),
@@ -64,13 +74,18 @@ GOLDEN_IN_MEMORY = {
     "shipped_default_pred_amodal": ("380f10b84d7f6223", "f7f7e5f826eb0206"),
     # the shipped default on given holes is the non-learned pipeline: fallback_holes' digests
     "shipped_default_given_amodal": ("f64ce9623b7a33ef", "8dd7d3ab1bea1ea7"),
+    # the occlusion-aware leftover fill (same masks; the hole generator does not use Telea)
+    "fallback_holes_object": ("6fee4b6c1a6c79c1", "8dd7d3ab1bea1ea7"),
+    "fallback_hull_object": ("7faf027d4ed1f982", "c4151b5437608398"),
+    "shipped_default_given_amodal_object": ("6fee4b6c1a6c79c1", "8dd7d3ab1bea1ea7"),
+    "tiny_given_amodal_object": ("de7ef55bc7fa82af", "73bfdd821b7458c4"),
 }
 # case -> (digest of the written frames, of the written amodal PNGs, InpaintSummary counts:
 # num_frames, hole_pixels, propagated, generated, telea)
 GOLDEN_ON_DISK = {
     "fallback_holes": ("f64ce9623b7a33ef", "f7ddb27220a51404", (7, 802, 764, 0, 38)),
     "fallback_hull": ("a52aae81ccf0ebe9", "66fdd868a18df460", (7, 700, 692, 0, 8)),
-    "shipped_occluder": ("72b45c6e86185b7e", "1b70b61df4a49cf9", (7, 662, 660, 2, 0)),
+    "shipped_occluder": ("d27fdf0901ddf302", "1b70b61df4a49cf9", (7, 662, 660, 2, 0)),
     "shipped_no_generator_occluder": (
         "d27fdf0901ddf302",
         "1b70b61df4a49cf9",
@@ -78,6 +93,12 @@ GOLDEN_ON_DISK = {
     ),
     "tiny_holes": ("de7ef55bc7fa82af", "f7ddb27220a51404", (7, 802, 764, 38, 0)),
     "shipped_default_occluder": ("8f4167ef2a6a5532", "1b70b61df4a49cf9", (7, 662, 661, 0, 1)),
+    "fallback_holes_object": ("6fee4b6c1a6c79c1", "f7ddb27220a51404", (7, 802, 764, 0, 38)),
+    "shipped_default_occluder_object": (
+        "e2ef14ed445b5493",
+        "1b70b61df4a49cf9",
+        (7, 662, 661, 0, 1),
+    ),
 }
 pytestmark = pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="no shipped VOIN model")
 
@@ -132,6 +153,7 @@ def in_memory_digests(tmp: Path) -> dict[str, tuple[str, str]]:
     weights["tiny"] = _tiny_weights(tmp)
 
     def pipe(which: str | None, **options) -> Inpainter:
+        options = CONTEXT_PINNED | options
         if which is None:
             return Inpainter(model=None, options=InpaintOptions(**options), progress=False)
         if which == "shipped":
@@ -164,6 +186,13 @@ def in_memory_digests(tmp: Path) -> dict[str, tuple[str, str]]:
         "fallback_hull": (pipe(None), {"occluder": occ}),
         "shipped_default_pred_amodal": (pipe("shipped_default", **WIN), {"label": 0}),
         "shipped_default_given_amodal": (pipe("shipped_default", **WIN), {"amodal": amodal}),
+        "fallback_holes_object": (pipe(None, **OBJECT), {"holes": holes}),
+        "fallback_hull_object": (pipe(None, **OBJECT), {"occluder": occ}),
+        "shipped_default_given_amodal_object": (
+            pipe("shipped_default", **OBJECT, **WIN),
+            {"amodal": amodal},
+        ),
+        "tiny_given_amodal_object": (pipe("tiny", **OBJECT, **WIN), {"amodal": amodal}),
     }
     return {k: _result_digests(p.inpaint(frames, vis, **kw)) for k, (p, kw) in cases.items()}
 
@@ -182,10 +211,12 @@ def on_disk_digests(tmp: Path) -> dict[str, tuple[str, str, tuple[int, ...]]]:
         ),
         "tiny_holes": (tiny, WIN, "holes"),
         "shipped_default_occluder": (DEFAULT_WEIGHTS, WIN, "occluder"),
+        "fallback_holes_object": (None, {"window": 3, "overlap": 1, **OBJECT}, "holes"),
+        "shipped_default_occluder_object": (DEFAULT_WEIGHTS, WIN | OBJECT, "occluder"),
     }
     out = {}
     for name, (weights, options, masks) in cases.items():
-        opts = InpaintOptions(**options)
+        opts = InpaintOptions(**(CONTEXT_PINNED | options))
         inp = (
             Inpainter(model=None, options=opts, progress=False)
             if weights is None

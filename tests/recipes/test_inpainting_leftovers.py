@@ -77,6 +77,9 @@ def test_cache_of_training_sequences_and_its_batches(tmp_path):
                                  seed=0, **kw)  # fmt: skip
     rec = json.loads((tmp_path / "c" / "cache.json").read_text())
     assert rec["settings"]["sequences"] == ["seq-a", "seq-b"] and len(files) == 4
+    # the leftovers were Telea-filled from the object's pixels (inference's default), recorded
+    # so that a cache of another fill is rebuilt
+    assert rec["settings"]["leftover_context"] == "object"
     again = build_leftover_cache(root, ["seq-a", "seq-b"], out_dir=tmp_path / "c", margin=2,
                                  seed=0, **kw)  # fmt: skip
     assert again == files  # reused, not rebuilt

@@ -102,6 +102,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="longest side of the generator's input crop (default: the frame height the "
         "weights' generator was trained at)",
     )
+    parser.add_argument(
+        "--leftover-context",
+        default="object",
+        choices=("object", "frame"),  # InpaintOptions.leftover_context
+        help="what the Telea fill of the pixels propagation cannot reach draws on: the object's "
+        "own known pixels (object, occlusion-aware, the default) or every known pixel (frame: "
+        "plain Telea, which also takes the occluder's colours)",
+    )
     parser.add_argument("--window", type=int, default=12, help="frames per generator window")
     parser.add_argument("--overlap", type=int, default=4, help="frames shared by two windows")
     parser.add_argument(
@@ -153,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
             window=args.window,
             overlap=args.overlap,
             flow_preset=args.flow_preset,
+            leftover_context=args.leftover_context,
         )
     except ValueError as e:
         return fail(e)

@@ -229,7 +229,7 @@ def _train_leftover_generator(
 ) -> None:
     """The leftover generator stage: build / reuse the leftover cache, then
     :func:`train_generator_gan` on its batches (crops of longer side ``generator.size``)."""
-    from instseg.inference.inpainter import InpaintOptions
+    from instseg.inference.inpainter import LEFTOVER_CONTEXTS, InpaintOptions
 
     d, lc = cfg.data, cfg.leftover
     crop = cfg.generator.size or d.size
@@ -237,6 +237,10 @@ def _train_leftover_generator(
         raise ConfigError(f"generator.size must be a multiple of 4 for leftover crops, got {crop}")
     # the inference margin (pixels of a 480p frame) at the cache's frame height
     margin = max(1, round(InpaintOptions().generator_margin * lc.prop_height / 480))
+    if lc.context not in LEFTOVER_CONTEXTS:
+        raise ConfigError(
+            f"leftover.context must be one of {LEFTOVER_CONTEXTS}, got {lc.context!r}"
+        )
     files = build_leftover_cache(
         _davis_roots(d),
         d.sequences,
@@ -248,6 +252,7 @@ def _train_leftover_generator(
         margin=margin,
         seed=cfg.seed if lc.seed is None else lc.seed,
         synthetic_prob=lc.synthetic_prob,
+        leftover_context=lc.context,
     )
     clips = load_leftover_cache(files)
     log.info("leftover generator: %d cached clips, crops of %d px", len(clips), crop)

@@ -46,6 +46,9 @@ class LeftoverDataConfig:
     clip_frames: int = 20  # frames per propagated clip (the card's split: 20)
     prop_height: int = 240  # frame height the clips are propagated at
     synthetic_prob: float = 0.5  # synthetic occluder, else another sequence's object cutout
+    # what Telea draws on for the leftovers (InpaintOptions.leftover_context): the object's own
+    # pixels (occlusion-aware, inference's default) or every known pixel ("frame")
+    context: str = "object"
     # the cache's random draw (occluders, clips); None: the run's seed. Fixing it lets runs of
     # several training seeds share one cache (same data, seed-dependent init and batches)
     seed: int | None = None

@@ -40,7 +40,7 @@ from torch import Tensor
 from instseg.data.davis_splits import VOIN_EVAL
 from instseg.data.occluded_clips import load_resized_videos, root_list
 from instseg.data.video_occlusion import occlude_clip, occluder_from_mask, synthetic_occluder
-from instseg.inference.inpainter import Inpainter, InpaintOptions
+from instseg.inference.inpainter import Inpainter, InpaintOptions, LeftoverContext
 from instseg.models.inpainting.voin import generator_input_size
 from instseg.utils.io import atomic_write_json
 
@@ -70,10 +70,13 @@ def build_leftover_cache(
     seed: int,
     synthetic_prob: float = 0.5,
     occlusion_ratio: tuple[float, float] = (0.2, 0.5),
+    leftover_context: LeftoverContext = "object",
 ) -> list[Path]:
     """Write the cache (module docstring) into ``out_dir`` and return its clip files; an
-    existing cache made with the same settings is reused as is. Raises ValueError when
-    ``sequences`` includes a held-out VOIN evaluation sequence."""
+    existing cache made with the same settings is reused as is. ``leftover_context``: what
+    Telea draws on for the leftovers (:class:`InpaintOptions`; the generator must run with the
+    same at inference). Raises ValueError when ``sequences`` includes a held-out VOIN evaluation
+    sequence."""
     held = sorted(set(sequences) & set(VOIN_EVAL))
     if held:
         raise ValueError(f"leftover cache: {held} are held out for evaluation (VOIN_EVAL)")
@@ -92,6 +95,8 @@ def build_leftover_cache(
         "synthetic_prob": synthetic_prob,
         "occlusion_ratio": list(occlusion_ratio),
     }
+    if leftover_context != "frame":  # caches made before the option drew on the whole frame
+        settings["leftover_context"] = leftover_context
     record = out / CACHE_RECORD
     if record.is_file():
         rec = json.loads(record.read_text())
@@ -100,7 +105,8 @@ def build_leftover_cache(
         log.info("leftover cache %s: other settings, rebuilding", out)
     out.mkdir(parents=True, exist_ok=True)
     videos = load_resized_videos(roots, sequences, 0, prop_height)
-    inp = Inpainter(model=None, options=InpaintOptions(use_generator=False), progress=False)
+    opts = InpaintOptions(use_generator=False, leftover_context=leftover_context)
+    inp = Inpainter(model=None, options=opts, progress=False)
     files, stats = [], []
     for si, name in enumerate(sequences):
         rng = np.random.default_rng([seed, zlib.crc32(name.encode())])

@@ -1,7 +1,9 @@
 """Non-learned inpainting baselines for the VOIN table.
 
 - :func:`inpaint_opencv`: per-frame OpenCV image inpainting, Telea (fast marching) or
-  Navier-Stokes (``cv2.inpaint``), no temporal information.
+  Navier-Stokes (``cv2.inpaint``), no temporal information; with ``source`` it draws only on
+  the given pixels (VOIN's occlusion-aware leftover fill: the object's own known pixels, never
+  the occluder that surrounds the hole).
 - :func:`propagation_baseline`: flow-guided pixel propagation (:func:`propagate_pixels`) and
   then Telea for the pixels propagation could not reach. The result is *flagged*: ``fallback``
   marks the pixels that came from Telea, so the numbers are reported as "propagation + Telea",
@@ -29,11 +31,19 @@ def inpaint_opencv(
     *,
     method: Literal["telea", "ns"] = "telea",
     radius: float = 5.0,
+    source: np.ndarray | None = None,
 ) -> np.ndarray:
     """Inpaint each frame independently.
 
     Args:
         frames: (T, H, W, 3) or (T, H, W) uint8; holes: (T, H, W) bool.
+        source: (T, H, W) bool or None: the only pixels the fill may draw on (``cv2.inpaint``
+            then also treats every other pixel as unknown, inside the box of ``holes | source``
+            plus ``radius``; only the hole pixels are written). VOIN passes the object's known
+            pixels (``amodal & ~holes``): the hole is the occluded part of the object, and the
+            pixels around it that are not the object are mostly the occluder itself. A frame
+            whose ``source`` has no pixel outside its holes is filled from all its pixels.
+            None: every pixel outside the holes (plain Telea / Navier-Stokes).
     Returns:
         (T, H, W[, 3]) uint8; pixels outside the holes are unchanged.
     """
@@ -45,11 +55,27 @@ def inpaint_opencv(
         raise TypeError(f"cv2.inpaint needs uint8 frames, got {frames.dtype}")
     if frames.shape[:3] != np.shape(holes):
         raise ValueError(f"frames {frames.shape[:3]} vs holes {np.shape(holes)}")
+    if source is not None and np.shape(source) != np.shape(holes):
+        raise ValueError(f"source {np.shape(source)} vs holes {np.shape(holes)}")
     out = frames.copy()
     for t, (f, m) in enumerate(zip(frames, holes, strict=False)):
-        if m.any():
+        if not m.any():
+            continue
+        m = np.asarray(m, bool)
+        src = None if source is None else np.asarray(source[t], bool) & ~m
+        if src is None or not src.any():
             res = cv2.inpaint(np.ascontiguousarray(f), m.astype(np.uint8), radius, flags[method])
             out[t][m] = res[m]
+            continue
+        ys, xs = np.nonzero(m | src)
+        pad = int(np.ceil(radius)) + 1
+        y0, y1 = max(ys.min() - pad, 0), min(ys.max() + 1 + pad, m.shape[0])
+        x0, x1 = max(xs.min() - pad, 0), min(xs.max() + 1 + pad, m.shape[1])
+        box = (slice(y0, y1), slice(x0, x1))
+        unknown = (~src[box]).astype(np.uint8)  # the holes and every non-source pixel
+        res = cv2.inpaint(np.ascontiguousarray(f[box]), unknown, radius, flags[method])
+        region = out[t][box]
+        region[m[box]] = res[m[box]]
     return out
 
 
@@ -74,17 +100,23 @@ def propagation_baseline(
     amodal: np.ndarray | None = None,
     cycle_threshold: float = 5.0,
     radius: float = 5.0,
+    object_context: bool = False,
 ) -> PropagationBaselineResult:
     """Propagate along the flows, then Telea-inpaint whatever is left (see module docstring).
 
     ``forward``/``backward`` (T-1, H, W, 2) follow the ``instseg.models.inpainting.flow``
     convention. Hole pixels outside ``amodal`` are never propagated (they go to Telea).
+    ``object_context``: Telea draws on the object's known pixels only (``amodal`` minus what
+    is left, VOIN's occlusion-aware fill; needs ``amodal``); False: on every known pixel.
     """
     holes = np.asarray(holes, bool)
+    if object_context and amodal is None:
+        raise ValueError("propagation_baseline: object_context needs the amodal masks")
     res = propagate_pixels(
         frames, holes, forward, backward, amodal=amodal, cycle_threshold=cycle_threshold
     )
-    out = inpaint_opencv(res.frames, res.unfilled, method="telea", radius=radius)
+    src = np.asarray(amodal, bool) & ~res.unfilled if object_context else None
+    out = inpaint_opencv(res.frames, res.unfilled, method="telea", radius=radius, source=src)
     n = holes.sum()
     frac = float(res.filled.sum() / n) if n else float("nan")
     return PropagationBaselineResult(
