@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             out_dir=args.split,
             num_frames=args.frames,
             occlusion_ratio=(0.2, 0.5),
-            occluder_sequences=list(VOIN_TRAIN),
+            occluder_sequences=args.occluder_sequences or list(VOIN_TRAIN),
             synthetic_prob=0.5,
         )
     manifest = json.loads((args.split / "manifest.json").read_text())
@@ -165,6 +165,13 @@ def _parser() -> argparse.ArgumentParser:
         default=REPO / ".." / "shared" / "data" / "davis2016-train-subset",
     )
     p.add_argument("--sequences", nargs="+", default=list(VOIN_EVAL))
+    p.add_argument(
+        "--occluder-sequences",
+        nargs="+",
+        default=None,
+        help="sequences of --davis-root whose objects are the cutout occluders (default: the "
+        "VOIN training subset's six; a sequence is never its own occluder)",
+    )
     p.add_argument("--frames", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="default", help="none | default | a weights file")

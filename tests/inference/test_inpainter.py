@@ -160,6 +160,9 @@ def test_streaming_run_equals_in_memory(tmp_path, prop_range):
     assert manifest["source"] == str((tmp_path / "frames").resolve())
     assert manifest["holes_masks"] == str((tmp_path / "holes").resolve())
     assert manifest["occluder_masks"] is None
+    # how it was made: the resolved options (the occlusion-aware leftover fill by default)
+    assert manifest["options"]["leftover_context"] == "object"
+    assert manifest["pipeline"] == inp.describe()
 
 
 def _box_clip(t_len=6, h=40, w=48, seed=0):

@@ -3,7 +3,8 @@
     instseg inpaint --source VIDEO_OR_FRAME_DIR --visible-masks DIR [--holes DIR]
                     [--occluder-masks DIR] --out DIR [--weights W] [--no-flow]
                     [--flow-net | --no-flow-net] [--generator | --no-generator]
-                    [--propagation-range R] [--window N --overlap M] [--strict]
+                    [--propagation-range R] [--leftover-context object|frame]
+                    [--window N --overlap M] [--strict]
 
 Masks are PNGs named like the frames (``<stem>.png``; for a video file the frames are named
 ``000000``, ``000001``, ...), nonzero = inside. ``--holes`` is the region to fill; without it the
@@ -15,9 +16,11 @@ Telea) fills what it leaves, in windows of ``--window`` frames.
 Which learned stages run by default is the weights file's recommendation (its meta's
 ``defaults``, the configuration measured best on its model card): the installed
 ``voin_default.pt`` runs with the flow completion network and the generator off (propagation on
-the non-learned completed flow + Telea, 22.05 dB hole PSNR on the card's DAVIS split vs 17.25
+the non-learned completed flow + Telea, 24.08 dB hole PSNR on the card's DAVIS split vs 23.71
 with both on); ``--flow-net`` / ``--generator`` turn them on, ``--no-flow-net`` /
-``--no-generator`` off, whatever the file recommends. Writes
+``--no-generator`` off, whatever the file recommends. What propagation cannot reach is filled
+occlusion-aware (``--leftover-context object``, the default): Telea draws only on the object's
+own known pixels, not on the occluder around the hole (``frame``: plain Telea, 22.05 dB). Writes
 ``OUT/frames/<stem>.png``, ``OUT/amodal/<stem>.png`` and ``OUT/video.mp4``. Without
 ``--weights`` the installed default model is used; when none is installed a warning is printed
 and the non-learned fallback runs (DIS flow propagation + OpenCV Telea).

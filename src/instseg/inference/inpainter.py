@@ -78,7 +78,7 @@ mask, OpenCV Telea for the pixels propagation cannot reach. Random weights are n
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -574,7 +574,8 @@ class Inpainter:
         atomic_write_json(  # what the outputs were made from (read by `instseg report`)
             out / "inpaint.json",
             {"source": str(Path(source).resolve()), "frames": names, "skipped": clip.skipped}
-            | {f"{k}_masks": str(Path(d).resolve()) if d else None for k, d in dirs.items()},
+            | {f"{k}_masks": str(Path(d).resolve()) if d else None for k, d in dirs.items()}
+            | {"pipeline": self.describe(), "options": asdict(self.options)},
             indent=2,
         )
         summary.outputs["manifest"] = out / "inpaint.json"
