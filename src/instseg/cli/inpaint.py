@@ -16,11 +16,12 @@ Telea) fills what it leaves, in windows of ``--window`` frames.
 Which learned stages run by default is the weights file's recommendation (its meta's
 ``defaults``, the configuration measured best on its model card): the installed
 ``voin_default.pt`` runs with the flow completion network and the generator off (propagation on
-the non-learned completed flow + Telea, 24.08 dB hole PSNR on the card's DAVIS split vs 23.71
-with both on); ``--flow-net`` / ``--generator`` turn them on, ``--no-flow-net`` /
-``--no-generator`` off, whatever the file recommends. What propagation cannot reach is filled
-occlusion-aware (``--leftover-context object``, the default): Telea draws only on the object's
-own known pixels, not on the occluder around the hole (``frame``: plain Telea, 22.05 dB). Writes
+the non-learned completed flow + the object-context Telea below, 24.08 dB hole PSNR on the
+card's DAVIS split vs 23.71 with both on); ``--flow-net`` / ``--generator`` turn them on,
+``--no-flow-net`` / ``--no-generator`` off, whatever the file recommends. What propagation
+cannot reach is filled occlusion-aware (``--leftover-context object``, the default): Telea draws
+only on the object's own known pixels, not on the occluder around the hole (``frame``: plain
+Telea, 22.05 dB). Writes
 ``OUT/frames/<stem>.png``, ``OUT/amodal/<stem>.png`` and ``OUT/video.mp4``. Without
 ``--weights`` the installed default model is used; when none is installed a warning is printed
 and the non-learned fallback runs (DIS flow propagation + OpenCV Telea).
