@@ -136,8 +136,9 @@ def voin_nets(cfg: InpaintingTrainConfig) -> VOINNets:
 
 
 def canvas_size(cfg: InpaintingTrainConfig) -> int:
-    """Side of the shape network's object canvas: 32 for ``small``, 64 for ``paper``."""
-    return 32 if cfg.variant == "small" else 64
+    """Side of the shape network's object canvas: 32 for ``small`` / ``small_wide``, 64 for
+    ``paper``."""
+    return 64 if cfg.variant == "paper" else 32
 
 
 def train_voin_stage(
@@ -288,7 +289,7 @@ def _train_generator(
         lr=cfg.lr,
         out_dir=out_dir,
         device=run.device,
-        small=cfg.variant == "small",
+        small=cfg.variant != "paper",
         amp=cfg.amp,
         resume=resume,
         progress=progress,

@@ -82,6 +82,20 @@ def test_variants_forward_backward(variant):
         assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
+def test_small_wide_differs_from_small_in_the_generator_only():
+    """``small_wide`` (issue 16's width experiment): a ``small`` file's shape and flow networks
+    load into it unchanged; its generator is c 16 with one more dilated block."""
+    small, wide = (VOIN_VARIANTS[v](num_classes=1) for v in ("small", "small_wide"))
+    for name in ("shape_net", "flow_net"):
+        a, b = getattr(small, name).state_dict(), getattr(wide, name).state_dict()
+        assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}, name
+    g_small = sum(p.numel() for p in small.generator.parameters())
+    g_wide = sum(p.numel() for p in wide.generator.parameters())
+    assert len(wide.generator.middle) == len(small.generator.middle) + 1
+    assert wide.generator.out.in_channels == 2 * small.generator.out.in_channels
+    assert g_wide > 3 * g_small
+
+
 def _davis_root() -> Path:
     return Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "davis2016-train-subset"
 

@@ -1,9 +1,9 @@
 """The VOIN networks (paper Sect. 5.4, Figs. 5.6-5.7) and their torch-level composition.
 
-- :class:`VOINNets` and the variant builders :data:`VOIN_VARIANTS` (``paper`` / ``small``): the
-  three learned networks, built untrained: (a) :class:`AmodalShapeCompletion` (Sect. 5.4.1),
-  (b) :class:`FlowCompletionNet` (Sect. 5.4.2), (c) :class:`OcclusionAwareGenerator`
-  (Sect. 5.4.3, occlusion-aware gated TSM).
+- :class:`VOINNets` and the variant builders :data:`VOIN_VARIANTS` (``paper`` / ``small`` /
+  ``small_wide``): the three learned networks, built untrained: (a)
+  :class:`AmodalShapeCompletion` (Sect. 5.4.1), (b) :class:`FlowCompletionNet` (Sect. 5.4.2),
+  (c) :class:`OcclusionAwareGenerator` (Sect. 5.4.3, occlusion-aware gated TSM).
 - :class:`VOINModel`: the learned stages of one temporal window as tensor functions,
   ``shape_logits`` -> ``refine_flows`` -> ``generate``; any network may be absent.
 
@@ -83,7 +83,25 @@ def voin_nets_small(*, num_classes: int, generator_mode: GeneratorMode = "hole")
     )
 
 
-VOIN_VARIANTS = {"paper": voin_nets_paper, "small": voin_nets_small}
+def voin_nets_small_wide(*, num_classes: int, generator_mode: GeneratorMode = "hole") -> VOINNets:
+    """``small`` with a generator twice as wide and one more dilation: c 16, dilations 2, 4 and
+    8 (the shape and flow networks are ``small``'s, so a ``small`` file's load into it; for
+    issue 16's width experiment)."""
+    nets = voin_nets_small(num_classes=num_classes, generator_mode=generator_mode)
+    return VOINNets(
+        nets.shape_net,
+        nets.flow_net,
+        OcclusionAwareGenerator(
+            base_channels=16, dilations=(2, 4, 8), shift_steps=2, mode=generator_mode
+        ),
+    )
+
+
+VOIN_VARIANTS = {
+    "paper": voin_nets_paper,
+    "small": voin_nets_small,
+    "small_wide": voin_nets_small_wide,
+}
 
 
 class VOINModel(nn.Module):
