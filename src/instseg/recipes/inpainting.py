@@ -230,18 +230,18 @@ def _train_leftover_generator(
 ) -> None:
     """The leftover generator stage: build / reuse the leftover cache, then
     :func:`train_generator_gan` on its batches (crops of longer side ``generator.size``)."""
-    from instseg.inference.inpainter import LEFTOVER_CONTEXTS, InpaintOptions
+    from instseg.inference.inpainter import InpaintOptions
 
     d, lc = cfg.data, cfg.leftover
     crop = cfg.generator.size or d.size
     if crop % 4:
         raise ConfigError(f"generator.size must be a multiple of 4 for leftover crops, got {crop}")
+    try:  # the inference options the cache is made with check the context
+        opts = InpaintOptions(leftover_context=lc.context)
+    except ValueError as e:
+        raise ConfigError(f"leftover.context: {e}") from e
     # the inference margin (pixels of a 480p frame) at the cache's frame height
-    margin = max(1, round(InpaintOptions().generator_margin * lc.prop_height / 480))
-    if lc.context not in LEFTOVER_CONTEXTS:
-        raise ConfigError(
-            f"leftover.context must be one of {LEFTOVER_CONTEXTS}, got {lc.context!r}"
-        )
+    margin = max(1, round(opts.generator_margin * lc.prop_height / 480))
     files = build_leftover_cache(
         _davis_roots(d),
         d.sequences,
